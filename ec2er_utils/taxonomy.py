@@ -1,0 +1,276 @@
+"""Every category list the EC2ER paper uses, kept in one place.
+
+All lists are tuples of ``str`` so that no caller can mutate them by accident. Comments cite the paper section
+each list comes from; where the paper is vague (occupations "etc.", "major world regions") the extra values are
+our own choice and are marked as such.
+
+EmoBench categories and emotion words were read once from EmoBench's ``EU.jsonl`` / ``EA.jsonl`` and written here
+as literals, so importing this module never touches the shared data folder (tests check the literals against the
+files when they are available).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+# --- Attribute space sampled per persona (paper §3.2, "Persona and attribute diversity" + attribute lists) ---
+
+EU_AREAS: tuple[str, ...] = (  # §3.2 "EU AREAS"
+    "emotion_identification",
+    "cause_reasoning",
+    "perspective_taking",
+    "mixed_ambivalent_emotions",
+    "anticipated_emotional_consequences",
+)
+EA_AREAS: tuple[str, ...] = (  # §3.2 "EA AREAS"
+    "supportive_response",
+    "action_selection",
+    "emotion_regulation_strategy",
+    "conflict_deescalation",
+    "boundary_setting",
+)
+RELATIONSHIP_TYPES: tuple[str, ...] = ("romantic", "family", "friend", "work", "social")  # §3.2
+PROBLEM_FOCUS_TYPES: tuple[str, ...] = ("self", "others")  # §3.2 "PROBLEM_FOCUS_TYPES"
+CONFLICT_DOMAINS: tuple[str, ...] = (  # §3.2 "CONFLICT DOMAINS"
+    "career_performance",
+    "money_finances",
+    "caregiving_burden",
+    "friendship_drift",
+    "romantic_trust_jealousy",
+    "inlaw_family_tension",
+    "online_miscommunication",
+    "cross_cultural_misunderstanding",
+)
+STAKES_LEVELS: tuple[str, ...] = ("low", "medium", "high")  # §3.2 "STAKES_LEVELS"
+EMOTION_MIX_PROFILES: tuple[str, ...] = (  # §3.2 "EMOTION MIX PROFILES"; each is "<emotion>_plus_<emotion>"
+    "anger_plus_hurt",
+    "relief_plus_guilt",
+    "envy_plus_admiration",
+    "love_plus_resentment",
+    "shame_plus_defiance",
+    "worry_plus_excitement",
+)
+INSIGHT_LEVELS: tuple[str, ...] = ("low", "medium", "high")  # §3.2 "INSIGHT LEVELS"
+COPING_STYLES: tuple[str, ...] = (  # §3.2 "COPING_STYLES"
+    "avoidance",
+    "overfixing_problem_solving",
+    "venting",
+    "people_pleasing",
+    "intellectualizing",
+    "self_blame",
+)
+COMMUNICATION_STYLES: tuple[str, ...] = (  # §3.2; the PDF text hyphenates "sar-/castic_deflecting" across a line
+    "withdrawn_indirect",
+    "apologetic_soft",
+    "sarcastic_deflecting",
+    "blunt_critical",
+    "conflict_avoidant_compliant",
+)
+VIEWPOINT_TYPES: tuple[str, ...] = (  # §3.2 "VIEWPOINT_TYPES"
+    "self_perspective",
+    "other_person_perspective",
+    "neutral_third_party",
+)
+
+# --- Persona grid (§3.2 "Persona and attribute diversity") ---
+
+AGE_RANGE: tuple[int, int] = (18, 75)  # inclusive bounds, §3.2 "age ranges (18-75)"
+# The paper lists these six and then says "etc.".
+OCCUPATIONS_FROM_PAPER: tuple[str, ...] = (
+    "student",
+    "healthcare worker",
+    "teacher",
+    "engineer",
+    "artist",
+    "retiree",
+)
+# Our additions to fill the "etc.": a spread of income levels, work settings and life stages.
+OCCUPATIONS_ADDED: tuple[str, ...] = (
+    "small business owner",
+    "retail worker",
+    "office administrator",
+    "skilled tradesperson",
+    "social worker",
+    "stay-at-home parent",
+    "unemployed job seeker",
+)
+OCCUPATIONS: tuple[str, ...] = OCCUPATIONS_FROM_PAPER + OCCUPATIONS_ADDED
+RELATIONSHIP_STATUSES: tuple[str, ...] = ("single", "partnered", "married", "divorced")  # §3.2
+# The paper only says "representing major world regions"; these eight are our choice.
+CULTURAL_REGIONS: tuple[str, ...] = (
+    "North America",
+    "Latin America and the Caribbean",
+    "Europe",
+    "Middle East and North Africa",
+    "Sub-Saharan Africa",
+    "South Asia",
+    "East Asia",
+    "Southeast Asia and Oceania",
+)
+BASELINE_DISPOSITIONS: tuple[str, ...] = (  # §3.2 "baseline emotional dispositions"
+    "anxious",
+    "optimistic",
+    "skeptical",
+    "empathetic",
+    "guarded",
+    "expressive",
+)
+
+# --- Dialogue preprocessing (§3.3: speaker tags are normalised to these identifiers) ---
+
+SPEAKER_TAGS: tuple[str, ...] = ("CLIENT", "THERAPIST", "SUPERVISOR")
+
+# --- EmoBench categories (spellings exactly as in EU.jsonl "coarse_category" / EA.jsonl "category") ---
+
+# EmoBench already uses the paper's snake_case names for EU, so no translation is needed there.
+EU_CATEGORIES: tuple[str, ...] = (
+    "complex_emotions",
+    "emotional_cues",
+    "personal_beliefs_and_experiences",
+    "perspective_taking",
+)
+EA_CATEGORIES: tuple[str, ...] = ("Personal-Others", "Personal-Self", "Social-Others", "Social-Self")
+EA_QUESTION_TYPES: tuple[str, ...] = ("Action", "Response")  # EA.jsonl key "question type" (with a space)
+
+# Paper name -> EmoBench spelling. §3.3/§5 write EA categories in lower case and the results table shortens
+# "personal_beliefs_and_experiences" to "personal_beliefs"; both forms are accepted here.
+EU_PAPER_TO_EMOBENCH: dict[str, str] = {
+    "complex_emotions": "complex_emotions",
+    "emotional_cues": "emotional_cues",
+    "personal_beliefs_and_experiences": "personal_beliefs_and_experiences",
+    "perspective_taking": "perspective_taking",
+    "personal_beliefs": "personal_beliefs_and_experiences",  # results-table shorthand
+}
+EA_PAPER_TO_EMOBENCH: dict[str, str] = {
+    "personal-others": "Personal-Others",
+    "personal-self": "Personal-Self",
+    "social-others": "Social-Others",
+    "social-self": "Social-Self",
+}
+
+# Final synthetic dataset sizes reported in §3.3, keyed by EmoBench spelling (sums: 1,527 EU and 1,486 EA).
+PAPER_EU_COUNTS: dict[str, int] = {
+    "complex_emotions": 382,
+    "emotional_cues": 385,
+    "personal_beliefs_and_experiences": 378,
+    "perspective_taking": 382,
+}
+PAPER_EA_COUNTS: dict[str, int] = {
+    "Personal-Others": 371,
+    "Personal-Self": 372,
+    "Social-Others": 372,
+    "Social-Self": 371,
+}
+
+# --- Emotion vocabulary (§3.3: items with out-of-vocabulary emotion labels are filtered out) ---
+
+# The 38 single emotions that occur in EmoBench English EU items (emotion_choices and emotion_label). EmoBench
+# also uses compound labels such as "Disappointment & Pride & Hopeless" (up to three parts joined by " & ");
+# every part of those is one of these words.
+EMOBENCH_EU_EMOTIONS: tuple[str, ...] = (
+    'Acceptance', 'Admiration', 'Amusement', 'Anger', 'Annoyance', 'Anticipation', 'Boredom', 'Caring',
+    'Curiosity', 'Delight', 'Disappointment', 'Disapproval', 'Disgust', 'Embarrassment', 'Excitement', 'Fear',
+    'Gratitude', 'Grief', 'Guilt', 'Hopeful', 'Hopeless', 'Horror', 'Indifferent', 'Jealousy', 'Joy', 'Loathe',
+    'Love', 'Nervousness', 'Oblivious', 'Pessimism', 'Pride', 'Relief', 'Remorse', 'Sadness', 'Sentimental',
+    'Surprise', 'Trust', 'Unbothered',
+)  # fmt: skip
+
+# The validation vocabulary: the EmoBench emotions above plus those named in EMOTION_MIX_PROFILES (which adds
+# defiance, envy, hurt, resentment, shame, worry), lower-cased and sorted. 44 words.
+EMOTION_LABELS: tuple[str, ...] = (
+    'acceptance', 'admiration', 'amusement', 'anger', 'annoyance', 'anticipation', 'boredom', 'caring',
+    'curiosity', 'defiance', 'delight', 'disappointment', 'disapproval', 'disgust', 'embarrassment', 'envy',
+    'excitement', 'fear', 'gratitude', 'grief', 'guilt', 'hopeful', 'hopeless', 'horror', 'hurt', 'indifferent',
+    'jealousy', 'joy', 'loathe', 'love', 'nervousness', 'oblivious', 'pessimism', 'pride', 'relief', 'remorse',
+    'resentment', 'sadness', 'sentimental', 'shame', 'surprise', 'trust', 'unbothered', 'worry',
+)  # fmt: skip
+_EMOTION_SET = frozenset(EMOTION_LABELS)
+
+# EmoBench joins parts with "&"; LLM-generated items also write "+", "/", ",", "and" or the profiles' "_plus_".
+_COMPOUND_SEP = re.compile(r"\s*(?:&|\+|/|,|\band\b|_plus_)\s*", re.IGNORECASE)
+
+
+def split_emotion_label(label: str) -> tuple[str, ...]:
+    """Split a possibly compound label into lower-cased, whitespace-normalised parts.
+
+    ``"Disappointment & Anger"`` -> ``("disappointment", "anger")``. Empty parts are kept (as ``""``) so that a
+    malformed label such as ``"Anger &"`` is not silently accepted.
+    """
+    text = " ".join(label.split()).lower()
+    if not text:
+        return ()
+    return tuple(part.strip() for part in _COMPOUND_SEP.split(text))
+
+
+def is_known_emotion(label: str) -> bool:
+    """True when ``label`` is in EMOTION_LABELS, or is a compound whose every part is (case-insensitive)."""
+    parts = split_emotion_label(label)
+    return bool(parts) and all(part in _EMOTION_SET for part in parts)
+
+
+def emotions_in_mix(profile: str) -> tuple[str, str]:
+    """The two emotions of an EMOTION_MIX_PROFILES entry: ``"anger_plus_hurt"`` -> ``("anger", "hurt")``."""
+    validate_choice("EMOTION_MIX_PROFILES", profile)
+    first, second = profile.split("_plus_")
+    return first, second
+
+
+def to_emobench_category(name: str) -> str:
+    """Map any spelling of an EU/EA category (paper prose, results table, EmoBench) to EmoBench's spelling."""
+    key = " ".join(name.split()).lower()
+    for table, sep in ((EU_PAPER_TO_EMOBENCH, "_"), (EA_PAPER_TO_EMOBENCH, "-")):
+        candidate = re.sub(r"[\s_-]+", sep, key)
+        if candidate in table:
+            return table[candidate]
+    options = ", ".join(EU_CATEGORIES + EA_CATEGORIES)
+    raise ValueError(f"Unknown EmoBench category {name!r}; valid options: {options}")
+
+
+# Every list above by name, for iteration, display and validate_choice.
+TAXONOMY: dict[str, tuple[str, ...]] = {
+    "EU_AREAS": EU_AREAS,
+    "EA_AREAS": EA_AREAS,
+    "RELATIONSHIP_TYPES": RELATIONSHIP_TYPES,
+    "PROBLEM_FOCUS_TYPES": PROBLEM_FOCUS_TYPES,
+    "CONFLICT_DOMAINS": CONFLICT_DOMAINS,
+    "STAKES_LEVELS": STAKES_LEVELS,
+    "EMOTION_MIX_PROFILES": EMOTION_MIX_PROFILES,
+    "INSIGHT_LEVELS": INSIGHT_LEVELS,
+    "COPING_STYLES": COPING_STYLES,
+    "COMMUNICATION_STYLES": COMMUNICATION_STYLES,
+    "VIEWPOINT_TYPES": VIEWPOINT_TYPES,
+    "OCCUPATIONS": OCCUPATIONS,
+    "RELATIONSHIP_STATUSES": RELATIONSHIP_STATUSES,
+    "CULTURAL_REGIONS": CULTURAL_REGIONS,
+    "BASELINE_DISPOSITIONS": BASELINE_DISPOSITIONS,
+    "SPEAKER_TAGS": SPEAKER_TAGS,
+    "EU_CATEGORIES": EU_CATEGORIES,
+    "EA_CATEGORIES": EA_CATEGORIES,
+    "EA_QUESTION_TYPES": EA_QUESTION_TYPES,
+    "EMOTION_LABELS": EMOTION_LABELS,
+}
+
+
+def validate_choice(kind: str, value: str) -> str:
+    """Return ``value`` if it belongs to the list ``kind`` (a TAXONOMY key, any case); else raise ValueError.
+
+    The error names the kind, the bad value, a close match if there is one, and all valid options, so that a
+    mistyped notebook parameter is easy to fix. EMOTION_LABELS is checked with is_known_emotion, so compound
+    and differently-cased labels pass.
+    """
+    key = kind.upper()
+    if key not in TAXONOMY:
+        raise ValueError(f"Unknown taxonomy kind {kind!r}; valid kinds: {', '.join(TAXONOMY)}")
+    options = TAXONOMY[key]
+    if not isinstance(value, str):
+        ok = False
+    elif key == "EMOTION_LABELS":
+        ok = is_known_emotion(value)
+    else:
+        ok = value in options
+    if ok:
+        return value
+    close = difflib.get_close_matches(str(value), options, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"Invalid {key} value {value!r}{hint}; valid options: {', '.join(options)}")

