@@ -1,0 +1,160 @@
+"""Item schemas shared by generation, preprocessing, training and evaluation.
+
+EU and EA items use EmoBench's own field names (``EU.jsonl`` / ``EA.jsonl``), so generated items, EmoBench items
+and training examples all go through the same formatting code. Generated items add a chain-of-thought
+explanation and provenance. ``MCQItem`` is the paper's generic training record (§3.3: scenario, question,
+options, correct answer, explanation), which the concise pipeline writes directly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .taxonomy import EA_CATEGORIES, EA_QUESTION_TYPES, EU_CATEGORIES
+
+EUCategory = Literal[EU_CATEGORIES]  # type: ignore[valid-type]
+EACategory = Literal[EA_CATEGORIES]  # type: ignore[valid-type]
+EAQuestionType = Literal[EA_QUESTION_TYPES]  # type: ignore[valid-type]
+Language = Literal["en", "zh"]
+
+EU_EMOTION_CHOICES = 6  # EmoBench EU emotion questions
+EU_CAUSE_CHOICES = 4  # what our extractors write; EmoBench itself has 4, 6 or 7 (60 + 61 of its 400 EU items)
+EA_CHOICES = 4
+
+
+def _distinct_nonempty(values: list[str], what: str) -> list[str]:
+    cleaned = [v.strip() for v in values]
+    if any(not v for v in cleaned):
+        raise ValueError(f"{what} contains an empty option")
+    if len({v.casefold() for v in cleaned}) != len(cleaned):
+        raise ValueError(f"{what} contains duplicate options: {cleaned}")
+    return cleaned
+
+
+def _label_in(label: str, choices: list[str], what: str) -> None:
+    if label.strip() not in choices:
+        raise ValueError(f"{what} {label!r} is not one of the choices {choices}")
+
+
+class Provenance(BaseModel):
+    """Where a generated item came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: Literal["mads", "concise"]
+    generator_model: str
+    persona_id: str
+    dialogue_id: str
+    theme: str | None = None
+
+
+class EUItem(BaseModel):
+    """An Emotional Understanding item in EmoBench's format: which emotion (6 choices) and why (4 choices)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    qid: str
+    language: Language = "en"
+    coarse_category: EUCategory
+    finegrained_category: str = ""
+    scenario: str = Field(min_length=1)
+    subject: str = Field(min_length=1)
+    emotion_choices: list[str] = Field(min_length=EU_EMOTION_CHOICES, max_length=EU_EMOTION_CHOICES)
+    emotion_label: str
+    cause_choices: list[str] = Field(min_length=2, max_length=8)
+    cause_label: str
+
+    @field_validator("qid", mode="before")
+    @classmethod
+    def _qid_as_text(cls, value):
+        return str(value)
+
+    @model_validator(mode="after")
+    def _labels_are_choices(self):
+        self.emotion_choices = _distinct_nonempty(self.emotion_choices, "emotion_choices")
+        self.cause_choices = _distinct_nonempty(self.cause_choices, "cause_choices")
+        _label_in(self.emotion_label, self.emotion_choices, "emotion_label")
+        _label_in(self.cause_label, self.cause_choices, "cause_label")
+        return self
+
+
+class EAItem(BaseModel):
+    """An Emotional Awareness (application) item in EmoBench's format: the most effective action or response."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, populate_by_name=True,
+                              serialize_by_alias=True)
+
+    qid: str
+    language: Language = "en"
+    category: EACategory
+    question_type: EAQuestionType = Field(alias="question type")  # EmoBench's key has a space
+    scenario: str = Field(min_length=1)
+    subject: str = Field(min_length=1)
+    choices: list[str] = Field(min_length=EA_CHOICES, max_length=EA_CHOICES)
+    label: str
+
+    @field_validator("qid", mode="before")
+    @classmethod
+    def _qid_as_text(cls, value):
+        return str(value)
+
+    @model_validator(mode="after")
+    def _label_is_a_choice(self):
+        self.choices = _distinct_nonempty(self.choices, "choices")
+        _label_in(self.label, self.choices, "label")
+        return self
+
+
+class GeneratedEUItem(EUItem):
+    """An EU item written by an extraction agent, with its chain-of-thought and where it came from."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    emotion_explanation: str = Field(min_length=1)
+    cause_explanation: str = Field(min_length=1)
+    provenance: Provenance
+
+    @field_validator("cause_choices")
+    @classmethod
+    def _four_causes(cls, value: list[str]) -> list[str]:
+        if len(value) != EU_CAUSE_CHOICES:
+            raise ValueError(f"generated EU items have exactly {EU_CAUSE_CHOICES} cause choices, got {len(value)}")
+        return value
+
+
+class GeneratedEAItem(EAItem):
+    """An EA item written by an extraction agent, with its chain-of-thought and where it came from."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True,
+                              serialize_by_alias=True)
+
+    explanation: str = Field(min_length=1)
+    provenance: Provenance
+
+
+class MCQItem(BaseModel):
+    """The paper's generic training record (§3.3): one question, its options, the answer and the explanation."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    item_id: str
+    task: Literal["EU", "EA"]
+    category: str  # an EmoBench EU coarse_category or EA category
+    scenario: str = Field(min_length=1)
+    question: str = Field(min_length=1)
+    options: list[str] = Field(min_length=2, max_length=8)
+    correct_answer: str
+    explanation: str = Field(min_length=1)
+    provenance: Provenance | None = None
+
+    @model_validator(mode="after")
+    def _answer_is_an_option(self):
+        self.options = _distinct_nonempty(self.options, "options")
+        _label_in(self.correct_answer, self.options, "correct_answer")
+        if self.task == "EU" and self.category not in EU_CATEGORIES:
+            raise ValueError(f"EU category {self.category!r} is not one of {list(EU_CATEGORIES)}")
+        if self.task == "EA" and self.category not in EA_CATEGORIES:
+            raise ValueError(f"EA category {self.category!r} is not one of {list(EA_CATEGORIES)}")
+        return self
