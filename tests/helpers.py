@@ -1,0 +1,69 @@
+"""Test helpers shared by several test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ec2er_utils.llm import Completion, LLMClient, LLMError
+from ec2er_utils.serve import free_loopback_port  # noqa: F401 - re-exported for the tests
+from ec2er_utils.llm.base import JSONSchema, Message
+
+Reply = str | Completion | LLMError
+
+
+class ScriptedClient(LLMClient):
+    """An :class:`LLMClient` whose backend answers from a script, for unit tests of the shared logic only.
+
+    ``script`` is either a list with one entry per ``_complete_batch`` call, each entry a list of replies (one per
+    conversation in that batch, in order), or a callable ``(call_index, conversation_index, conversation) ->
+    reply``. A reply is a ``str`` (turned into a :class:`Completion` with ``prompt_tokens``/``completion_tokens``
+    tokens), a ready :class:`Completion`, or an :class:`LLMError` returned in place.
+
+    Every call is recorded in ``calls``: a dict with ``conversations`` (deep copies of what the backend
+    received), ``schema``, ``temperature``, ``max_tokens`` and ``seed``.
+    """
+
+    backend = "scripted"
+
+    def __init__(self, script: Sequence[Sequence[Reply]] | Callable[[int, int, list[Message]], Reply], *,
+                 model: str = "scripted-model", prompt_tokens: int = 10, completion_tokens: int = 5,
+                 **kwargs: Any):
+        kwargs.setdefault("progress", False)
+        super().__init__(model, **kwargs)
+        self.script = script
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.calls: list[dict[str, Any]] = []
+
+    @property
+    def conversations(self) -> list[list[list[Message]]]:
+        """The conversations of each call, in call order."""
+        return [call["conversations"] for call in self.calls]
+
+    async def _complete_batch(self, conversations: list[list[Message]], *, schema: JSONSchema | None,
+                              temperature: float, max_tokens: int, seed: int | None,
+                              ) -> list[Completion | LLMError]:
+        call_index = len(self.calls)
+        self.calls.append(dict(conversations=copy.deepcopy(conversations), schema=schema, temperature=temperature,
+                               max_tokens=max_tokens, seed=seed))
+        if callable(self.script):
+            replies = [self.script(call_index, i, c) for i, c in enumerate(conversations)]
+        else:
+            if call_index >= len(self.script):
+                raise AssertionError(f"ScriptedClient: unscripted call {call_index} "
+                                     f"(only {len(self.script)} scripted)")
+            replies = list(self.script[call_index])
+            if len(replies) != len(conversations):
+                raise AssertionError(f"ScriptedClient: call {call_index} got {len(conversations)} conversation(s) "
+                                     f"but {len(replies)} replies are scripted")
+        return [self._as_completion(r) for r in replies]
+
+    def _as_completion(self, reply: Reply) -> Completion | LLMError:
+        if isinstance(reply, (Completion, LLMError)):
+            return reply
+        if isinstance(reply, str):
+            return Completion(text=reply, prompt_tokens=self.prompt_tokens,
+                              completion_tokens=self.completion_tokens, finish_reason="stop")
+        raise TypeError(f"ScriptedClient: a reply must be str, Completion or LLMError, not {type(reply)!r}")
