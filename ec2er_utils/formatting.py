@@ -69,7 +69,7 @@ def option_letters(n: int) -> str:
 def user_prompt(question: Question) -> str:
     """The user turn of the paper's template, lettered for as many options as the question has."""
     letters = option_letters(len(question.options))
-    options = "\n".join(f"{letter}) {text}" for letter, text in zip(letters, question.options))
+    options = "\n".join(f"{letter}) {text}" for letter, text in zip(letters, question.options, strict=True))
     answer_hint = "/".join(letters)
     return (f"<scenario>\n{question.scenario}\n</scenario>\n\n"
             f"<question>\n{question.question}\n</question>\n\n"
