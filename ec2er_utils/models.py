@@ -253,7 +253,9 @@ def load_model_and_tokenizer(name: str | None = None, *, adapter: str | os.PathL
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = checkpoint_path(name, use_4bit=device.startswith("cuda"))
     dtype = dtype or preferred_dtype(device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    # An adapter folder saved by training carries its tokenizer (e.g. the chat template a base model lacked).
+    adapter_has_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter) if adapter_has_tokenizer else path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device)
     if adapter is not None:
         from peft import PeftModel
