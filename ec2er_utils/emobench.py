@@ -1,0 +1,161 @@
+"""EmoBench (Sabour et al., ACL 2024): the held-out benchmark of the paper (§4, §6, Table 1).
+
+Two tasks, 200 English and 200 Chinese items each: ``EU`` (Emotional Understanding: which emotion, and why) and
+``EA`` (Emotional Application, "Emotional Awareness" in the paper: the most effective action or response). Items
+are validated into :class:`~ec2er_utils.schemas.EUItem` / :class:`~ec2er_utils.schemas.EAItem`.
+
+Where the files come from, first match wins:
+
+1. ``data_dir=`` passed to :func:`load_emobench` (a folder holding ``EU.jsonl`` and ``EA.jsonl``);
+2. the ``EMOBENCH_DIR`` environment variable;
+3. the project's offline copy ``shared/emobench`` beside the checkout, when it exists (tests, CI);
+4. the Hugging Face dataset ``SahandSab/EmoBench``, downloaded once into ``cache_dir()/hf`` and read from that
+   cache afterwards (also offline).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .jsonl import JSONLError, read_jsonl
+from .paths import cache_dir, shared_dir
+from .schemas import EAItem, EUItem
+
+TASKS: tuple[str, ...] = ("EU", "EA")
+LANGUAGES: tuple[str, ...] = ("en", "zh")
+LANGUAGE_CHOICES: tuple[str, ...] = (*LANGUAGES, "all")
+HF_DATASET = "SahandSab/EmoBench"
+HF_REVISION = "main"
+ENV_VAR = "EMOBENCH_DIR"
+ITEMS_PER_LANGUAGE = 200
+_ITEM_MODELS = {"EU": EUItem, "EA": EAItem}
+
+EmoBenchItem = EUItem | EAItem
+
+
+class EmoBenchDataError(ValueError):
+    """EmoBench files that cannot be found or read; the message names the file (and line) and the fix."""
+
+
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"Unknown EmoBench task {task!r}; use one of {', '.join(TASKS)}")
+    return task
+
+
+def check_language(language: str) -> tuple[str, ...]:
+    """The languages a ``language`` parameter stands for: ``"en"``, ``"zh"`` or ``"all"`` (both)."""
+    if language not in LANGUAGE_CHOICES:
+        raise ValueError(f"Unknown EmoBench language {language!r}; use one of {', '.join(LANGUAGE_CHOICES)}")
+    return LANGUAGES if language == "all" else (language,)
+
+
+def local_emobench_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The local folder to read, by precedence: ``data_dir``, ``$EMOBENCH_DIR``, ``shared/emobench``; else None."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    shared = shared_dir()
+    if shared is not None and (shared / "emobench").is_dir():
+        return shared / "emobench"
+    return None
+
+
+def download_emobench_file(task: str, *, revision: str = HF_REVISION, cache: str | os.PathLike | None = None) -> Path:
+    """``<task>.jsonl`` from the Hugging Face dataset, downloaded once; later calls read the cached copy offline."""
+    from huggingface_hub import hf_hub_download
+
+    check_task(task)
+    cache = Path(cache) if cache is not None else cache_dir() / "hf"
+    options = dict(repo_id=HF_DATASET, repo_type="dataset", filename=f"{task}.jsonl", revision=revision,
+                   cache_dir=str(cache))
+    try:
+        return Path(hf_hub_download(**options, local_files_only=True))  # cached already: no network at all
+    except Exception:  # noqa: BLE001 - not cached yet (or a broken cache entry): download below
+        pass
+    try:
+        return Path(hf_hub_download(**options))
+    except Exception as err:  # noqa: BLE001 - offline, HTTP errors, missing file: all get the same advice
+        raise EmoBenchDataError(
+            f"Could not download {task}.jsonl from the Hugging Face dataset {HF_DATASET} (revision {revision}): "
+            f"{type(err).__name__}: {err}. Without network access, set {ENV_VAR} (or pass data_dir=) to a folder "
+            "holding EU.jsonl and EA.jsonl, e.g. the data/ folder of a clone of github.com/Sahandfer/EmoBench."
+        ) from None
+
+
+def emobench_file(task: str, data_dir: str | os.PathLike | None = None, *, revision: str = HF_REVISION) -> Path:
+    """Where ``<task>.jsonl`` is read from (see the module docstring for the precedence)."""
+    check_task(task)
+    folder = local_emobench_dir(data_dir)
+    if folder is None:
+        return download_emobench_file(task, revision=revision)
+    path = folder / f"{task}.jsonl"
+    if not path.is_file():
+        origin = "data_dir" if data_dir is not None else (ENV_VAR if os.environ.get(ENV_VAR) else "shared/")
+        raise EmoBenchDataError(
+            f"{path}: no such file (folder taken from {origin}). EmoBench needs EU.jsonl and EA.jsonl there: "
+            f"point {ENV_VAR} or data_dir= at a folder that holds them, or unset {ENV_VAR} to download them from "
+            f"the Hugging Face dataset {HF_DATASET}.")
+    return path
+
+
+def load_emobench(task: str, language: str = "en", data_dir: str | os.PathLike | None = None, *,
+                  limit: int | None = None, revision: str = HF_REVISION) -> list[EmoBenchItem]:
+    """EmoBench items of one task, validated, in file order.
+
+    ``language`` is ``"en"`` (default), ``"zh"`` or ``"all"``; ``limit`` keeps the first ``limit`` items of each
+    language (for quick runs). Raises :class:`EmoBenchDataError` naming the file and line of anything malformed.
+    """
+    check_task(task)
+    languages = check_language(language)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of items per language (or None for all), got {limit}")
+    path = emobench_file(task, data_dir, revision=revision)
+    try:
+        items = read_jsonl(path, _ITEM_MODELS[task])
+    except JSONLError as err:
+        raise EmoBenchDataError(f"{err}. This is not a valid EmoBench {task} file: restore the original from "
+                                f"github.com/Sahandfer/EmoBench (data/{task}.jsonl) or the Hugging Face dataset "
+                                f"{HF_DATASET}, or point {ENV_VAR} elsewhere.") from None
+    selected: list[EmoBenchItem] = []
+    for lang in languages:
+        in_language = [item for item in items if item.language == lang]
+        _check_unique_qids(in_language, path, lang)
+        selected.extend(in_language[:limit] if limit else in_language)
+    if not selected:
+        raise EmoBenchDataError(f"{path}: no {task} items in language(s) {', '.join(languages)}")
+    return selected
+
+
+def load_tasks(tasks: Sequence[str] = TASKS, language: str = "en", data_dir: str | os.PathLike | None = None, *,
+               limit: int | None = None) -> dict[str, list[EmoBenchItem]]:
+    """``{task: items}`` for several tasks at once."""
+    return {task: load_emobench(task, language, data_dir, limit=limit) for task in tasks}
+
+
+def _check_unique_qids(items: list[EmoBenchItem], path: Path, language: str) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.qid in seen:
+            raise EmoBenchDataError(f"{path}: qid {item.qid!r} occurs twice in language {language!r}; qids must be "
+                                    "unique per language (results are keyed by language and qid)")
+        seen.add(item.qid)
+
+
+def category_of(item: EmoBenchItem) -> str:
+    """The category EmoBench reports accuracy by: ``coarse_category`` (EU) or ``category`` (EA)."""
+    return item.coarse_category if isinstance(item, EUItem) else item.category
+
+
+def task_of(item: EmoBenchItem) -> str:
+    return "EU" if isinstance(item, EUItem) else "EA"
+
+
+def chance_accuracy(item: EmoBenchItem) -> float:
+    """Accuracy of uniform guessing: 1/(emotion choices x cause choices) for EU (both must be right), 1/4 for EA."""
+    if isinstance(item, EUItem):
+        return 1.0 / (len(item.emotion_choices) * len(item.cause_choices))
+    return 1.0 / len(item.choices)

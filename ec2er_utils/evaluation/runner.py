@@ -1,0 +1,521 @@
+"""Run a model on EmoBench with one protocol, resumably, and write predictions and leaderboards.
+
+``evaluate(...)`` writes, under ``results_dir()/<label>/<protocol>/`` (``<label>`` is the model, plus the adapter
+when there is one; ``-cot`` is added to the protocol folder for chain-of-thought):
+
+- ``run.json``: the settings that produced the numbers (a re-run with different settings is refused);
+- ``<task>-<language>.predictions.jsonl``: one :class:`~ec2er_utils.evaluation.scoring.Prediction` per item,
+  appended chunk by chunk, so a killed run resumes where it stopped (already-scored qids are skipped; a partial
+  last line is cut first);
+- ``<task>.leaderboard.json``: per language, accuracy with 95% bootstrap intervals overall and per category,
+  emotion-only and cause-only accuracy (EU), the parse-failure rate, and the official harness's numbers.
+
+Protocols (see :mod:`~ec2er_utils.evaluation.prompts`): ``official`` (EmoBench's prompts and JSON answer, free
+generation, parsed and scored like the official harness, with retries that really retry: greedy first, then
+sampled at ``retry_temperature`` with a new seed, up to ``attempts`` tries, the official ``num_retries``), ``paper``
+(the training format, ``{"reasoning", "answer"}`` JSON, schema-constrained on the local backend) and ``choice``
+(letter log-likelihoods, local models only). Departure: decoding is greedy by default (``temperature=0``) for
+reproducible numbers; the official harness samples API models at 0.6.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..emobench import (
+    TASKS,
+    EmoBenchItem,
+    category_of,
+    chance_accuracy,
+    check_language,
+    check_task,
+    load_tasks,
+    task_of,
+)
+from ..formatting import response_schema
+from ..jsonl import JSONLError, append_jsonl, read_json, read_jsonl, repair_jsonl_tail, write_json_atomic
+from ..llm import ChatResult, LLMClient, LLMError, LLMInvalidJSONError, make_client
+from ..paths import results_dir, runs_dir
+from . import parsing
+from .choice import ChoiceScorer, best_letter
+from .prompts import OFFICIAL_MAX_NEW_TOKENS, gold_letters, official_messages, paper_messages, paper_questions
+from .scoring import DEFAULT_RESAMPLES, DEFAULT_SEED, OVERALL, Prediction, compare_predictions, summarize
+
+PROTOCOLS: tuple[str, ...] = ("official", "paper", "choice")
+BACKENDS: tuple[str, ...] = ("local", "openai")
+PAPER_MAX_TOKENS = 384
+OFFICIAL_RETRY_TEMPERATURE = 0.6  # the temperature the official harness uses for API models
+# Settings that change the numbers: a resumed run must match them.
+_RESUME_KEYS = ("model", "adapter", "backend", "protocol", "cot", "temperature", "retry_temperature", "attempts",
+                "max_tokens", "lenient", "seed")
+
+
+@dataclass
+class EvaluationRun:
+    """The predictions and leaderboards of one run (what :func:`evaluate` wrote, or :func:`load_run` read)."""
+
+    out_dir: Path
+    config: dict[str, Any]
+    predictions: dict[str, list[Prediction]] = field(default_factory=dict)  # task -> requested items' records
+    leaderboards: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> leaderboard JSON
+
+    @property
+    def label(self) -> str:
+        return self.config["label"]
+
+    def frame(self):
+        """The leaderboards as a tidy table: one row per task, language, metric and category."""
+        return leaderboard_frame(self)
+
+    def records(self, task: str, language: str | None = None) -> list[Prediction]:
+        return [r for r in self.predictions.get(task, []) if language is None or r.language == language]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Labels and folders
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "model"
+
+
+def model_label(model: str, adapter: str | os.PathLike | None = None, backend: str = "local") -> str:
+    """Folder name for a model (and adapter): the alias or id, ``+`` the adapter's run folder and name."""
+    if backend == "local":
+        from ..models import resolve_model
+
+        spec = resolve_model(model)
+        name = spec.alias or Path(spec.hf_id).name
+    else:
+        name = model
+    label = _slug(name)
+    if adapter is not None:
+        path = Path(adapter).expanduser().resolve()
+        try:
+            parts = path.relative_to(runs_dir().resolve()).parts
+        except ValueError:
+            parts = path.parts
+        label += "+" + _slug("-".join(parts[-2:]))
+    return label
+
+
+def run_folder(label: str, protocol: str, cot: bool = False) -> Path:
+    return results_dir() / label / (protocol + ("-cot" if cot else ""))
+
+
+def predictions_path(out_dir: Path, task: str, language: str) -> Path:
+    return Path(out_dir) / f"{task}-{language}.predictions.jsonl"
+
+
+def leaderboard_path(out_dir: Path, task: str) -> Path:
+    return Path(out_dir) / f"{task}.leaderboard.json"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Predictors: a chunk of items in, one Prediction per item out
+
+
+def _record(item: EmoBenchItem, protocol: str, **fields: Any) -> Prediction:
+    return Prediction(qid=item.qid, language=item.language, task=task_of(item),
+                      category=category_of(item), protocol=protocol, gold=gold_letters(item),
+                      chance=chance_accuracy(item), **fields)
+
+
+def predict_choice(items: Sequence[EmoBenchItem], scorer: ChoiceScorer, *, progress: bool = False,
+                   ) -> list[Prediction]:
+    """``choice`` protocol: one forward pass per question, all questions of the chunk batched together."""
+    questions = [(index, part, question) for index, item in enumerate(items)
+                 for part, question in paper_questions(item).items()]
+    logprobs = scorer.option_logprobs([q for _, _, q in questions], progress=progress)
+    per_item: list[dict[str, dict[str, float]]] = [{} for _ in items]
+    for (index, part, _), scores in zip(questions, logprobs, strict=True):
+        per_item[index][part] = scores
+    return [_record(item, "choice", predicted={part: best_letter(s) for part, s in scores.items()},
+                    option_logprobs=scores)
+            for item, scores in zip(items, per_item, strict=True)]
+
+
+def predict_official(items: Sequence[EmoBenchItem], client: LLMClient, *, cot: bool = False, temperature: float = 0.0,
+                     retry_temperature: float = OFFICIAL_RETRY_TEMPERATURE, attempts: int = 5,
+                     max_tokens: int | None = None, seed: int = DEFAULT_SEED, lenient: bool = False,
+                     model_name: str = "") -> list[Prediction]:
+    """``official`` protocol: EmoBench's prompts, free generation, official parsing; unreadable replies are retried.
+
+    Attempt 1 uses ``temperature``; later attempts sample at ``retry_temperature`` (a greedy retry would repeat
+    the same reply) with a different seed. Only the items still unreadable are sent again, together.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    max_tokens = max_tokens or OFFICIAL_MAX_NEW_TOKENS[cot]
+    conversations = [official_messages(item, cot=cot, model_name=model_name) for item in items]
+    latest: dict[int, tuple[parsing.ParsedReply, str | None]] = {}
+    tries = dict.fromkeys(range(len(items)), 0)
+    pending = list(range(len(items)))
+    for attempt in range(1, attempts + 1):
+        answers = client.chat_many([conversations[i] for i in pending], max_tokens=max_tokens,
+                                   temperature=temperature if attempt == 1 else retry_temperature,
+                                   seed=seed + attempt - 1)
+        still_failing = []
+        for index, answer in zip(pending, answers, strict=True):
+            tries[index] += 1
+            if isinstance(answer, LLMError):
+                parsed, text = parsing.ParsedReply({}, parsing.REQUEST_FAILED, str(answer)), None
+            else:
+                parsed = parsing.parse_official_reply(answer.text, task_of(items[index]),
+                                                      finish_reason=answer.finish_reason,
+                                                      lenient=lenient)
+                text = answer.text
+            latest[index] = (parsed, text)
+            if not parsed.ok:
+                still_failing.append(index)
+        pending = still_failing
+        if not pending:
+            break
+    records = []
+    for index, item in enumerate(items):
+        parsed, text = latest[index]
+        predicted = {part: parsed.answers.get(part, "") for part in gold_letters(item)}
+        records.append(_record(item, "official", predicted=predicted, raw=text, status=parsed.status,
+                               detail=parsed.detail, attempts=tries[index]))
+    return records
+
+
+def _paper_status(answer: ChatResult | LLMError) -> tuple[str, str, str | None, int]:
+    """(predicted letter, status, raw text, attempts) of one ``paper`` question."""
+    if isinstance(answer, ChatResult):
+        return str(answer.data["answer"]), parsing.OK, answer.text, answer.attempts
+    if isinstance(answer, LLMInvalidJSONError):
+        return "", parsing.INVALID_JSON, answer.raw_text, answer.attempts
+    return "", parsing.REQUEST_FAILED, None, 1
+
+
+def predict_paper(items: Sequence[EmoBenchItem], client: LLMClient, *, temperature: float = 0.0,
+                  max_tokens: int | None = None, seed: int = DEFAULT_SEED) -> list[Prediction]:
+    """``paper`` protocol: each question in the training format, answered as ``{"reasoning", "answer"}`` JSON.
+
+    Questions are grouped by their number of options (the answer schema lists the valid letters), and each group
+    goes to the client in one batched call; the client re-asks invalid replies (its ``max_reasks``).
+    """
+    questions = [(index, part, question) for index, item in enumerate(items)
+                 for part, question in paper_questions(item).items()]
+    by_size: dict[int, list[int]] = {}
+    for position, (_, _, question) in enumerate(questions):
+        by_size.setdefault(len(question.options), []).append(position)
+    answers: list[Any] = [None] * len(questions)
+    for size, positions in sorted(by_size.items()):
+        replies = client.chat_many([paper_messages(questions[p][2]) for p in positions], schema=response_schema(size),
+                                   temperature=temperature, max_tokens=max_tokens or PAPER_MAX_TOKENS, seed=seed)
+        for position, reply in zip(positions, replies, strict=True):
+            answers[position] = reply
+    per_item: list[dict[str, tuple]] = [{} for _ in items]
+    for (index, part, _), answer in zip(questions, answers, strict=True):
+        per_item[index][part] = _paper_status(answer)
+    records = []
+    for item, parts in zip(items, per_item, strict=True):
+        failed = [f"{part}: {status}" for part, (_, status, _, _) in parts.items() if status != parsing.OK]
+        status = next((s for _, s, _, _ in parts.values() if s != parsing.OK), parsing.OK)
+        raw = {part: text or "" for part, (_, _, text, _) in parts.items()}
+        records.append(_record(item, "paper", predicted={part: letter for part, (letter, *_rest) in parts.items()},
+                               raw=raw if len(raw) > 1 else next(iter(raw.values())), status=status,
+                               detail="; ".join(failed), attempts=max(a for *_, a in parts.values())))
+    return records
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def _check_config(out_dir: Path, config: dict[str, Any]) -> None:
+    path = out_dir / "run.json"
+    if not path.exists():
+        return
+    previous = read_json(path)
+    changed = {k: (previous.get(k), config.get(k)) for k in _RESUME_KEYS if previous.get(k) != config.get(k)}
+    if changed:
+        details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ValueError(f"{out_dir} holds predictions made with other settings ({details}); resuming would mix "
+                         "them. Pass another label= or out_dir=, or delete that folder to start over.")
+
+
+def _read_existing(path: Path) -> dict[str, Prediction]:
+    if repair_jsonl_tail(path):
+        print(f"[evaluate] {path.name}: cut a partial last line left by an interrupted run")
+    if not path.exists():
+        return {}
+    try:
+        return {r.qid: r for r in read_jsonl(path, Prediction)}
+    except JSONLError as err:
+        raise JSONLError(f"{err}. Delete {path} to re-score those items.") from None
+
+
+def evaluate(model: str = "smollm2", *, adapter: str | os.PathLike | None = None, protocol: str = "choice",
+             backend: str = "local", language: str = "en", tasks: Sequence[str] = TASKS, limit: int | None = None,
+             data_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
+             label: str | None = None, client: LLMClient | None = None, scorer: ChoiceScorer | None = None,
+             cot: bool = False, temperature: float = 0.0, retry_temperature: float = OFFICIAL_RETRY_TEMPERATURE,
+             attempts: int = 5, max_tokens: int | None = None, batch_size: int | None = None,
+             chunk_size: int | None = None, seed: int = DEFAULT_SEED, lenient: bool = False,
+             n_resamples: int = DEFAULT_RESAMPLES, progress: bool = True,
+             client_options: dict[str, Any] | None = None) -> EvaluationRun:
+    """Evaluate ``model`` (an alias, Hugging Face id or folder; for ``backend="openai"`` the served model name)
+    on EmoBench and write predictions and leaderboards (see the module docstring). Returns the run.
+
+    ``limit`` takes the first items of each task and language. A ``client`` (``official``/``paper``) or a
+    ``scorer`` (``choice``) can be passed to reuse a loaded model; otherwise one is created only if some item
+    still needs scoring. ``client_options`` go to :func:`ec2er_utils.llm.make_client` (e.g. ``base_url``).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if protocol == "choice" and backend != "local":
+        raise ValueError("protocol='choice' reads token log-probabilities from a local model; use backend='local', "
+                         "or protocol='official'/'paper' with backend='openai'")
+    if backend == "openai" and adapter is not None:
+        raise ValueError("with backend='openai' the server applies the adapter: serve it (e.g. vLLM --enable-lora "
+                         "--lora-modules NAME=PATH) and pass model='NAME'; leave adapter=None")
+    if adapter is not None and backend == "local" and not Path(adapter).expanduser().is_dir():
+        raise FileNotFoundError(f"adapter folder {adapter} not found; train one with notebook 04 (it writes "
+                                f"{runs_dir()}/<model>/<run-id>/), or pass adapter=None to evaluate the base model")
+    if cot and protocol != "official":
+        raise ValueError("cot=True selects the official chain-of-thought prompt; it needs protocol='official'")
+    for task in tasks:
+        check_task(task)
+    check_language(language)
+    items = load_tasks(tasks, language, data_dir, limit=limit)
+
+    label = label or model_label(model, adapter, backend)
+    out_dir = Path(out_dir) if out_dir is not None else run_folder(label, protocol, cot)
+    if max_tokens is None and protocol != "choice":
+        max_tokens = OFFICIAL_MAX_NEW_TOKENS[cot] if protocol == "official" else PAPER_MAX_TOKENS
+    config = {"label": label, "model": model, "adapter": str(adapter) if adapter is not None else None,
+              "backend": backend, "protocol": protocol, "cot": cot, "temperature": temperature,
+              "retry_temperature": retry_temperature if protocol == "official" else None,
+              "attempts": attempts if protocol == "official" else None, "max_tokens": max_tokens,
+              "lenient": lenient if protocol == "official" else None,
+              "seed": seed if protocol != "choice" else None}  # choice is deterministic: no seed
+    _check_config(out_dir, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "run.json", {**config, "updated": _now()})
+
+    batch_size = batch_size or 16
+    # Items per chunk: each chunk is appended to disk when done (the resume granularity); bigger chunks pad less.
+    chunk_size = chunk_size or (256 if protocol == "choice" else max(64, 4 * batch_size))
+    state: dict[str, Any] = {"client": client, "scorer": scorer}
+
+    def predictor():  # created on first need, so a fully resumed run loads no model
+        if protocol == "choice":
+            if state["scorer"] is None:
+                local = state["client"]
+                state["scorer"] = (ChoiceScorer(hf_model=local.hf_model, tokenizer=local.tokenizer,
+                                                batch_size=batch_size) if getattr(local, "hf_model", None) is not None
+                                   else ChoiceScorer(model, adapter=adapter, batch_size=batch_size))
+            return lambda chunk: predict_choice(chunk, state["scorer"], progress=progress)
+        if state["client"] is None:
+            options = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed, "progress": False,
+                       **(client_options or {})}
+            if backend == "local":
+                options.update(adapter=adapter, batch_size=batch_size)
+            state["client"] = make_client(backend, model, **options)
+        if protocol == "official":
+            name = _official_model_name(model, backend)
+            return lambda chunk: predict_official(chunk, state["client"], cot=cot, temperature=temperature,
+                                                  retry_temperature=retry_temperature, attempts=attempts,
+                                                  max_tokens=max_tokens, seed=seed, lenient=lenient,
+                                                  model_name=name)
+        return lambda chunk: predict_paper(chunk, state["client"], temperature=temperature, max_tokens=max_tokens,
+                                           seed=seed)
+
+    run = EvaluationRun(out_dir, config)
+    predict = None
+    for task, task_items in items.items():
+        by_language: dict[str, list[Prediction]] = {}
+        for lang in dict.fromkeys(item.language for item in task_items):
+            wanted = [item for item in task_items if item.language == lang]
+            path = predictions_path(out_dir, task, lang)
+            done = _read_existing(path)
+            pending = [item for item in wanted if item.qid not in done]
+            if pending:
+                predict = predict or predictor()
+                bar = _progress(progress, len(wanted), len(wanted) - len(pending), f"{label} {protocol} {task}-{lang}")
+                for start in range(0, len(pending), chunk_size):
+                    chunk_records = predict(pending[start:start + chunk_size])
+                    append_jsonl(path, chunk_records)
+                    done.update((r.qid, r) for r in chunk_records)
+                    if bar is not None:
+                        bar.update(len(chunk_records))
+                if bar is not None:
+                    bar.close()
+            by_language[lang] = [done[item.qid] for item in wanted]
+        run.predictions[task] = [r for records in by_language.values() for r in records]
+        run.leaderboards[task] = _write_leaderboard(out_dir, task, config, by_language, n_resamples, seed)
+    return run
+
+
+def _official_model_name(model: str, backend: str) -> str:
+    """The name the official harness would see (it adds "/no_think" for Qwen models)."""
+    if backend != "local":
+        return model
+    from ..models import resolve_model
+
+    return f"{model} {resolve_model(model).hf_id}"
+
+
+def _progress(enabled: bool, total: int, initial: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="item")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_leaderboard(out_dir: Path, task: str, config: dict[str, Any], by_language: dict[str, list[Prediction]],
+                       n_resamples: int, seed: int) -> dict[str, Any]:
+    path = leaderboard_path(out_dir, task)
+    previous = read_json(path).get("languages", {}) if path.exists() else {}
+    languages = {**previous, **{lang: summarize(records, n_resamples=n_resamples, seed=seed)
+                                for lang, records in by_language.items()}}
+    board = {"task": task, **{k: config[k] for k in ("label", "model", "adapter", "backend", "protocol", "cot")},
+             "ci": {"level": 0.95, "method": "percentile bootstrap", "n_resamples": n_resamples, "seed": seed},
+             "updated": _now(), "languages": languages}
+    write_json_atomic(path, board)
+    return board
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading runs back, tables, comparisons
+
+
+def load_run(out_dir: str | os.PathLike) -> EvaluationRun:
+    """Read a run folder written by :func:`evaluate` (all languages found there)."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "run.json").exists():
+        raise FileNotFoundError(f"{out_dir}: no run.json, so no evaluation run there; run notebooks/05_evaluate.ipynb "
+                                "(or ec2er_utils.evaluation.evaluate) first")
+    run = EvaluationRun(out_dir, read_json(out_dir / "run.json"))
+    for task in TASKS:
+        board = leaderboard_path(out_dir, task)
+        if board.exists():
+            run.leaderboards[task] = read_json(board)
+        records = []
+        for path in sorted(out_dir.glob(f"{task}-*.predictions.jsonl")):
+            records.extend(read_jsonl(path, Prediction))
+        if records:
+            run.predictions[task] = records
+    return run
+
+
+def leaderboard_frame(*runs: EvaluationRun):
+    """One tidy table for any number of runs: label, protocol, task, language, metric, category, accuracy, CI."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        for task, board in run.leaderboards.items():
+            for lang, summary in board["languages"].items():
+                metrics = {"accuracy": {OVERALL: summary["overall"], **summary["categories"]}}
+                for part in ("emotion_only", "cause_only"):
+                    if part in summary:
+                        metrics[part] = summary[part]
+                for metric, table in metrics.items():
+                    for category, entry in table.items():
+                        rows.append({"label": board["label"], "protocol": board["protocol"], "task": task,
+                                     "language": lang, "metric": metric, "category": category,
+                                     "accuracy": entry["accuracy"], "ci_low": entry["ci_low"],
+                                     "ci_high": entry["ci_high"], "n": entry["n"],
+                                     "chance": entry.get("chance", float("nan")),
+                                     "parse_failure_rate": summary["parse_failure_rate"]})
+    return pd.DataFrame(rows)
+
+
+def compare_runs(run_a: EvaluationRun, run_b: EvaluationRun, *, tasks: Sequence[str] | None = None,
+                 language: str = "en", metric: str = "correct", allow_partial: bool = False,
+                 n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                 out_path: str | os.PathLike | None = None):
+    """Paired comparison of run B against run A (e.g. base vs fine-tuned) per task and category, as a table.
+
+    Each row: delta = accuracy(B) - accuracy(A) with a 95% paired bootstrap interval and the exact McNemar
+    p-value. With ``out_path`` the table is also written as JSON.
+    """
+    import pandas as pd
+
+    rows = []
+    for task in tasks or [t for t in TASKS if t in run_a.predictions and t in run_b.predictions]:
+        records_a, records_b = run_a.records(task, language), run_b.records(task, language)
+        if not records_a or not records_b:
+            missing = run_a.label if not records_a else run_b.label
+            raise ValueError(f"run {missing!r} has no {task}-{language} predictions to compare")
+        for row in compare_predictions(records_a, records_b, metric=metric, allow_partial=allow_partial,
+                                       n_resamples=n_resamples, seed=seed):
+            rows.append({"task": task, "language": language, "run_a": run_a.label, "run_b": run_b.label,
+                         "metric": metric, **row})
+    table = pd.DataFrame(rows)
+    if out_path is not None:
+        write_json_atomic(Path(out_path), table.to_dict(orient="records"))
+    return table
+
+
+def leaderboard_table(frame, *, language: str = "en", metric: str = "accuracy"):
+    """A readable leaderboard: rows (task, category), per run its accuracy and 95% CI, plus n and chance."""
+    import pandas as pd
+
+    data = frame[(frame["language"] == language) & (frame["metric"] == metric)]
+    if data.empty:
+        raise ValueError(f"no {metric!r} rows for language {language!r}")
+    columns: dict[str, Any] = {}
+    for label, group in data.groupby("label", sort=False):
+        indexed = group.set_index(["task", "category"])
+        columns[label] = indexed["accuracy"].round(3)
+        columns[f"{label} 95% CI"] = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(indexed["ci_low"],
+                                                                                indexed["ci_high"], strict=True)]
+        columns["n"] = indexed["n"]
+        if metric == "accuracy":
+            columns["chance"] = indexed["chance"].round(3)
+    return pd.DataFrame(columns)
+
+
+def describe_run(run: EvaluationRun, language: str = "en") -> str:
+    """One plain sentence per task: who produced the numbers, the overall accuracy with its interval, and chance."""
+    from ..models import resolve_model
+
+    config = run.config
+    who = config["model"]
+    if config["backend"] == "local":
+        spec = resolve_model(config["model"])
+        size = f", {spec.params_billion}B parameters" if spec.params_billion else ""
+        who = f"{spec.display_name} ({spec.hf_id}{size})"
+    who += f" with the adapter {config['adapter']}" if config.get("adapter") else ", base model without adapter"
+    lines = [f"Model: {who}; protocol {config['protocol']}{' + CoT' if config.get('cot') else ''}; "
+             f"EmoBench {language}."]
+    for task, board in run.leaderboards.items():
+        summary = board["languages"].get(language)
+        if summary is None:
+            continue
+        overall = summary["overall"]
+        chance = overall.get("chance", float("nan"))
+        if overall["ci_high"] < chance:
+            verdict = "below chance (worse than guessing: a strong bias towards some letters)"
+        elif overall["ci_low"] > chance:
+            verdict = "above chance"
+        else:
+            verdict = "the interval includes chance: no evidence it beats guessing"
+        lines.append(f"{task}: {overall['accuracy']:.3f} (95% CI {overall['ci_low']:.3f}-{overall['ci_high']:.3f}, "
+                     f"n={overall['n']}) vs chance {chance:.3f}; {verdict}; parse failures "
+                     f"{summary['parse_failure_rate']:.0%}.")
+        for part, counts in summary.get("letters", {}).items():
+            letter, times = max(counts["predicted"].items(), key=lambda kv: kv[1])
+            if times >= 0.8 * overall["n"]:
+                gold_share = counts["gold"].get(letter, 0) / overall["n"]
+                lines.append(f"  {task} {part}: answered {letter!r} for {times / overall['n']:.0%} of the items, "
+                             f"and {letter!r} is the gold answer of {gold_share:.0%}: a near-constant guess.")
+    return "\n".join(lines)

@@ -1,0 +1,467 @@
+"""Machinery shared by the two generation pipelines (MADS in :mod:`ec2er_utils.mads`, concise in
+:mod:`ec2er_utils.concise`): speaker turns, JSON schemas for the items the LLM drafts, turning drafts into
+validated items, category balancing, per-call seeds, and crash-safe output files.
+
+Items are drafted, not written whole, by the LLM: the model fills a small schema (scenario, subject, the correct
+option, the distractors, the explanation) and the code adds ids, categories and provenance, then shuffles the
+options with a seed derived from the item id. Putting the correct option in its own field is what makes "the label
+is one of the choices" hold by construction; the shuffle keeps the gold answer's position uniform. Emotion options
+are constrained to the taxonomy's vocabulary (``EMOTION_LABELS``, written in EmoBench's capitalisation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import re
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .jsonl import iter_jsonl
+from .llm import ChatResult, LLMClient, LLMError, LLMInvalidJSONError, Usage, make_client, run_sync
+from .schemas import GeneratedEAItem, GeneratedEUItem, MCQItem, Provenance
+from .taxonomy import EA_CATEGORIES, EMOTION_LABELS, EU_CATEGORIES, is_known_emotion
+
+CLIENT, THERAPIST, SUPERVISOR = "CLIENT", "THERAPIST", "SUPERVISOR"  # taxonomy.SPEAKER_TAGS
+
+# EmoBench's English EU fine-grained categories under each coarse category (read from EU.jsonl).
+EU_FINEGRAINED: dict[str, tuple[str, ...]] = {
+    "complex_emotions": ("emotion_transition", "mixture_of_emotions", "unexpected_outcome"),
+    "emotional_cues": ("visual_cues", "vocal_cues"),
+    "personal_beliefs_and_experiences": ("cultural_value", "persona", "sentimental_value"),
+    "perspective_taking": ("false_belief", "faux_pas", "strange_story"),
+}
+# The emotion vocabulary as options are written (EmoBench capitalises: "Delight").
+EMOTION_OPTIONS: tuple[str, ...] = tuple(label.capitalize() for label in EMOTION_LABELS)
+
+# Text fields get a maxLength of about max_tokens * CHARS_PER_TOKEN characters (shared between fields), so that a
+# constrained reply can close its JSON before max_tokens. English prose runs ~4 characters per token, but small
+# models often write short tokens; 2 leaves that margin.
+CHARS_PER_TOKEN = 2.0
+
+
+def call_seed(seed: int, *keys: Any) -> int:
+    """A per-call sampling seed that depends only on the run seed and where the call sits in the run."""
+    digest = hashlib.sha256(repr((seed, *keys)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31 - 1)
+
+
+def make_generator_client(backend: str = "local", model: str | None = None, *, base_url: str | None = None,
+                          concurrency: int = 8, batch_size: int | None = None, temperature: float = 0.8,
+                          seed: int | None = 0, max_reasks: int = 1, progress: bool = False,
+                          **options: Any) -> LLMClient:
+    """The LLM client for generation, sized for ``concurrency`` conversations at once.
+
+    ``local``: the embedded model (``model=None``) or any registry alias / HF id / folder; one forward pass
+    generates up to ``batch_size`` replies (default ``4 * concurrency``: extraction sends up to four requests per
+    conversation at once). ``openai``: an OpenAI-compatible server (vLLM serving ``openai/gpt-oss-20b`` in the
+    paper) at ``base_url`` with ``concurrency`` requests in flight; several comma-separated URLs (vLLM replicas)
+    give a :class:`ReplicaClient` that spreads requests over them, ``concurrency`` in flight on each. The API key
+    is read from ``OPENAI_API_KEY`` by the client, never passed here as a literal. ``max_reasks`` (default 1):
+    how often a reply that is not schema-valid JSON is asked for again before the item counts as rejected.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    backend = (backend or "").strip().lower()
+    common = dict(temperature=temperature, seed=seed, max_reasks=max_reasks, progress=progress, **options)
+    if backend == "local":
+        return make_client("local", model, batch_size=batch_size or 4 * concurrency, **common)
+    if backend == "openai":
+        urls = [u.strip() for u in (base_url or "").split(",") if u.strip()]
+        if len(urls) > 1:
+            return ReplicaClient([make_client("openai", model, base_url=u, concurrency=concurrency, **common)
+                                  for u in urls])
+        return make_client("openai", model, base_url=urls[0] if urls else None, concurrency=concurrency, **common)
+    return make_client(backend, model, **options)  # raises the client's "unknown backend" error
+
+
+class ReplicaClient(LLMClient):
+    """Spreads each batch of requests round-robin over several clients serving the same model (vLLM replicas).
+
+    Validation, re-asks and usage accounting happen once, here; the replicas only answer. A failure on one replica
+    comes back as that conversation's error, like any other backend error.
+    """
+
+    def __init__(self, replicas: Sequence[LLMClient]):
+        if not replicas:
+            raise ValueError("ReplicaClient needs at least one replica")
+        models = {r.model for r in replicas}
+        if len(models) != 1:
+            raise ValueError(f"replicas must serve the same model, got {sorted(models)}")
+        first = replicas[0]
+        super().__init__(first.model, temperature=first.temperature, max_tokens=first.max_tokens, seed=first.seed,
+                         max_reasks=first.max_reasks, progress=first.progress)
+        self.replicas = list(replicas)
+        self.backend = first.backend
+
+    def __repr__(self) -> str:
+        return f"ReplicaClient({', '.join(repr(r) for r in self.replicas)})"
+
+    async def _complete_batch(self, conversations, *, schema, temperature, max_tokens, seed):
+        n = len(self.replicas)
+        shares = [conversations[i::n] for i in range(n)]
+        answers = await asyncio.gather(*(
+            replica._complete_batch(share, schema=schema, temperature=temperature, max_tokens=max_tokens, seed=seed)
+            for replica, share in zip(self.replicas, shares, strict=True) if share))
+        merged: list[Any] = [None] * len(conversations)
+        for i, share_answers in enumerate(answers):
+            merged[i::n] = share_answers
+        return merged
+
+    def close(self) -> None:
+        for replica in self.replicas:
+            replica.close()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Turns and transcripts
+
+_SPEAKER_PREFIX = re.compile(r"^\s*\**\s*(client|patient|therapist|counsel+or|supervisor|me|you)\s*\**\s*:\s*",
+                             re.IGNORECASE)
+_OTHER_SPEAKER_LINE = re.compile(r"\n\s*\**\s*(client|patient|therapist|counsel+or)\s*\**\s*:", re.IGNORECASE)
+
+
+def clean_turn(text: str, finish_reason: str | None = None) -> str:
+    """One spoken message: drop a leading speaker tag, cut where the model starts writing the other side, and
+    when the reply ran out of tokens mid-sentence, end it at the last full sentence (if there is one)."""
+    text = _SPEAKER_PREFIX.sub("", text.strip())
+    cut = _OTHER_SPEAKER_LINE.search(text)
+    if cut:
+        text = text[:cut.start()]
+    text = text.strip().strip('"').strip()
+    if finish_reason == "length":
+        end = max(text.rfind(p) for p in ".!?")
+        if end >= len(text) // 3:
+            text = text[:end + 1]
+    return text
+
+
+def transcript(messages: Sequence[Mapping[str, str]]) -> str:
+    """``SPEAKER: text`` lines, the speaker tags normalised to CLIENT / THERAPIST (paper §3.3)."""
+    return "\n".join(f"{m['speaker']}: {m['text']}" for m in messages)
+
+
+def speaker_view(system: str, opening: str, messages: Sequence[Mapping[str, str]], me: str) -> list[dict[str, str]]:
+    """The conversation as one speaker sees it: its own messages as ``assistant``, the other side's as ``user``.
+
+    The client's first message answers ``opening`` (the therapist's welcome); the therapist always answers the
+    client's latest message.
+    """
+    conversation = [{"role": "system", "content": system}]
+    if me == CLIENT:
+        conversation.append({"role": "user", "content": opening})
+    for message in messages:
+        role = "assistant" if message["speaker"] == me else "user"
+        conversation.append({"role": role, "content": message["text"]})
+    return conversation
+
+
+def result_usage(result: ChatResult | LLMError) -> Usage:
+    if isinstance(result, ChatResult):
+        return result.usage
+    if isinstance(result, LLMInvalidJSONError):
+        return result.usage
+    return Usage()
+
+
+def error_record(stage: str, error: LLMError | str) -> dict[str, str]:
+    """Why a conversation failed, as stored in metadata (the client already keeps secrets out of messages)."""
+    if isinstance(error, LLMError):
+        return {"stage": stage, "reason": error.reason, "message": str(error)[:500]}
+    return {"stage": stage, "reason": error, "message": error}
+
+
+def run_calls(client: LLMClient, calls: Sequence[dict[str, Any]]) -> list[list[ChatResult | LLMError]]:
+    """Several ``chat_many`` calls (e.g. one per schema) at once; on a server their requests overlap."""
+    calls = [c for c in calls]
+    if not calls:
+        return []
+
+    async def everything():
+        return await asyncio.gather(*(client.achat_many(**c) for c in calls))
+
+    return run_sync(everything())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Category balancing
+
+
+class CategoryBalancer:
+    """Targets the least-represented category for each new item, so the four categories stay balanced.
+
+    ``plan`` assigns targets for a whole batch at once (ties go to the taxonomy order, so plans are
+    deterministic), preferring categories the same dialogue has not had yet; ``record`` counts an item actually
+    written. Targets whose item was rejected are simply asked for again by later plans.
+    """
+
+    def __init__(self, categories: Sequence[str], counts: Mapping[str, int] | None = None):
+        self.categories = tuple(categories)
+        self.counts = Counter({c: 0 for c in self.categories})
+        for category, count in (counts or {}).items():
+            if category not in self.counts:
+                raise ValueError(f"unknown category {category!r}; expected one of {list(self.categories)}")
+            self.counts[category] += count
+
+    def plan(self, sizes: Sequence[int]) -> list[list[str]]:
+        pending = Counter(self.counts)
+        plans = []
+        for size in sizes:
+            chosen: list[str] = []
+            for _ in range(size):
+                fresh = [c for c in self.categories if c not in chosen] or list(self.categories)
+                target = min(fresh, key=lambda c: (pending[c], self.categories.index(c)))
+                pending[target] += 1
+                chosen.append(target)
+            plans.append(chosen)
+        return plans
+
+    def record(self, category: str, n: int = 1) -> None:
+        self.counts[category] += n
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Draft schemas (what the LLM fills) and item building
+
+
+def _text(max_chars: int, min_chars: int = 1) -> dict[str, Any]:
+    return {"type": "string", "minLength": min_chars, "maxLength": max(max_chars, min_chars + 10)}
+
+
+# No "uniqueItems" in the arrays: grammars cannot enforce it, and a re-ask for it rarely helps a small model;
+# repeated options are rejected by the item builders instead (reason "duplicate_options").
+def _strings(n: int, max_chars: int) -> dict[str, Any]:
+    return {"type": "array", "items": _text(max_chars), "minItems": n, "maxItems": n}
+
+
+def _emotions(n: int) -> dict[str, Any]:
+    return {"type": "array", "items": {"enum": list(EMOTION_OPTIONS)}, "minItems": n, "maxItems": n}
+
+
+def _object(title: str, properties: dict[str, Any]) -> dict[str, Any]:
+    return {"title": title, "type": "object", "properties": properties, "required": list(properties),
+            "additionalProperties": False}
+
+
+def _budget(max_tokens: int) -> float:
+    return max_tokens * CHARS_PER_TOKEN
+
+
+def supervisor_schema(max_tokens: int) -> dict[str, Any]:
+    """The SupervisorAgent's verdict: a short reason, then the four criteria of Algorithm 1 as booleans."""
+    return _object("SupervisorVerdict", {
+        "reason": _text(int(_budget(max_tokens) - 70)),
+        **{name: {"type": "boolean"} for name in ("scenario", "emotions", "causes", "dilemma")}})
+
+
+def eu_draft_schema(max_tokens: int) -> dict[str, Any]:
+    """One schema for every EU request (the category and sub-type are in the prompt), so the requests of a whole
+    batch of dialogues share one batched, grammar-constrained generate call on the local backend."""
+    chars = _budget(max_tokens) - 100  # enums, keys and punctuation
+    return _object("EUItemDraft", {
+        "scenario": _text(int(chars * 0.35), 20),
+        "subject": _text(40),
+        "emotion_label": {"enum": list(EMOTION_OPTIONS)},
+        "emotion_distractors": _emotions(5),
+        "emotion_explanation": _text(int(chars * 0.15)),
+        "cause_label": _text(int(chars * 0.07)),
+        "cause_distractors": _strings(3, int(chars * 0.07)),
+        "cause_explanation": _text(int(chars * 0.12)),
+    })
+
+
+def ea_draft_schema(max_tokens: int) -> dict[str, Any]:
+    chars = _budget(max_tokens) - 80
+    return _object("EAItemDraft", {
+        "scenario": _text(int(chars * 0.4), 20),
+        "subject": _text(40),
+        "best_choice": _text(int(chars * 0.08)),
+        "other_choices": _strings(3, int(chars * 0.08)),
+        "explanation": _text(int(chars * 0.2)),
+    })
+
+
+def mcq_draft_schema(task: str, max_tokens: int) -> dict[str, Any]:
+    """Concise pipeline: the paper's MCQ record (§3.3); EU options are emotions from the vocabulary."""
+    chars = _budget(max_tokens) - 80
+    if task == "EU":
+        answer, distractors = {"enum": list(EMOTION_OPTIONS)}, _emotions(3)
+        shares = (0.45, 0.08, 0.3)
+    else:
+        answer, distractors = _text(int(chars * 0.06)), _strings(3, int(chars * 0.06))
+        shares = (0.35, 0.07, 0.25)
+    return _object(f"{task}MCQDraft", {
+        "scenario": _text(int(chars * shares[0]), 20),
+        "question": _text(int(chars * shares[1]), 5),
+        "correct_answer": answer,
+        "distractors": distractors,
+        "explanation": _text(int(chars * shares[2])),
+    })
+
+
+class ItemRejected(ValueError):
+    """A draft that cannot become a valid item; ``reason`` is counted in the statistics."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _distinct(options: Sequence[str], what: str) -> list[str]:
+    cleaned = [" ".join(str(o).split()) for o in options]
+    if any(not o for o in cleaned):
+        raise ItemRejected("empty_option", f"{what} has an empty option")
+    if len({o.casefold() for o in cleaned}) != len(cleaned):
+        raise ItemRejected("duplicate_options", f"{what} repeats an option: {cleaned}")
+    return cleaned
+
+
+def _known_emotions(options: Sequence[str]) -> None:
+    unknown = [o for o in options if not is_known_emotion(o)]
+    if unknown:
+        raise ItemRejected("unknown_emotion", f"not in the emotion vocabulary: {unknown}")
+
+
+def _validated(model: type[BaseModel], record: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(record)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(item)'}: {e['msg']}" for e in err.errors())
+        raise ItemRejected("schema", problems) from None
+
+
+def _shuffled(options: list[str], rng: random.Random) -> list[str]:
+    options = list(options)
+    rng.shuffle(options)
+    return options
+
+
+def build_eu_item(draft: Mapping[str, Any], *, qid: str, category: str, finegrained: str, provenance: Provenance,
+                  rng: random.Random) -> GeneratedEUItem:
+    """An EmoBench-format EU item from a draft; raises :class:`ItemRejected` when it cannot be valid."""
+    if finegrained not in EU_FINEGRAINED[category]:
+        raise ValueError(f"{finegrained!r} is not a sub-type of {category}")
+    emotions = _distinct([draft["emotion_label"], *draft["emotion_distractors"]], "emotion options")
+    _known_emotions(emotions)
+    causes = _distinct([draft["cause_label"], *draft["cause_distractors"]], "cause options")
+    return _validated(GeneratedEUItem, dict(
+        qid=qid, language="en", coarse_category=category, finegrained_category=finegrained,
+        scenario=draft["scenario"], subject=draft["subject"], emotion_choices=_shuffled(emotions, rng),
+        emotion_label=emotions[0], cause_choices=_shuffled(causes, rng), cause_label=causes[0],
+        emotion_explanation=draft["emotion_explanation"], cause_explanation=draft["cause_explanation"],
+        provenance=provenance))
+
+
+def build_ea_item(draft: Mapping[str, Any], *, qid: str, category: str, question_type: str,
+                  provenance: Provenance, rng: random.Random) -> GeneratedEAItem:
+    choices = _distinct([draft["best_choice"], *draft["other_choices"]], "choices")
+    return _validated(GeneratedEAItem, {
+        "qid": qid, "language": "en", "category": category, "question type": question_type,
+        "scenario": draft["scenario"], "subject": draft["subject"], "choices": _shuffled(choices, rng),
+        "label": choices[0], "explanation": draft["explanation"], "provenance": provenance})
+
+
+def build_mcq_item(draft: Mapping[str, Any], *, item_id: str, task: str, category: str, provenance: Provenance,
+                   rng: random.Random) -> MCQItem:
+    options = _distinct([draft["correct_answer"], *draft["distractors"]], "options")
+    if task == "EU":
+        _known_emotions(options)
+    return _validated(MCQItem, dict(
+        item_id=item_id, task=task, category=category, scenario=draft["scenario"], question=draft["question"],
+        options=_shuffled(options, rng), correct_answer=options[0], explanation=draft["explanation"],
+        provenance=provenance))
+
+
+def rejection(result: ChatResult | LLMError | ItemRejected, *, task: str, target: str, item_id: str,
+              ) -> dict[str, str]:
+    """What the statistics record about an item that was not written."""
+    reason = result.reason if isinstance(result, (LLMError, ItemRejected)) else "unknown"
+    detail = result.detail if isinstance(result, ItemRejected) else str(result)
+    return {"item_id": item_id, "task": task, "target": target, "reason": reason, "detail": detail[:300]}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Output files, checkpoints and resume
+
+
+@dataclass
+class Timer:
+    """Wall time of lockstep steps, charged to every conversation that took part in a step."""
+
+    totals: dict[str, float] = field(default_factory=dict)
+
+    def charge(self, states: Iterable[Any], key: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        for state in states:
+            state.timings[key] = round(state.timings.get(key, 0.0) + elapsed, 3)
+        self.totals[key] = self.totals.get(key, 0.0) + elapsed
+
+
+def config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: Iterable[str] = ()) -> list[str]:
+    """The settings that differ between a saved run and this one (``ignore``: settings safe to change)."""
+    skip = set(ignore)
+    keys = sorted((set(saved) | set(current)) - skip)
+    return [f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def keep_records(path: Path, keep: Callable[[dict], bool]) -> int:
+    """Rewrite a JSONL file (atomically, lines byte-for-byte) without the records ``keep`` rejects; returns how
+    many were removed. Bad lines raise :class:`~ec2er_utils.jsonl.JSONLError` naming file and line."""
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
+    verdicts = [keep(record) for record in iter_jsonl(path)]
+    if all(verdicts):
+        return 0
+    kept = "".join(line for line, ok in zip(lines, verdicts, strict=True) if ok)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(kept)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return verdicts.count(False)
+
+
+def fingerprint(values: Iterable[Any]) -> str:
+    """A short hash of a plan (which persona and theme each conversation gets), to refuse resuming another plan."""
+    digest = hashlib.sha256()
+    for value in values:
+        digest.update(json.dumps(value, sort_keys=True, default=str).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def remove_outputs(paths: Iterable[Path]) -> list[Path]:
+    """Delete a previous run's files before a fresh run; returns the ones that existed."""
+    removed = []
+    for path in paths:
+        if path.exists():
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def distribution(values: Iterable[str], order: Sequence[str] = ()) -> dict[str, int]:
+    """Counts with every expected value present (0 when missing), expected values first."""
+    counts = Counter(values)
+    ordered = {value: counts.pop(value, 0) for value in order}
+    ordered.update(sorted(counts.items()))
+    return ordered
+
+
+EU_ORDER, EA_ORDER = EU_CATEGORIES, EA_CATEGORIES

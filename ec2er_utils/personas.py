@@ -1,0 +1,548 @@
+"""Personas and the per-conversation attribute set (paper §3.2, "Persona and attribute diversity").
+
+Three persona sources:
+
+- **PersonaHub** (the paper's source, Ge et al.): the Hugging Face dataset ``proj-persona/PersonaHub``, config
+  ``persona`` (:func:`load_personahub`; needs the Hub), or any JSONL file with a ``persona`` field per line, such as
+  the 5,000-persona sample in ``shared/personahub/`` (:func:`read_persona_jsonl`).
+- **The paper's grid** (:func:`grid_personas`): age 18–75, occupation, relationship status, cultural region and
+  baseline disposition, sampled with age-dependent occupation and relationship-status weights (our choice: the
+  paper lists the values, not how they combine).
+- **Our own personas file** (:func:`read_personas`), written by notebook 00 (:func:`write_personas`).
+
+Every persona gets a stable id, ``p-`` + the first 12 hex digits of the SHA-256 of its whitespace-normalised,
+case-folded text, so the same text always has the same id across runs and machines.
+
+PersonaHub texts are free-form ("A WWII veteran who didn't finish high school."). Occupation, age band and
+relationship status are read from clear cues in the text where there are some (:func:`infer_from_text`); nothing
+is invented for a PersonaHub persona, so unknown fields stay ``None`` and theme compatibility does not rule on them.
+
+:func:`sample_attributes` draws the eleven attributes of §3.2 (EU/EA area, relationship type, problem focus,
+conflict domain, stakes, emotion mix, insight, coping style, communication style, viewpoint) exactly over the
+taxonomy lists, with the paper's correlations: low insight and avoidant coping make withdrawn or deflecting
+communication more likely; high insight with problem solving makes direct (blunt) communication more likely. The
+weight tables below are our reading of "realistic combinations" and are the only place to change it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .jsonl import JSONLError, iter_jsonl, write_jsonl_atomic
+from .taxonomy import (
+    AGE_RANGE,
+    BASELINE_DISPOSITIONS,
+    COMMUNICATION_STYLES,
+    CONFLICT_DOMAINS,
+    COPING_STYLES,
+    CULTURAL_REGIONS,
+    EA_AREAS,
+    EMOTION_MIX_PROFILES,
+    EU_AREAS,
+    INSIGHT_LEVELS,
+    OCCUPATIONS,
+    PROBLEM_FOCUS_TYPES,
+    RELATIONSHIP_STATUSES,
+    RELATIONSHIP_TYPES,
+    STAKES_LEVELS,
+    VIEWPOINT_TYPES,
+    validate_choice,
+)
+from .themes import AGE_BANDS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .themes import Theme
+
+PERSONAHUB_DATASET = "proj-persona/PersonaHub"
+PERSONAHUB_CONFIG = "persona"
+SHARED_SAMPLE = ("personahub", "persona_sample.jsonl")  # under ec2er_utils.paths.shared_dir()
+
+AgeBand = Literal["young_adult", "adult", "older_adult"]
+
+
+def persona_id_for(text: str) -> str:
+    """The stable id of a persona text: whitespace-normalised and case-folded, then hashed."""
+    normalised = " ".join(text.split()).casefold()
+    return "p-" + hashlib.sha256(normalised.encode("utf-8")).hexdigest()[:12]
+
+
+def age_band_of(age: int) -> AgeBand:
+    for band, (lo, hi) in AGE_BANDS.items():
+        if lo <= age <= hi:
+            return band  # type: ignore[return-value]
+    raise ValueError(f"age {age} outside the paper's range {AGE_RANGE[0]}-{AGE_RANGE[1]}")
+
+
+def rng_for(seed: int, *keys: Any) -> random.Random:
+    """A random generator that depends only on ``seed`` and ``keys``, never on what was drawn before.
+
+    Every dialogue and item derives its own generator this way, so a resumed run (or one shard of a run) draws
+    exactly what an uninterrupted run draws for the same index.
+    """
+    digest = hashlib.sha256(repr((seed, *keys)).encode("utf-8")).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+class Persona(BaseModel):
+    """Who the client is. Grid personas have every field; PersonaHub personas only what their text says."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    persona_id: str = Field(pattern=r"^p-[0-9a-f]{12}$")
+    text: str = Field(min_length=1)
+    source: str = Field(min_length=1)  # "grid", "personahub" or the file it was read from
+    age: int | None = Field(default=None, ge=AGE_RANGE[0], le=AGE_RANGE[1])
+    age_band: AgeBand | None = None
+    occupation: str | None = None
+    relationship_status: str | None = None
+    cultural_region: str | None = None
+    baseline_disposition: str | None = None
+
+    @field_validator("occupation", "relationship_status", "cultural_region", "baseline_disposition")
+    @classmethod
+    def _in_taxonomy(cls, value: str | None, info) -> str | None:
+        kind = {"occupation": "OCCUPATIONS", "relationship_status": "RELATIONSHIP_STATUSES",
+                "cultural_region": "CULTURAL_REGIONS", "baseline_disposition": "BASELINE_DISPOSITIONS"}[info.field_name]
+        return None if value is None else validate_choice(kind, value)
+
+    def describe(self) -> str:
+        """The persona as prompt text: its own words plus the known grid fields not already in them."""
+        facts = []
+        if self.source != "grid":
+            if self.age is not None:
+                facts.append(f"age {self.age}")
+            elif self.age_band is not None:
+                facts.append(self.age_band.replace("_", " "))
+            facts += [v for v in (self.relationship_status, self.cultural_region) if v]
+            if self.baseline_disposition:
+                facts.append(f"{self.baseline_disposition} by disposition")
+        return self.text if not facts else f"{self.text} ({'; '.join(facts)})"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading PersonaHub-style text
+
+
+# First match wins, so "a retired teacher" is a retiree and "a nursing student" a student.
+OCCUPATION_CUES: tuple[tuple[str, str], ...] = (
+    ("retiree", r"\b(retired|retiree)\b"),
+    ("student", r"\b(student|undergraduate|phd candidate|doctoral candidate|freshman|sophomore)\b"),
+    ("unemployed job seeker", r"\b(unemployed|job[- ]seeker|looking for (a )?(job|work))\b"),
+    ("stay-at-home parent", r"\b(stay[- ]at[- ]home (mom|mother|dad|father|parent)|homemaker)\b"),
+    ("social worker", r"\b(social worker|case worker|caseworker)\b"),
+    ("healthcare worker", r"\b(nurse|doctor|physician|surgeon|paramedic|pharmacist|dentist|midwife|"
+                          r"healthcare (worker|professional)|medical (professional|resident))\b"),
+    ("teacher", r"\b(teacher|professor|lecturer|educator|tutor|instructor)\b"),
+    ("engineer", r"\b(engineer|software developer|programmer|web developer)\b"),
+    ("small business owner", r"\b(business owner|shop owner|store owner|restaurant owner|entrepreneur)\b"),
+    ("skilled tradesperson", r"\b(electrician|plumber|carpenter|mechanic|welder|bricklayer|construction worker)\b"),
+    ("retail worker", r"\b(cashier|retail (worker|employee|associate)|sales associate|shop assistant)\b"),
+    ("office administrator", r"\b(administrator|secretary|receptionist|office manager|administrative assistant)\b"),
+    ("artist", r"\b(artist|painter|musician|sculptor|novelist|poet|illustrator|photographer|filmmaker|composer|"
+               r"singer|dancer|actor|actress)\b"),
+)
+AGE_BAND_CUES: tuple[tuple[AgeBand, str], ...] = (
+    ("older_adult", r"\b(retired|retiree|elderly|senior citizen|grandmother|grandfather|grandparent|"
+                    r"(wwii|world war ii|korean war) veteran|in (his|her|their) (60s|70s|sixties|seventies))\b"),
+    ("young_adult", r"\b(teen(ager)?|undergraduate|college student|freshman|sophomore|high school senior|"
+                    r"young (man|woman|adult|professional)|in (his|her|their) (20s|twenties))\b"),
+    ("adult", r"\b(middle[- ]aged|mid[- ]career|in (his|her|their) (30s|40s|50s|thirties|forties|fifties))\b"),
+)
+RELATIONSHIP_CUES: tuple[tuple[str, str], ...] = (
+    ("divorced", r"\b(divorced|divorcee)\b"),
+    ("single", r"\bsingle (mother|father|parent|mom|dad)\b"),
+    ("married", r"\b(married|husband|wife|spouse)\b"),
+)
+
+
+def _first_cue(text: str, cues: Iterable[tuple[str, str]]) -> str | None:
+    lowered = text.lower()
+    return next((value for value, pattern in cues if re.search(pattern, lowered)), None)
+
+
+def infer_from_text(text: str) -> dict[str, str]:
+    """Grid fields stated by clear cues in a free-form persona text (occupation, age band, relationship status)."""
+    found: dict[str, str] = {}
+    occupation = _first_cue(text, OCCUPATION_CUES)
+    if occupation:
+        found["occupation"] = occupation
+    band = _first_cue(text, AGE_BAND_CUES)
+    if band is None and occupation == "student":
+        band = "young_adult"
+    if band:
+        found["age_band"] = band
+    status = _first_cue(text, RELATIONSHIP_CUES)
+    if status:
+        found["relationship_status"] = status
+    return found
+
+
+def persona_from_text(text: str, source: str) -> Persona:
+    text = " ".join(text.split())
+    return Persona(persona_id=persona_id_for(text), text=text, source=source, **infer_from_text(text))
+
+
+def dedupe_personas(personas: Iterable[Persona], where: str = "personas") -> list[Persona]:
+    """Keep the first of personas with the same id (same text); warns with the count, never drops silently."""
+    seen: dict[str, Persona] = {}
+    total = 0
+    for persona in personas:
+        total += 1
+        seen.setdefault(persona.persona_id, persona)
+    if len(seen) < total:
+        warnings.warn(f"{where}: {total - len(seen)} duplicate persona text(s) kept once ({len(seen)} distinct)",
+                      stacklevel=2)
+    return list(seen.values())
+
+
+class _PersonaHubLine(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    persona: str = Field(min_length=1, pattern=r"\S")
+
+
+def read_persona_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[Persona]:
+    """Personas from a JSONL file with a ``persona`` text per line (PersonaHub's ``persona.jsonl`` format).
+
+    A line that is not JSON, or lacks a non-empty ``persona`` string, raises :class:`JSONLError` naming the file
+    and line; an empty file raises too. Duplicate texts are kept once (with a warning).
+    """
+    path = Path(path)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    personas = []
+    try:
+        for record in iter_jsonl(path, _PersonaHubLine):
+            personas.append(persona_from_text(record.persona, "personahub"))
+            if limit is not None and len(personas) >= limit:
+                break
+    except JSONLError as err:
+        raise JSONLError(f"{err}. Each line must be a JSON object with a non-empty \"persona\" text, like "
+                         "{\"persona\": \"A retired teacher who loves gardening.\"}") from None
+    if not personas:
+        raise JSONLError(f"{path}: no personas in the file (it is empty); give a JSONL file with one "
+                         "{\"persona\": \"...\"} object per line")
+    return dedupe_personas(personas, str(path))
+
+
+def load_personahub(limit: int = 1000, split: str = "train", seed: int | None = None) -> list[Persona]:
+    """``limit`` personas of ``proj-persona/PersonaHub`` (config ``persona``) from the Hugging Face Hub.
+
+    Streams, so only about ``limit`` rows are downloaded; ``seed`` shuffles the stream (a buffer of 10,000 rows)
+    first. Rows without persona text are skipped with a warning. Needs network access to the Hub: offline, use
+    :func:`read_persona_jsonl` on a local copy instead.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    personas, skipped = [], 0
+    try:
+        from datasets import load_dataset
+
+        stream = load_dataset(PERSONAHUB_DATASET, PERSONAHUB_CONFIG, split=split, streaming=True)
+        if seed is not None:
+            stream = stream.shuffle(seed=seed, buffer_size=10_000)
+        for row in stream:
+            text = row.get("persona")
+            if not isinstance(text, str) or not text.strip():
+                skipped += 1
+                continue
+            personas.append(persona_from_text(text, "personahub"))
+            if len(personas) >= limit:
+                break
+    except Exception as err:  # network, auth or a renamed dataset: say what to do instead
+        raise RuntimeError(f"could not load {PERSONAHUB_DATASET} (config {PERSONAHUB_CONFIG!r}) from the Hugging "
+                           f"Face Hub: {type(err).__name__}: {err}. Offline, pass a local JSONL file with a "
+                           "'persona' field per line instead (e.g. shared/personahub/persona_sample.jsonl).") from err
+    if skipped:
+        warnings.warn(f"{PERSONAHUB_DATASET}: {skipped} row(s) without persona text skipped", stacklevel=2)
+    return dedupe_personas(personas, PERSONAHUB_DATASET)
+
+
+def shared_sample_path() -> Path | None:
+    """The shared 5,000-persona PersonaHub sample, when the ``shared/`` folder is beside the checkout."""
+    from .paths import shared_dir
+
+    folder = shared_dir()
+    path = folder.joinpath(*SHARED_SAMPLE) if folder else None
+    return path if path is not None and path.is_file() else None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The paper's grid
+
+
+def _occupation_weight(occupation: str, age: int) -> float:
+    """How plausible an occupation is at an age (our choice; the paper lists occupations only)."""
+    if occupation == "student":
+        return 3.0 if age <= 25 else 1.0 if age <= 35 else 0.15
+    if occupation == "retiree":
+        return 0.0 if age < 55 else 1.0 if age < 65 else 6.0
+    if occupation == "stay-at-home parent":
+        return 1.0 if 22 <= age <= 55 else 0.0
+    if age >= 67:
+        return 0.2  # still working past typical retirement age: possible, less common
+    return 1.0
+
+
+RELATIONSHIP_STATUS_WEIGHTS: tuple[tuple[int, dict[str, float]], ...] = (  # (max age, weights), our choice
+    (24, {"single": 0.6, "partnered": 0.3, "married": 0.08, "divorced": 0.02}),
+    (34, {"single": 0.35, "partnered": 0.3, "married": 0.3, "divorced": 0.05}),
+    (54, {"single": 0.2, "partnered": 0.2, "married": 0.45, "divorced": 0.15}),
+    (AGE_RANGE[1], {"single": 0.15, "partnered": 0.15, "married": 0.5, "divorced": 0.2}),
+)
+
+
+def _weighted(rng: random.Random, options: Sequence[str], weights: Mapping[str, float] | Sequence[float]) -> str:
+    values = [weights.get(o, 0.0) for o in options] if isinstance(weights, Mapping) else list(weights)
+    return rng.choices(list(options), weights=values, k=1)[0]
+
+
+def grid_persona(rng: random.Random) -> Persona:
+    """One persona drawn from the paper's grid."""
+    age = rng.randint(*AGE_RANGE)
+    occupation = _weighted(rng, OCCUPATIONS, [_occupation_weight(o, age) for o in OCCUPATIONS])
+    status_weights = next(w for max_age, w in RELATIONSHIP_STATUS_WEIGHTS if age <= max_age)
+    status = _weighted(rng, RELATIONSHIP_STATUSES, status_weights)
+    region = rng.choice(CULTURAL_REGIONS)
+    disposition = rng.choice(BASELINE_DISPOSITIONS)
+    text = f"A {age}-year-old {status} {occupation} from {region} with a generally {disposition} disposition."
+    return Persona(persona_id=persona_id_for(text), text=text, source="grid", age=age, age_band=age_band_of(age),
+                   occupation=occupation, relationship_status=status, cultural_region=region,
+                   baseline_disposition=disposition)
+
+
+def grid_personas(n: int, seed: int = 0) -> list[Persona]:
+    """``n`` distinct grid personas, reproducible from ``seed``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rng = random.Random(seed)
+    found: dict[str, Persona] = {}
+    for _ in range(n * 50):  # the grid has ~145,000 distinct combinations; collisions are rare
+        persona = grid_persona(rng)
+        found.setdefault(persona.persona_id, persona)
+        if len(found) == n:
+            return list(found.values())
+    raise ValueError(f"could not draw {n} distinct grid personas; ask for fewer")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One entry point and the personas file
+
+
+def load_personas(source: str | os.PathLike | None = None, *, n: int | None = None, seed: int = 0,
+                  ) -> list[Persona]:
+    """Personas from ``source``; ``n`` of them (all of a file when ``n`` is None), reproducible from ``seed``.
+
+    ``source``: ``None`` or ``"grid"`` builds ``n`` personas from the paper's grid; ``"personahub"`` streams the
+    Hugging Face dataset (needs the Hub); ``"shared-sample"`` is the shared 5,000-persona PersonaHub sample; any
+    other value is a JSONL path, either PersonaHub format (``persona`` field) or a personas file written by
+    :func:`write_personas`. From a file, ``n`` personas are sampled without replacement (all when ``n`` exceeds
+    the file).
+    """
+    if n is not None and n < 1:
+        raise ValueError(f"n must be >= 1 or None, got {n}")
+    key = None if source is None else str(source).strip()
+    if key in (None, "", "grid"):
+        if n is None:
+            raise ValueError("building personas from the grid needs n (how many)")
+        return grid_personas(n, seed)
+    if key == "personahub":
+        return load_personahub(limit=n or 1000, seed=seed)
+    if key == "shared-sample":
+        path = shared_sample_path()
+        if path is None:
+            raise FileNotFoundError("the shared PersonaHub sample (shared/personahub/persona_sample.jsonl beside the "
+                                    "checkout) is not here; use source='personahub' (Hub) or 'grid'")
+    else:
+        path = Path(key).expanduser()
+    first = next(iter_jsonl(path), None) if Path(path).is_file() else None
+    personas = read_personas(path) if isinstance(first, dict) and "persona_id" in first else read_persona_jsonl(path)
+    return sample_personas(personas, n, seed) if n is not None else personas
+
+
+def sample_personas(personas: Sequence[Persona], n: int, seed: int = 0) -> list[Persona]:
+    """``min(n, len(personas))`` personas without replacement, reproducible from ``seed`` (Algorithm 2, line 2)."""
+    if not personas:
+        raise ValueError("no personas to sample from")
+    return random.Random(seed).sample(list(personas), min(n, len(personas)))
+
+
+def write_personas(path: str | os.PathLike, personas: Sequence[Persona]) -> Path:
+    write_jsonl_atomic(path, personas)
+    return Path(path)
+
+
+def read_personas(path: str | os.PathLike) -> list[Persona]:
+    """A personas file written by :func:`write_personas`; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no personas file; run notebooks/00_personas.ipynb first (it writes "
+                                "data/personas/personas.jsonl)")
+    personas = list(iter_jsonl(path, Persona))
+    if not personas:
+        raise JSONLError(f"{path}: the personas file is empty; re-run notebooks/00_personas.ipynb")
+    return dedupe_personas(personas, str(path))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Attributes
+
+
+class AttributeSet(BaseModel):
+    """The eleven attributes of §3.2 sampled for one conversation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    eu_area: str
+    ea_area: str
+    relationship_type: str
+    problem_focus: str
+    conflict_domain: str
+    stakes: str
+    emotion_mix: str
+    insight: str
+    coping_style: str
+    communication_style: str
+    viewpoint: str
+
+    @field_validator("*")
+    @classmethod
+    def _in_taxonomy(cls, value: str, info) -> str:
+        return validate_choice(ATTRIBUTE_LISTS[info.field_name][0], value)
+
+    def describe(self) -> str:
+        """The attributes as prompt lines, with underscores turned into words."""
+        return "\n".join(f"- {name.replace('_', ' ')}: {getattr(self, name).replace('_', ' ')}"
+                         for name in ATTRIBUTE_LISTS)
+
+
+# field -> (taxonomy kind, values)
+ATTRIBUTE_LISTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "eu_area": ("EU_AREAS", EU_AREAS),
+    "ea_area": ("EA_AREAS", EA_AREAS),
+    "relationship_type": ("RELATIONSHIP_TYPES", RELATIONSHIP_TYPES),
+    "problem_focus": ("PROBLEM_FOCUS_TYPES", PROBLEM_FOCUS_TYPES),
+    "conflict_domain": ("CONFLICT_DOMAINS", CONFLICT_DOMAINS),
+    "stakes": ("STAKES_LEVELS", STAKES_LEVELS),
+    "emotion_mix": ("EMOTION_MIX_PROFILES", EMOTION_MIX_PROFILES),
+    "insight": ("INSIGHT_LEVELS", INSIGHT_LEVELS),
+    "coping_style": ("COPING_STYLES", COPING_STYLES),
+    "communication_style": ("COMMUNICATION_STYLES", COMMUNICATION_STYLES),
+    "viewpoint": ("VIEWPOINT_TYPES", VIEWPOINT_TYPES),
+}
+
+# Correlation tables (multipliers on a uniform base weight of 1). Our reading of §3.2's "realistic combinations".
+COPING_GIVEN_DISPOSITION: dict[str, dict[str, float]] = {
+    "anxious": {"avoidance": 2.0, "self_blame": 1.8, "people_pleasing": 1.5},
+    "optimistic": {"overfixing_problem_solving": 2.0, "intellectualizing": 1.2},
+    "skeptical": {"intellectualizing": 2.0, "avoidance": 1.3},
+    "empathetic": {"people_pleasing": 2.0, "self_blame": 1.3},
+    "guarded": {"avoidance": 2.2, "intellectualizing": 1.5},
+    "expressive": {"venting": 2.5},
+}
+INSIGHT_GIVEN_DISPOSITION: dict[str, dict[str, float]] = {
+    "guarded": {"low": 1.6}, "skeptical": {"medium": 1.3}, "empathetic": {"high": 1.6}, "anxious": {"low": 1.2},
+}
+COMMUNICATION_GIVEN_INSIGHT: dict[str, dict[str, float]] = {
+    "low": {"withdrawn_indirect": 1.8, "sarcastic_deflecting": 1.6, "conflict_avoidant_compliant": 1.3,
+            "blunt_critical": 0.6},
+    "medium": {},
+    "high": {"blunt_critical": 2.0, "withdrawn_indirect": 0.5, "sarcastic_deflecting": 0.5},
+}
+COMMUNICATION_GIVEN_COPING: dict[str, dict[str, float]] = {
+    "avoidance": {"withdrawn_indirect": 2.0, "sarcastic_deflecting": 1.6, "conflict_avoidant_compliant": 1.8,
+                  "blunt_critical": 0.5},
+    "overfixing_problem_solving": {"blunt_critical": 2.2, "withdrawn_indirect": 0.5, "apologetic_soft": 0.7},
+    "venting": {"blunt_critical": 1.6, "sarcastic_deflecting": 1.5, "withdrawn_indirect": 0.6},
+    "people_pleasing": {"apologetic_soft": 2.2, "conflict_avoidant_compliant": 2.0, "blunt_critical": 0.4},
+    "intellectualizing": {"blunt_critical": 1.4, "sarcastic_deflecting": 1.3},
+    "self_blame": {"apologetic_soft": 2.2, "withdrawn_indirect": 1.4, "blunt_critical": 0.5},
+}
+CONFLICT_GIVEN_RELATIONSHIP: dict[str, dict[str, float]] = {
+    "romantic": {"romantic_trust_jealousy": 3.0, "money_finances": 1.3},
+    "family": {"inlaw_family_tension": 2.5, "caregiving_burden": 2.0, "money_finances": 1.3},
+    "friend": {"friendship_drift": 3.0, "online_miscommunication": 1.5},
+    "work": {"career_performance": 3.0, "online_miscommunication": 1.3},
+    "social": {"online_miscommunication": 2.0, "cross_cultural_misunderstanding": 2.0, "friendship_drift": 1.3},
+}
+THEME_BOOST = 3.0  # multiplier for a theme's own relationship types and conflict domains
+
+
+def _draw(rng: random.Random, values: Sequence[str], *multipliers: Mapping[str, float]) -> str:
+    weights = []
+    for value in values:
+        weight = 1.0
+        for table in multipliers:
+            weight *= table.get(value, 1.0)
+        weights.append(weight)
+    return rng.choices(list(values), weights=weights, k=1)[0]
+
+
+def sample_attributes(rng: random.Random, persona: Persona | None = None, theme: Theme | None = None,
+                      ) -> AttributeSet:
+    """Draw one :class:`AttributeSet`; the draw order makes later attributes depend on earlier ones."""
+    disposition = persona.baseline_disposition if persona is not None else None
+    insight = _draw(rng, INSIGHT_LEVELS, INSIGHT_GIVEN_DISPOSITION.get(disposition or "", {}))
+    coping = _draw(rng, COPING_STYLES, COPING_GIVEN_DISPOSITION.get(disposition or "", {}))
+    communication = _draw(rng, COMMUNICATION_STYLES, COMMUNICATION_GIVEN_INSIGHT[insight],
+                          COMMUNICATION_GIVEN_COPING[coping])
+    theme_types = {t: THEME_BOOST for t in theme.relationship_types} if theme else {}
+    relationship = _draw(rng, RELATIONSHIP_TYPES, theme_types)
+    theme_domains = {d: THEME_BOOST for d in theme.conflict_domains} if theme else {}
+    conflict = _draw(rng, CONFLICT_DOMAINS, CONFLICT_GIVEN_RELATIONSHIP[relationship], theme_domains)
+    return AttributeSet(
+        eu_area=rng.choice(EU_AREAS), ea_area=rng.choice(EA_AREAS), relationship_type=relationship,
+        problem_focus=rng.choice(PROBLEM_FOCUS_TYPES), conflict_domain=conflict, stakes=rng.choice(STAKES_LEVELS),
+        emotion_mix=rng.choice(EMOTION_MIX_PROFILES), insight=insight, coping_style=coping,
+        communication_style=communication, viewpoint=rng.choice(VIEWPOINT_TYPES))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Coverage
+
+PERSONA_FIELDS: dict[str, tuple[str, ...]] = {
+    "age_band": tuple(AGE_BANDS),
+    "occupation": OCCUPATIONS,
+    "relationship_status": RELATIONSHIP_STATUSES,
+    "cultural_region": CULTURAL_REGIONS,
+    "baseline_disposition": BASELINE_DISPOSITIONS,
+}
+
+
+def coverage(records: Sequence[BaseModel | Mapping[str, Any]], fields: Mapping[str, Sequence[str]] | None = None,
+             ) -> pd.DataFrame:
+    """Counts of every value of every field, values never seen included (count 0) and unknowns as ``(unknown)``.
+
+    ``fields`` maps a field to its possible values; default: the persona grid fields. Pass
+    ``{k: v for k, (_, v) in ATTRIBUTE_LISTS.items()}`` for attribute sets.
+    """
+    import pandas as pd
+
+    fields = fields or PERSONA_FIELDS
+    rows = []
+    dicts = [r.model_dump() if isinstance(r, BaseModel) else dict(r) for r in records]
+    for field, values in fields.items():
+        counts = Counter(d.get(field) for d in dicts)
+        for value in values:
+            rows.append({"field": field, "value": value, "count": counts.pop(value, 0)})
+        for value, count in counts.items():
+            rows.append({"field": field, "value": "(unknown)" if value is None else str(value), "count": count})
+    frame = pd.DataFrame(rows, columns=["field", "value", "count"])
+    frame["share"] = frame["count"] / max(len(dicts), 1)
+    return frame
+
+
+def attribute_fields() -> dict[str, tuple[str, ...]]:
+    return {name: values for name, (_, values) in ATTRIBUTE_LISTS.items()}

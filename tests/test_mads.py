@@ -1,0 +1,442 @@
+"""MADS (Algorithm 1): turn logic, supervisor cadence, stop reasons, category targeting, failures, rejected items,
+checkpoints and resume, with a scripted backend; one slow test runs both pipelines on the real embedded model."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ec2er_utils import mads
+from ec2er_utils.generation import CategoryBalancer
+from ec2er_utils.jsonl import read_jsonl
+from ec2er_utils.mads import MADSConfig, plan_dialogues, run_mads, run_plan
+from ec2er_utils.personas import grid_personas
+from ec2er_utils.schemas import GeneratedEAItem, GeneratedEUItem
+from ec2er_utils.taxonomy import EA_CATEGORIES, EU_CATEGORIES
+from ec2er_utils.themes import THEMES
+from tests.generation_backend import InjectedCrash, ScriptedGenerationClient, agent_of, request_error, turns_in
+
+PERSONAS = grid_personas(40, seed=1)
+
+
+def config(**changes) -> MADSConfig:
+    settings = dict(num_dialogues=4, concurrency=2, checkpoint_every=2, eu_items=(3, 4), ea_items=(3, 4))
+    settings.update(changes)
+    return MADSConfig(**settings)
+
+
+def run(tmp_path: Path, client=None, *, folder="run", resume=False, **changes):
+    client = client or ScriptedGenerationClient()
+    stats = run_mads(client, PERSONAS, THEMES, tmp_path / folder, config(**changes), resume=resume, progress=False)
+    return stats, client
+
+
+def metadata(tmp_path: Path, folder="run") -> list[dict]:
+    return read_jsonl(tmp_path / folder / "metadata.jsonl")
+
+
+def outputs(folder: Path) -> dict[str, object]:
+    """Everything a run wrote except wall-clock timings, for comparing runs."""
+    meta = [{k: v for k, v in r.items() if k != "timings"} for r in read_jsonl(folder / "metadata.jsonl")]
+    files = {name: (folder / name).read_text() for name in ("eu_items.jsonl", "ea_items.jsonl", "dialogues.jsonl")}
+    return {"metadata": meta, **files}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Settings
+
+
+def test_min_turns_above_max_turns_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"min_turns \(8\) is greater than max_turns \(6\)"):
+        MADSConfig(min_turns=8, max_turns=6)
+    with pytest.raises(ValueError, match="eu_items"):
+        MADSConfig(eu_items=(4, 3))
+    with pytest.raises(ValueError, match="shard_index"):
+        MADSConfig(shard_index=2, num_shards=2)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        MADSConfig(checkpoint_every=0)
+    with pytest.warns(UserWarning, match="differ from the paper"):
+        MADSConfig(min_turns=2, max_turns=4)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Turn logic
+
+
+def test_stops_at_min_turns_when_the_supervisor_is_satisfied_early(tmp_path):
+    stats, client = run(tmp_path)  # the scripted supervisor says "all criteria met" from turn 1
+    for record in metadata(tmp_path):
+        assert record["turns"] == 4 and record["messages"] == 8
+        assert record["stop_reason"] == "criteria_met" and record["criteria_met"]
+        assert [v["turn"] for v in record["supervisor_verdicts"]] == [2, 4]
+        assert record["supervisor_verdicts"][0]["all_met"]  # met at turn 2, but 4 turns is the minimum
+    assert stats["stop_reasons"] == {"criteria_met": 4}
+
+
+def test_runs_to_max_turns_when_criteria_are_never_met(tmp_path):
+    client = ScriptedGenerationClient(criteria_at=lambda conversation: None)
+    stats, _ = run(tmp_path, client, max_turns=7, min_turns=4)
+    for record in metadata(tmp_path):
+        assert record["turns"] == 7 and record["messages"] == 14
+        assert record["stop_reason"] == "max_turns" and not record["criteria_met"]
+        assert [v["turn"] for v in record["supervisor_verdicts"]] == [2, 4, 6]
+    assert stats["stop_reasons"] == {"max_turns": 4}
+
+
+def test_supervisor_judges_every_two_turns_and_stops_at_the_first_verdict_with_all_criteria(tmp_path):
+    client = ScriptedGenerationClient(criteria_at=lambda conversation: 5)
+    run(tmp_path, client, num_dialogues=2)
+    for record in metadata(tmp_path):
+        assert record["turns"] == 6 and record["stop_reason"] == "criteria_met"
+        assert [(v["turn"], v["all_met"]) for v in record["supervisor_verdicts"]] == [(2, False), (4, False),
+                                                                                       (6, True)]
+        assert set(record["supervisor_verdicts"][0]) == {"turn", "reason", "scenario", "emotions", "causes",
+                                                         "dilemma", "all_met"}
+    supervisor_calls = [c for c in client.calls if c["agents"][0] == "supervisor"]
+    assert len(supervisor_calls) == 3 and all(c["schema"] == "SupervisorVerdict" for c in supervisor_calls)
+
+
+def test_supervisor_cadence_is_a_parameter(tmp_path):
+    client = ScriptedGenerationClient(criteria_at=lambda conversation: None)
+    run(tmp_path, client, num_dialogues=1, supervisor_every=3, max_turns=7)
+    (record,) = metadata(tmp_path)
+    assert [v["turn"] for v in record["supervisor_verdicts"]] == [3, 6]
+
+
+def test_each_step_is_one_batched_call_over_the_active_dialogues(tmp_path):
+    satisfied = []
+
+    def criteria_at(conversation):  # the first dialogue the supervisor sees is satisfied at turn 4, no other
+        key = _dialogue_key(conversation)
+        if not satisfied:
+            satisfied.append(key)
+        return 4 if key in satisfied else None
+
+    client = ScriptedGenerationClient(criteria_at=criteria_at)
+    run(tmp_path, client, num_dialogues=3, concurrency=3, max_turns=6)
+    assert all(len(set(call["agents"])) == 1 for call in client.calls if call["agents"][0] != "extractor")
+    assert [c["size"] for c in client.calls if c["agents"][0] == "client"] == [3, 3, 3, 3, 2, 2]
+    assert [c["size"] for c in client.calls if c["agents"][0] == "supervisor"] == [3, 3, 2]
+    assert Counter(r["stop_reason"] for r in metadata(tmp_path)) == {"criteria_met": 1, "max_turns": 2}
+
+
+def _dialogue_key(conversation) -> str:
+    """The scripted key the client's messages carry, read from a supervisor request's transcript."""
+    first_client_line = next(line for line in conversation[-1]["content"].splitlines() if line.startswith("CLIENT"))
+    return first_client_line.split("[")[1][:6]
+
+
+def test_client_opens_and_speakers_alternate(tmp_path):
+    run(tmp_path, num_dialogues=1)
+    (dialogue,) = read_jsonl(tmp_path / "run" / "dialogues.jsonl")
+    speakers = [m["speaker"] for m in dialogue["messages"]]
+    assert speakers == ["CLIENT", "THERAPIST"] * 4
+    assert dialogue["background"].startswith(("Alex", "Sam"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Failures and rejected items
+
+
+def test_failed_dialogues_are_recorded_with_their_reason_and_the_run_goes_on(tmp_path):
+    victim = {}
+
+    def fail(agent, conversation):
+        said = sum(m["role"] == "assistant" for m in conversation)
+        key = conversation[0]["content"]
+        if agent == "client" and said == 1 and (not victim or victim.get("key") == key):
+            victim["key"] = key
+            return request_error("HTTP 503 from the server")
+        return None
+
+    stats, _ = run(tmp_path, ScriptedGenerationClient(fail=fail), num_dialogues=4)
+    records = metadata(tmp_path)
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(records) == 4 and len(failed) == 1
+    assert failed[0]["error"]["stage"] == "turn 2 client" and failed[0]["error"]["reason"] == "request_failed"
+    assert failed[0]["stop_reason"] == "error" and failed[0]["eu_item_ids"] == []
+    assert stats["status"] == {"failed": 1, "ok": 3}
+    assert stats["failure_reasons"] == {"turn 2 client: request_failed": 1}
+    assert stats["eu_items"] >= 9
+
+
+def test_a_failed_supervisor_check_is_recorded_and_the_dialogue_goes_on(tmp_path):
+    def fail(agent, conversation):
+        return request_error() if agent == "supervisor" and turns_in(conversation) == 4 else None
+
+    run(tmp_path, ScriptedGenerationClient(fail=fail), num_dialogues=1)
+    (record,) = metadata(tmp_path)
+    assert record["status"] == "ok" and record["turns"] == 6
+    assert record["supervisor_verdicts"][1]["error"] == "request_failed"
+
+
+def test_invalid_items_are_rejected_counted_and_never_written(tmp_path):
+    def override(title, draft, conversation):
+        request = conversation[1]["content"]  # the extractor's request (a re-ask appends messages after it)
+        if title == "EUItemDraft" and "Category: emotional_cues" in request:
+            return {**draft, "emotion_distractors": ["Guilt", "Joy", "Anger", "Pride", "Fear"]}  # repeats the label
+        if title == "EAItemDraft" and "Category: Social-Self" in request:
+            return "not json at all"  # every attempt, re-asks included
+        return draft
+
+    stats, _ = run(tmp_path, ScriptedGenerationClient(draft_override=override), num_dialogues=2, eu_items=(4, 4),
+                   ea_items=(4, 4))
+    assert stats["rejection_reasons"] == {"duplicate_options": 2, "invalid_json": 2}
+    assert stats["items_rejected"] == 4
+    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", GeneratedEUItem)
+    ea = read_jsonl(tmp_path / "run" / "ea_items.jsonl", GeneratedEAItem)
+    assert len(eu) == 6 and len(ea) == 6
+    assert "emotional_cues" not in {i.coarse_category for i in eu}
+    assert "Social-Self" not in {i.category for i in ea}
+    rejected = [r for m in metadata(tmp_path) for r in m["rejected_items"]]
+    assert {r["target"] for r in rejected if r["task"] == "EU"} == {"emotional_cues/visual_cues",
+                                                                    "emotional_cues/vocal_cues"}
+    written = {i.qid for i in eu} | {i.qid for i in ea}
+    assert not written & {r["item_id"] for r in rejected}
+
+
+def test_written_items_are_valid_emobench_items_with_provenance(tmp_path):
+    run(tmp_path, num_dialogues=2)
+    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", GeneratedEUItem)
+    read_jsonl(tmp_path / "run" / "ea_items.jsonl", GeneratedEAItem)  # validates every line
+    records = {r["dialogue_id"]: r for r in metadata(tmp_path)}
+    for item in eu:
+        assert len(item.emotion_choices) == 6 and len(item.cause_choices) == 4
+        assert item.emotion_label == "Guilt" and item.cause_label == "He missed the call"
+        assert item.provenance.pipeline == "mads" and item.provenance.dialogue_id in records
+        assert item.provenance.theme == records[item.provenance.dialogue_id]["theme"]
+    raw_ea = json.loads((tmp_path / "run" / "ea_items.jsonl").read_text().splitlines()[0])
+    assert "question type" in raw_ea and raw_ea["label"] in raw_ea["choices"]
+    positions = Counter(i.emotion_choices.index(i.emotion_label) for i in eu)
+    assert len(positions) > 1  # options are shuffled, not always first
+    for record in records.values():
+        assert 3 <= len(record["eu_item_ids"]) <= 4 and 3 <= len(record["ea_item_ids"]) <= 4
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Category targeting
+
+
+def test_balancer_targets_the_least_represented_category():
+    balancer = CategoryBalancer(EU_CATEGORIES, {"complex_emotions": 3, "emotional_cues": 1})
+    assert balancer.plan([2]) == [["personal_beliefs_and_experiences", "perspective_taking"]]
+    assert balancer.plan([3, 3]) == [["personal_beliefs_and_experiences", "perspective_taking", "emotional_cues"],
+                                     ["personal_beliefs_and_experiences", "perspective_taking", "emotional_cues"]]
+    with pytest.raises(ValueError, match="unknown category"):
+        CategoryBalancer(EU_CATEGORIES, {"happiness": 1})
+
+
+def test_targeting_keeps_eu_and_ea_categories_balanced(tmp_path):
+    stats, client = run(tmp_path, num_dialogues=9, concurrency=4)
+    for key in ("eu_categories", "ea_categories"):
+        counts = stats[key].values()
+        assert max(counts) - min(counts) <= 1, stats[key]
+    assert set(stats["eu_categories"]) == set(EU_CATEGORIES) and set(stats["ea_categories"]) == set(EA_CATEGORIES)
+    types = stats["ea_question_types"]
+    assert abs(types["Action"] - types["Response"]) <= 1
+    extractor_prompts = [c for call in client.calls for c in call["agents"] if c == "extractor"]
+    assert len(extractor_prompts) == stats["eu_items"] + stats["ea_items"]
+
+
+def test_targeting_makes_up_for_rejected_items(tmp_path):
+    seen = Counter()
+
+    def override(title, draft, conversation):  # the first two perspective-taking drafts are invalid
+        if title == "EUItemDraft" and "Category: perspective_taking" in conversation[-1]["content"]:
+            seen["bad"] += 1
+            if seen["bad"] <= 2:
+                return {**draft, "cause_distractors": ["He missed the call", "b", "c"]}
+        return draft
+
+    stats, _ = run(tmp_path, ScriptedGenerationClient(draft_override=override), num_dialogues=8, concurrency=2,
+                   eu_items=(3, 3))
+    counts = stats["eu_categories"]
+    assert stats["rejection_reasons"] == {"duplicate_options": 2}
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoints and resume
+
+
+def test_checkpoint_interval_sets_when_results_reach_disk(tmp_path, monkeypatch):
+    appended = []
+    real_append = mads.append_jsonl
+
+    def spy(path, records):
+        records = list(records)
+        if Path(path).name == "metadata.jsonl":
+            appended.append(len(records))
+        return real_append(path, records)
+
+    monkeypatch.setattr(mads, "append_jsonl", spy)
+    run(tmp_path, num_dialogues=7, concurrency=2, checkpoint_every=3)
+    assert appended == [4, 3]  # flushed at the first batch end with >= 3 dialogues waiting, then at the end
+
+
+@pytest.mark.parametrize("crash_point", [0.05, 0.5, 0.95])
+def test_resume_after_a_crash_gives_the_same_files_as_an_uninterrupted_run(tmp_path, crash_point):
+    settings = dict(num_dialogues=7, concurrency=2, checkpoint_every=2)
+    _, reference_client = run(tmp_path, folder="reference", **settings)
+    crash_at_call = int(len(reference_client.calls) * crash_point)
+    with pytest.raises(InjectedCrash):
+        run(tmp_path, ScriptedGenerationClient(crash_at_call=crash_at_call), folder="crashed", **settings)
+    written_before = len(metadata(tmp_path, "crashed")) if (tmp_path / "crashed" / "metadata.jsonl").exists() else 0
+    stats, client = run(tmp_path, folder="crashed", resume=True, **settings)
+    assert outputs(tmp_path / "crashed") == outputs(tmp_path / "reference")
+    assert stats["dialogues_written"] == 7
+    backgrounds = sum(a == "background" for a in client.agent_counts().elements())
+    assert backgrounds == 7 - written_before  # batches written before the crash are not generated again
+
+
+def test_resume_after_a_crash_while_writing_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+    settings = dict(num_dialogues=6, concurrency=2, checkpoint_every=4)
+    run(tmp_path, folder="reference", **settings)
+    real_append = mads.append_jsonl
+    writes = Counter()
+
+    def crash_midway(path, records):
+        records = list(records)
+        writes[Path(path).name] += 1
+        if Path(path).name == "metadata.jsonl" and writes["metadata.jsonl"] == 2:
+            real_append(path, records[:1])  # one complete line, then a torn one
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write('{"dialogue_id": "mads-s0-000')
+            raise InjectedCrash("killed while writing")
+        return real_append(path, records)
+
+    monkeypatch.setattr(mads, "append_jsonl", crash_midway)
+    with pytest.raises(InjectedCrash):
+        run(tmp_path, folder="crashed", **settings)
+    monkeypatch.setattr(mads, "append_jsonl", real_append)
+    stats, _ = run(tmp_path, folder="crashed", resume=True, **settings)
+    ids = [r["dialogue_id"] for r in metadata(tmp_path, "crashed")]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
+    assert outputs(tmp_path / "crashed") == outputs(tmp_path / "reference")
+
+
+def test_resume_refuses_changed_settings_and_a_fresh_run_replaces_old_files(tmp_path):
+    run(tmp_path, num_dialogues=2)
+    with pytest.raises(ValueError, match=r"settings changed \(max_turns: saved 14, now 12\)"):
+        run(tmp_path, num_dialogues=2, max_turns=12, resume=True)
+    stats, client = run(tmp_path, num_dialogues=2, resume=True)  # nothing left to do
+    assert client.calls == [] and stats["dialogues_written"] == 2
+    stats, _ = run(tmp_path, num_dialogues=1)
+    assert stats["dialogues_written"] == 1 and len(metadata(tmp_path)) == 1
+
+
+def test_shards_split_one_plan_without_overlap(tmp_path):
+    for shard in range(3):
+        run(tmp_path, folder="sharded", num_dialogues=7, shard_index=shard, num_shards=3)
+    folders = sorted((tmp_path / "sharded").glob("shard-*-of-03"))
+    assert [f.name for f in folders] == ["shard-00-of-03", "shard-01-of-03", "shard-02-of-03"]
+    ids = [r["dialogue_id"] for f in folders for r in read_jsonl(f / "metadata.jsonl")]
+    plans, _ = plan_dialogues(PERSONAS, THEMES, 7, seed=0)
+    assert sorted(ids) == [p.dialogue_id for p in plans]
+    first = {r["dialogue_id"]: r for r in read_jsonl(folders[0] / "metadata.jsonl")}
+    assert all(first[p.dialogue_id]["persona_id"] == p.persona.persona_id for p in plans[::3])
+
+
+def test_extract_incomplete_false_skips_dialogues_without_all_criteria(tmp_path):
+    client = ScriptedGenerationClient(criteria_at=lambda conversation: None)
+    stats, _ = run(tmp_path, client, num_dialogues=2, max_turns=4, extract_incomplete=False)
+    assert stats["status"] == {"not_extracted": 2} and stats["eu_items"] == 0
+    assert not any(c["agents"][0] == "extractor" for c in client.calls)
+
+
+def test_metadata_and_statistics_describe_the_run(tmp_path):
+    stats, _ = run(tmp_path, num_dialogues=3)
+    for record in metadata(tmp_path):
+        assert {"persona_id", "theme", "turns", "stop_reason", "supervisor_verdicts", "usage", "timings",
+                "attributes", "eu_item_ids", "ea_item_ids", "rejected_items"} <= set(record)
+        assert record["usage"]["completion_tokens"] > 0 and record["timings"]["dialogue_s"] >= 0
+    saved = json.loads((tmp_path / "run" / "statistics.json").read_text())
+    assert saved["eu_categories"] == stats["eu_categories"] and saved["dialogues_written"] == 3
+    assert stats["usage"]["calls"] == sum(r["usage"]["calls"] for r in metadata(tmp_path))
+
+
+def test_run_plan_is_arithmetic_on_a_measured_rate():
+    plan = run_plan(3000, 100.0, servers=4, shards=2)
+    assert plan == {"num_dialogues": 3000, "servers": 4, "shards": 2, "dialogues_per_shard": 1500,
+                    "dialogues_per_hour_per_shard": 200.0, "hours": 7.5}
+    with pytest.raises(ValueError, match="each shard needs a server"):
+        run_plan(10, 1.0, servers=1, shards=2)
+
+
+def test_scripted_backend_knows_every_agent():
+    assert agent_of([{"role": "system", "content": mads.prompts.SUPERVISOR_SYSTEM}]) == "supervisor"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The real embedded model
+
+
+@pytest.mark.slow
+def test_tiny_real_runs_with_the_embedded_model(tmp_path):
+    from ec2er_utils.concise import ConciseConfig, run_concise
+    from ec2er_utils.generation import make_generator_client
+    from ec2er_utils.schemas import MCQItem
+
+    client = make_generator_client("local", concurrency=2, seed=0)
+    try:
+        with pytest.warns(UserWarning, match="differ from the paper"):
+            settings = MADSConfig(num_dialogues=1, min_turns=2, max_turns=4, eu_items=(1, 1), ea_items=(1, 1),
+                                  background_words=(40, 80), background_max_tokens=96, turn_max_tokens=40,
+                                  supervisor_max_tokens=60, item_max_tokens=260)
+        stats = run_mads(client, PERSONAS, THEMES, tmp_path / "mads", settings, progress=False)
+        (record,) = read_jsonl(tmp_path / "mads" / "metadata.jsonl")
+        assert record["generator_model"] == "smollm2"
+        if record["status"] == "failed":
+            pytest.fail(f"the real dialogue failed: {record['error']}")
+        assert 2 <= record["turns"] <= 4 and record["stop_reason"] in ("criteria_met", "max_turns")
+        assert [v["turn"] for v in record["supervisor_verdicts"]] in ([2], [2, 4])
+        assert stats["eu_items"] + stats["ea_items"] + stats["items_rejected"] == 2
+        read_jsonl(tmp_path / "mads" / "eu_items.jsonl", GeneratedEUItem)
+        read_jsonl(tmp_path / "mads" / "ea_items.jsonl", GeneratedEAItem)
+
+        summary = run_concise(client, PERSONAS, tmp_path / "concise",
+                              ConciseConfig(num_samples=1, rounds=2, background_words=(30, 60),
+                                            background_max_tokens=80, turn_max_tokens=40, item_max_tokens=240),
+                              progress=False)
+        assert summary["personas_written"] == 1
+        assert summary["items"] + summary["items_rejected"] == 2
+        (persona,) = json.loads((tmp_path / "concise" / "personas_final.json").read_text())
+        assert persona["status"] == "ok" and len(persona["messages"]) == 4
+        read_jsonl(tmp_path / "concise" / "items_final.jsonl", MCQItem)
+    finally:
+        client.close()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scale-out over several servers
+
+
+def test_replicas_share_the_requests_and_answers_keep_their_order(tmp_path):
+    from ec2er_utils.generation import ReplicaClient
+
+    replicas = [ScriptedGenerationClient(), ScriptedGenerationClient()]
+    stats, _ = run(tmp_path, ReplicaClient(replicas), folder="replicas", num_dialogues=3, concurrency=3)
+    single_stats, _ = run(tmp_path, folder="single", num_dialogues=3, concurrency=3)
+    assert outputs(tmp_path / "replicas") == outputs(tmp_path / "single")
+    served = [sum(c["size"] for c in r.calls) for r in replicas]
+    assert min(served) > 0 and abs(served[0] - served[1]) <= len([c for c in replicas[0].calls])
+    assert stats["usage"]["calls"] == single_stats["usage"]["calls"]
+
+
+def test_several_base_urls_make_a_replica_client(monkeypatch):
+    from ec2er_utils.generation import ReplicaClient, make_generator_client
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-123")
+    client = make_generator_client("openai", "openai/gpt-oss-20b", base_url="http://a:8000/v1, http://b:8000/v1",
+                                   concurrency=16)
+    assert isinstance(client, ReplicaClient)
+    assert [r.base_url for r in client.replicas] == ["http://a:8000/v1", "http://b:8000/v1"]
+    assert all(r.concurrency == 16 for r in client.replicas)
+    assert "sk-test-secret-123" not in repr(client)
+    single = make_generator_client("openai", "openai/gpt-oss-20b", base_url="http://a:8000/v1")
+    assert not isinstance(single, ReplicaClient) and single.base_url == "http://a:8000/v1"
+    with pytest.raises(ValueError, match="needs model"):
+        make_generator_client("openai", None, base_url="http://a:8000/v1")
