@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .jsonl import iter_jsonl
+from .jsonl import iter_jsonl, write_text_atomic
 from .llm import ChatResult, LLMClient, LLMError, LLMInvalidJSONError, Usage, make_client, run_sync
 from .schemas import GeneratedEAItem, GeneratedEUItem, MCQItem, Provenance
 from .taxonomy import EA_CATEGORIES, EMOTION_LABELS, EU_CATEGORIES, is_known_emotion
@@ -425,16 +424,7 @@ def keep_records(path: Path, keep: Callable[[dict], bool]) -> int:
     if all(verdicts):
         return 0
     kept = "".join(line for line, ok in zip(lines, verdicts, strict=True) if ok)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(kept)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, kept)
     return verdicts.count(False)
 
 

@@ -89,7 +89,9 @@ def repair_jsonl_tail(path: str | os.PathLike) -> bool:
     return True
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` via a fsynced temporary file and a rename."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -106,14 +108,14 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> int:
     """Replace ``path`` with these records in one step; readers see the old file or the new one, never half."""
     lines = [_to_json(r) + "\n" for r in records]
-    _atomic_write(Path(path), "".join(lines))
+    write_text_atomic(path, "".join(lines))
     return len(lines)
 
 
 def write_json_atomic(path: str | os.PathLike, value: Any, *, indent: int = 2) -> None:
     text = value.model_dump_json(indent=indent) if isinstance(value, BaseModel) else \
         json.dumps(value, ensure_ascii=False, indent=indent, default=str)
-    _atomic_write(Path(path), text + "\n")
+    write_text_atomic(path, text + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
