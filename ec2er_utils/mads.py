@@ -13,7 +13,8 @@ Agents (prompts in :mod:`ec2er_utils.generation_prompts`):
   verdict are recorded.
 - **EU and EA extraction agents** then write 3–4 items each (one request per item) in EmoBench's format. Each
   request names a target category: the least represented so far (:class:`~ec2er_utils.generation.CategoryBalancer`),
-  which keeps the four EU and four EA categories balanced; EA question types (Action/Response) are balanced too.
+  which keeps the four EU and four EA categories balanced; EU sub-types (EmoBench's fine-grained categories) and
+  EA question types (Action/Response) are balanced the same way.
 
 Throughput: the dialogues of a batch (``concurrency`` of them) advance in lockstep; each step (background, client
 turn, therapist turn, verdict, extraction) is one ``chat_many`` over the still-active dialogues, so the local
@@ -33,10 +34,13 @@ the dialogue's index, so with a deterministic backend a resumed run writes exact
 writes. A dialogue that fails (an :class:`~ec2er_utils.llm.LLMError` in a background or turn) is recorded with
 ``status="failed"`` and its reason; the run goes on.
 
-Departures from the paper (documented choices): the supervisor gives its reason before its verdicts; items are
-drafted field by field and assembled by code (see :mod:`ec2er_utils.generation`); a dialogue that reaches
-``max_turns`` without meeting all criteria is still extracted unless ``extract_incomplete=False`` (its metadata
-says so); an EA item's category is the one its extractor was asked for (not re-judged).
+Departures from the paper (documented choices): the supervisor gives its reason before its verdicts and decodes
+greedily; the supervisor also judges at turns before ``min_turns`` (its verdict is recorded, it cannot stop the
+dialogue yet); items are drafted field by field and assembled by code (see :mod:`ec2er_utils.generation`); a
+dialogue that reaches ``max_turns`` without meeting all criteria is still extracted unless
+``extract_incomplete=False`` (its metadata says so); an item's category, EU sub-type and EA question type are the
+ones its extractor was asked for (not re-judged afterwards); dialogues of a batch run in lockstep and a batch ends
+when its longest dialogue ends (no refilling), which keeps batches, and so resumed runs, reproducible.
 """
 
 from __future__ import annotations

@@ -384,8 +384,8 @@ def test_tiny_real_runs_with_the_embedded_model(tmp_path):
     try:
         with pytest.warns(UserWarning, match="differ from the paper"):
             settings = MADSConfig(num_dialogues=1, min_turns=2, max_turns=4, eu_items=(1, 1), ea_items=(1, 1),
-                                  background_words=(40, 80), background_max_tokens=96, turn_max_tokens=40,
-                                  supervisor_max_tokens=60, item_max_tokens=260)
+                                  background_words=(30, 50), background_max_tokens=64, turn_max_tokens=32,
+                                  supervisor_max_tokens=60, item_max_tokens=160)
         stats = run_mads(client, PERSONAS, THEMES, tmp_path / "mads", settings, progress=False)
         (record,) = read_jsonl(tmp_path / "mads" / "metadata.jsonl")
         assert record["generator_model"] == "smollm2"
@@ -398,8 +398,8 @@ def test_tiny_real_runs_with_the_embedded_model(tmp_path):
         read_jsonl(tmp_path / "mads" / "ea_items.jsonl", GeneratedEAItem)
 
         summary = run_concise(client, PERSONAS, tmp_path / "concise",
-                              ConciseConfig(num_samples=1, rounds=2, background_words=(30, 60),
-                                            background_max_tokens=80, turn_max_tokens=40, item_max_tokens=240),
+                              ConciseConfig(num_samples=1, rounds=2, background_words=(30, 50),
+                                            background_max_tokens=64, turn_max_tokens=32, item_max_tokens=160),
                               progress=False)
         assert summary["personas_written"] == 1
         assert summary["items"] + summary["items_rejected"] == 2
