@@ -550,6 +550,16 @@ def test_request_shape_sent_to_server():
     assert (first["temperature"], first["max_tokens"], first["seed"], first["top_k"]) == (0.2, 33, 9, 20)
     assert first["response_format"] == JSONSchema(Answer).response_format()
     assert "response_format" not in second
+    assert "top_p" not in first  # the server's default (1) unless the client sets one
+
+
+def test_top_p_sent_to_server_and_validated():
+    with CannedServer([(200, {}, chat_completion_body(VALID))]) as server:
+        openai_client(server.base_url, top_p=0.9).chat(USER)
+    assert server.requests[0]["json"]["top_p"] == 0.9
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="top_p"):
+            openai_client("http://127.0.0.1:9/v1", top_p=bad)
 
 
 def test_http_error_detail_kept_in_message():

@@ -22,7 +22,8 @@ def make_client(backend: str = "local", model: str | None = None, **options: Any
       ``api_key`` (default ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``), ``concurrency``, ``timeout``,
       ``max_retries``, ``structured_output``, ``extra_body``.
 
-    Common options: ``temperature`` (0 = greedy), ``max_tokens``, ``seed``, ``max_reasks``, ``progress``.
+    Common options: ``temperature`` (0 = greedy), ``top_p`` (nucleus sampling, default 1), ``max_tokens``, ``seed``,
+    ``max_reasks``, ``progress``.
     """
     backend = (backend or "").strip().lower()
     if backend == "local":

@@ -199,19 +199,22 @@ class LLMClient(ABC):
     backend: str = "abstract"
 
     def __init__(self, model: str, *, temperature: float = 0.7, max_tokens: int = 512, seed: int | None = None,
-                 max_reasks: int = 2, progress: bool = True):
+                 max_reasks: int = 2, progress: bool = True, top_p: float = 1.0):
         if max_reasks < 0:
             raise ValueError(f"max_reasks must be >= 0, got {max_reasks}")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (1 samples from the whole distribution), got {top_p}")
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.seed = seed
         self.max_reasks = max_reasks
         self.progress = progress
+        self.top_p = top_p  # nucleus sampling when temperature > 0; a client-wide setting, like the model
         self.usage = Usage()
 
     def __repr__(self) -> str:  # never includes credentials

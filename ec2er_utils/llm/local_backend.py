@@ -104,7 +104,7 @@ class LocalClient(LLMClient):
         eos_ids = _eos_ids(tok)
         kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, eos_token_id=eos_ids, pad_token_id=tok.pad_token_id)
         if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+            kwargs.update(do_sample=True, temperature=temperature, top_p=self.top_p, top_k=0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if schema is not None:

@@ -69,6 +69,8 @@ class OpenAIClient(LLMClient):
                                        max_tokens=max_tokens)
         if seed is not None:
             request["seed"] = seed
+        if self.top_p < 1:
+            request["top_p"] = self.top_p
         if schema is not None and self.structured_output:
             request["response_format"] = schema.response_format()
         if self.extra_body:
