@@ -31,6 +31,7 @@ from typing import Any
 from . import generation_prompts as prompts
 from .generation import (
     CLIENT,
+    PAPER_SCENARIO_MIN_WORDS,
     THERAPIST,
     CategoryBalancer,
     ItemRejected,
@@ -79,6 +80,7 @@ class ConciseConfig:
     background_max_tokens: int = 260
     turn_max_tokens: int = 150
     item_max_tokens: int = 500
+    scenario_min_words: int = PAPER_SCENARIO_MIN_WORDS  # shortest scenario the item schema allows (see notebook 03)
     temperature: float = 0.8
     shard_index: int = 0
     num_shards: int = 1
@@ -100,6 +102,9 @@ class ConciseConfig:
         lo_hi = self.background_words
         need(len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1], f"background_words must be (low, high), got {lo_hi}")
         need(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        need(self.scenario_min_words >= 0, f"scenario_min_words must be >= 0, got {self.scenario_min_words}")
+        for task in ("EU", "EA"):  # raises, naming item_max_tokens, if the budget cannot hold such a scenario
+            mcq_draft_schema(task, self.item_max_tokens, self.scenario_min_words)
         need(self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards,
              f"need 0 <= shard_index < num_shards, got shard_index={self.shard_index}, num_shards={self.num_shards}")
 
@@ -115,6 +120,7 @@ class SampleState:
     items: list[MCQItem] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
+    repaired: list[dict[str, str]] = field(default_factory=list)  # items written after a recorded repair
     error: dict[str, str] | None = None
     usage: Usage = field(default_factory=Usage)
     timings: dict[str, float] = field(default_factory=dict)
@@ -131,7 +137,8 @@ class SampleState:
         return {"sample_id": self.sample_id, "index": self.index, "status": "failed" if self.error else "ok",
                 "persona": self.persona.model_dump(), "attributes": self.attributes.model_dump(),
                 "background": self.background, "messages": self.messages, "item_ids": [i.item_id for i in self.items],
-                "targets": self.targets, "rejected_items": self.rejected, "error": self.error,
+                "targets": self.targets, "rejected_items": self.rejected, "repaired_items": self.repaired,
+                "error": self.error,
                 "usage": self.usage.as_dict(), "timings": self.timings}
 
 
@@ -311,7 +318,8 @@ class ConciseRunner:
                     state.targets.append(f"{task}:{category}")
                     groups[task].append((state, f"{state.sample_id}-{task.lower()}{k}", category))
         calls = [dict(conversations=[self._item_request(s, task, c) for s, _, c in members],
-                      schema=mcq_draft_schema(task, config.item_max_tokens), temperature=config.temperature,
+                      schema=mcq_draft_schema(task, config.item_max_tokens, config.scenario_min_words),
+                      temperature=config.temperature,
                       max_tokens=config.item_max_tokens, seed=call_seed(config.seed, number, task))
                  for task, members in groups.items() if members]
         started = time.perf_counter()
@@ -329,7 +337,7 @@ class ConciseRunner:
                                         persona_id=state.persona.persona_id, dialogue_id=state.sample_id)
                 try:
                     state.items.append(build_mcq_item(result.data, item_id=item_id, task=task, category=category,
-                                                      provenance=provenance,
+                                                      provenance=provenance, repairs=state.repaired,
                                                       rng=rng_for(config.seed, "options", item_id)))
                 except ItemRejected as problem:
                     state.rejected.append(rejection(problem, task=task, target=category, item_id=item_id))
@@ -377,6 +385,7 @@ def concise_summary(done: list[dict[str, Any]], items: list[MCQItem], paths: dic
         "ea_categories": distribution((i.category for i in items if i.task == "EA"), EA_CATEGORIES),
         "items_rejected": len(rejected),
         "rejection_reasons": distribution(r["reason"] for r in rejected),
+        "items_repaired": sum(len(record.get("repaired_items", [])) for record in done),
         "usage": dict(usage),
         "elapsed_s_this_session": None if elapsed_s is None else round(elapsed_s, 1),
     }

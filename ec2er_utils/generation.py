@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -47,6 +48,12 @@ EMOTION_OPTIONS: tuple[str, ...] = tuple(label.capitalize() for label in EMOTION
 # constrained reply can close its JSON before max_tokens. English prose runs ~4 characters per token, but small
 # models often write short tokens; 2 leaves that margin.
 CHARS_PER_TOKEN = 2.0
+# Scenario word limits become string lengths at ~6 characters per English word (5 letters + a space): a scenario of
+# ``min_words * CHARS_PER_WORD`` characters usually holds ``min_words`` words, so drafts can pass the 50-500-word
+# filter of notebook 03 (paper §3.4). Words are counted by that filter, not here.
+CHARS_PER_WORD = 6
+PAPER_SCENARIO_MIN_WORDS = 50
+OTHER_FIELDS_MIN_CHARS = 100  # explanations and options need at least this much room beside the scenario
 
 
 def call_seed(seed: int, *keys: Any) -> int:
@@ -99,7 +106,7 @@ class ReplicaClient(LLMClient):
             raise ValueError(f"replicas must serve the same model, got {sorted(models)}")
         first = replicas[0]
         super().__init__(first.model, temperature=first.temperature, max_tokens=first.max_tokens, seed=first.seed,
-                         max_reasks=first.max_reasks, progress=first.progress)
+                         max_reasks=first.max_reasks, progress=first.progress, top_p=first.top_p)
         self.replicas = list(replicas)
         self.backend = first.backend
 
@@ -263,48 +270,70 @@ def supervisor_schema(max_tokens: int) -> dict[str, Any]:
         **{name: {"type": "boolean"} for name in ("scenario", "emotions", "causes", "dilemma")}})
 
 
-def eu_draft_schema(max_tokens: int) -> dict[str, Any]:
+def scenario_budget(max_tokens: int, overhead_chars: int, share: float, min_words: int, what: str,
+                    ) -> tuple[int, int]:
+    """(scenario characters, characters left for the other text fields) within a reply of ``max_tokens``.
+
+    ``overhead_chars`` go to keys, enums and punctuation. The scenario gets ``share`` of the rest but at least
+    ``min_words * CHARS_PER_WORD`` characters plus some room; a budget that cannot also hold
+    ``OTHER_FIELDS_MIN_CHARS`` for the other fields is a settings error that names the fix.
+    """
+    chars = _budget(max_tokens) - overhead_chars
+    floor = min_words * CHARS_PER_WORD + 60
+    scenario = max(int(chars * share), floor)
+    rest = int(chars - scenario)
+    if rest < OTHER_FIELDS_MIN_CHARS:
+        needed = math.ceil((floor + OTHER_FIELDS_MIN_CHARS + overhead_chars) / CHARS_PER_TOKEN)
+        if not min_words:
+            raise ValueError(f"item_max_tokens={max_tokens} cannot hold {what}; raise it to >= {needed}")
+        raise ValueError(f"item_max_tokens={max_tokens} cannot hold {what} whose scenario has at least {min_words} "
+                         f"words; raise item_max_tokens to >= {needed} or lower scenario_min_words")
+    return scenario, rest
+
+
+def eu_draft_schema(max_tokens: int, scenario_min_words: int = 0) -> dict[str, Any]:
     """One schema for every EU request (the category and sub-type are in the prompt), so the requests of a whole
     batch of dialogues share one batched, grammar-constrained generate call on the local backend."""
-    chars = _budget(max_tokens) - 100  # enums, keys and punctuation
+    scenario, rest = scenario_budget(max_tokens, 240, 0.35, scenario_min_words, "an EU item")  # 240: keys, enums
     return _object("EUItemDraft", {
-        "scenario": _text(int(chars * 0.35), 20),
+        "scenario": _text(scenario, max(20, scenario_min_words * CHARS_PER_WORD)),
         "subject": _text(40),
         "emotion_label": {"enum": list(EMOTION_OPTIONS)},
         "emotion_distractors": _emotions(5),
-        "emotion_explanation": _text(int(chars * 0.15)),
-        "cause_label": _text(int(chars * 0.07)),
-        "cause_distractors": _strings(3, int(chars * 0.07)),
-        "cause_explanation": _text(int(chars * 0.12)),
+        "emotion_explanation": _text(int(rest * 0.23)),
+        "cause_label": _text(int(rest * 0.11)),
+        "cause_distractors": _strings(3, int(rest * 0.11)),
+        "cause_explanation": _text(int(rest * 0.18)),
     })
 
 
-def ea_draft_schema(max_tokens: int) -> dict[str, Any]:
-    chars = _budget(max_tokens) - 80
+def ea_draft_schema(max_tokens: int, scenario_min_words: int = 0) -> dict[str, Any]:
+    scenario, rest = scenario_budget(max_tokens, 110, 0.4, scenario_min_words, "an EA item")
     return _object("EAItemDraft", {
-        "scenario": _text(int(chars * 0.4), 20),
+        "scenario": _text(scenario, max(20, scenario_min_words * CHARS_PER_WORD)),
         "subject": _text(40),
-        "best_choice": _text(int(chars * 0.08)),
-        "other_choices": _strings(3, int(chars * 0.08)),
-        "explanation": _text(int(chars * 0.2)),
+        "best_choice": _text(int(rest * 0.13)),
+        "other_choices": _strings(3, int(rest * 0.13)),
+        "explanation": _text(int(rest * 0.33)),
     })
 
 
-def mcq_draft_schema(task: str, max_tokens: int) -> dict[str, Any]:
+def mcq_draft_schema(task: str, max_tokens: int, scenario_min_words: int = 0) -> dict[str, Any]:
     """Concise pipeline: the paper's MCQ record (§3.3); EU options are emotions from the vocabulary."""
-    chars = _budget(max_tokens) - 80
     if task == "EU":
         answer, distractors = {"enum": list(EMOTION_OPTIONS)}, _emotions(3)
-        shares = (0.45, 0.08, 0.3)
+        share, shares = 0.45, (0.15, 0.55)
     else:
-        answer, distractors = _text(int(chars * 0.06)), _strings(3, int(chars * 0.06))
-        shares = (0.35, 0.07, 0.25)
+        share, shares = 0.35, (0.11, 0.38)
+    scenario, rest = scenario_budget(max_tokens, 150, share, scenario_min_words, f"an {task} question")
+    if task != "EU":
+        answer, distractors = _text(int(rest * 0.09)), _strings(3, int(rest * 0.09))
     return _object(f"{task}MCQDraft", {
-        "scenario": _text(int(chars * shares[0]), 20),
-        "question": _text(int(chars * shares[1]), 5),
+        "scenario": _text(scenario, max(20, scenario_min_words * CHARS_PER_WORD)),
+        "question": _text(int(rest * shares[0]), 5),
         "correct_answer": answer,
         "distractors": distractors,
-        "explanation": _text(int(chars * shares[2])),
+        "explanation": _text(int(rest * shares[1])),
     })
 
 
@@ -346,12 +375,39 @@ def _shuffled(options: list[str], rng: random.Random) -> list[str]:
     return options
 
 
+def emotion_options(label: str, distractors: Sequence[str], rng: random.Random,
+                    repairs: list[dict[str, Any]] | None = None, item_id: str = "") -> list[str]:
+    """The gold emotion first, then the distractors; repeated distractors are replaced by other emotions.
+
+    A grammar can force emotions from the vocabulary but not distinct ones, and small models repeat one (often the
+    label itself). Each repeat (or copy of the label) is replaced by an emotion drawn, with ``rng``, from the
+    vocabulary words not yet among the options; the repair is appended to ``repairs`` so runs can count it.
+    Free-text options (causes, EA choices) are never invented: repeats there reject the item.
+    """
+    options = [label]
+    for emotion in distractors:
+        if emotion.casefold() not in {o.casefold() for o in options}:
+            options.append(emotion)
+    missing = len(distractors) + 1 - len(options)
+    if missing:
+        unused = [e for e in EMOTION_OPTIONS if e.casefold() not in {o.casefold() for o in options}]
+        replacements = rng.sample(unused, missing)
+        options += replacements
+        if repairs is not None:
+            repairs.append({"item_id": item_id, "repair": "repeated_emotions_replaced",
+                            "detail": f"{list(distractors)} -> {options[1:]}"})
+    return options
+
+
 def build_eu_item(draft: Mapping[str, Any], *, qid: str, category: str, finegrained: str, provenance: Provenance,
-                  rng: random.Random) -> GeneratedEUItem:
-    """An EmoBench-format EU item from a draft; raises :class:`ItemRejected` when it cannot be valid."""
+                  rng: random.Random, repairs: list[dict[str, Any]] | None = None) -> GeneratedEUItem:
+    """An EmoBench-format EU item from a draft; raises :class:`ItemRejected` when it cannot be valid.
+
+    Repeated emotion distractors are repaired (see :func:`emotion_options`) and noted in ``repairs``.
+    """
     if finegrained not in EU_FINEGRAINED[category]:
         raise ValueError(f"{finegrained!r} is not a sub-type of {category}")
-    emotions = _distinct([draft["emotion_label"], *draft["emotion_distractors"]], "emotion options")
+    emotions = emotion_options(draft["emotion_label"], draft["emotion_distractors"], rng, repairs, qid)
     _known_emotions(emotions)
     causes = _distinct([draft["cause_label"], *draft["cause_distractors"]], "cause options")
     return _validated(GeneratedEUItem, dict(
@@ -372,10 +428,12 @@ def build_ea_item(draft: Mapping[str, Any], *, qid: str, category: str, question
 
 
 def build_mcq_item(draft: Mapping[str, Any], *, item_id: str, task: str, category: str, provenance: Provenance,
-                   rng: random.Random) -> MCQItem:
-    options = _distinct([draft["correct_answer"], *draft["distractors"]], "options")
-    if task == "EU":
+                   rng: random.Random, repairs: list[dict[str, Any]] | None = None) -> MCQItem:
+    if task == "EU":  # emotion options: repeats repaired from the vocabulary, as for MADS EU items
+        options = emotion_options(draft["correct_answer"], draft["distractors"], rng, repairs, item_id)
         _known_emotions(options)
+    else:
+        options = _distinct([draft["correct_answer"], *draft["distractors"]], "options")
     return _validated(MCQItem, dict(
         item_id=item_id, task=task, category=category, scenario=draft["scenario"], question=draft["question"],
         options=_shuffled(options, rng), correct_answer=options[0], explanation=draft["explanation"],

@@ -58,6 +58,7 @@ from . import generation_prompts as prompts
 from .generation import (
     CLIENT,
     EU_FINEGRAINED,
+    PAPER_SCENARIO_MIN_WORDS,
     THERAPIST,
     CategoryBalancer,
     ItemRejected,
@@ -113,6 +114,7 @@ class MADSConfig:
     turn_max_tokens: int = 200
     supervisor_max_tokens: int = 160
     item_max_tokens: int = 700
+    scenario_min_words: int = PAPER_SCENARIO_MIN_WORDS  # shortest scenario the item schema allows (see notebook 03)
     temperature: float = 0.8  # background, turns and extraction
     judge_temperature: float = 0.0  # the supervisor: greedy
     extract_incomplete: bool = True  # extract from dialogues that hit max_turns without meeting every criterion
@@ -140,6 +142,9 @@ class MADSConfig:
                      "supervisor_max_tokens", "item_max_tokens"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         need(self.temperature >= 0 and self.judge_temperature >= 0, "temperatures must be >= 0")
+        need(self.scenario_min_words >= 0, f"scenario_min_words must be >= 0, got {self.scenario_min_words}")
+        eu_draft_schema(self.item_max_tokens, self.scenario_min_words)  # raises if the budget cannot hold it
+        ea_draft_schema(self.item_max_tokens, self.scenario_min_words)
         need(self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards,
              f"need 0 <= shard_index < num_shards, got shard_index={self.shard_index}, num_shards={self.num_shards}")
         if not PAPER_MIN_TURNS <= self.min_turns <= self.max_turns <= PAPER_MAX_TURNS:
@@ -230,6 +235,7 @@ class DialogueState:
     eu_targets: list[str] = field(default_factory=list)
     ea_targets: list[str] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
+    repaired: list[dict[str, str]] = field(default_factory=list)  # items written after a recorded repair
     extracted: bool = False
 
     @property
@@ -515,12 +521,11 @@ class MADSRunner:
             eu_requests += [(state, k, c, f) for k, (c, f) in enumerate(zip(eu, fines, strict=True), start=1)]
             ea_requests += [(state, k, c, q) for k, (c, q) in enumerate(zip(ea, qtypes, strict=True), start=1)]
         options = dict(temperature=config.temperature, max_tokens=config.item_max_tokens)
+        sizes = (config.item_max_tokens, config.scenario_min_words)
         calls = [dict(conversations=[agents.eu_extractor(s, c, f) for s, _, c, f in eu_requests],
-                      schema=eu_draft_schema(config.item_max_tokens), seed=call_seed(config.seed, number, "EU"),
-                      **options),
+                      schema=eu_draft_schema(*sizes), seed=call_seed(config.seed, number, "EU"), **options),
                  dict(conversations=[agents.ea_extractor(s, c, q) for s, _, c, q in ea_requests],
-                      schema=ea_draft_schema(config.item_max_tokens), seed=call_seed(config.seed, number, "EA"),
-                      **options)]
+                      schema=ea_draft_schema(*sizes), seed=call_seed(config.seed, number, "EA"), **options)]
         started = time.perf_counter()
         eu_results, ea_results = run_calls(self.client, calls)
         self.timer.charge(ready, "extraction_s", started)
@@ -543,7 +548,7 @@ class MADSRunner:
         try:
             if task == "EU":
                 state.eu_items.append(build_eu_item(result.data, qid=item_id, category=category, finegrained=detail,
-                                                    provenance=provenance, rng=rng))
+                                                    provenance=provenance, rng=rng, repairs=state.repaired))
             else:
                 state.ea_items.append(build_ea_item(result.data, qid=item_id, category=category, question_type=detail,
                                                     provenance=provenance, rng=rng))
@@ -579,7 +584,8 @@ class MADSRunner:
             "background_words": len(state.background.split()), "error": state.error,
             "eu_targets": state.eu_targets, "ea_targets": state.ea_targets,
             "eu_item_ids": [i.qid for i in state.eu_items], "ea_item_ids": [i.qid for i in state.ea_items],
-            "rejected_items": state.rejected, "usage": state.usage.as_dict(), "timings": state.timings,
+            "rejected_items": state.rejected, "repaired_items": state.repaired, "usage": state.usage.as_dict(),
+            "timings": state.timings,
             "generator_model": self.client.model, "seed": self.config.seed,
             "batch": self.position[plan.dialogue_id] // self.config.concurrency,
         }
@@ -622,6 +628,7 @@ def mads_statistics(out_dir: str | Path, *, elapsed_s: float | None = None, plan
         "ea_question_types": distribution((i["question type"] for i in ea), EA_QUESTION_TYPES),
         "items_rejected": len(rejected),
         "rejection_reasons": distribution(r["reason"] for r in rejected),
+        "items_repaired": sum(len(record.get("repaired_items", [])) for record in meta),
         "themes": distribution(r["theme"] for r in meta),
         "usage": dict(usage),
         "completion_tokens_per_dialogue": round(usage["completion_tokens"] / len(meta), 1) if meta else None,

@@ -108,6 +108,9 @@ class ScriptedGenerationClient(LLMClient):
                                "dilemma": met})
         assert schema is not None, "extractors always send a schema"
         draft = self._draft(schema.name, schema.json_schema, key)
+        floor = schema.json_schema["properties"]["scenario"]["minLength"]
+        while len(draft["scenario"]) < floor:  # honour the schema's scenario length, as a grammar would
+            draft["scenario"] += " It keeps coming back to him."
         if self.draft_override is not None:
             draft = self.draft_override(schema.name, draft, conversation)
             if isinstance(draft, str):

@@ -39,6 +39,11 @@ def test_settings_are_checked():
         ConciseConfig(rounds=6)
     with pytest.raises(ValueError, match="at least one item"):
         ConciseConfig(eu_items=0, ea_items=0)
+    with pytest.raises(ValueError, match="num_samples must be >= 1, got -1"):
+        ConciseConfig(num_samples=-1)
+    with pytest.raises(ValueError, match=r"item_max_tokens=200 cannot hold an EU question .* raise item_max_tokens"):
+        ConciseConfig(item_max_tokens=200)
+    ConciseConfig(item_max_tokens=200, scenario_min_words=0)  # a short scenario fits
 
 
 def test_samples_min_of_num_samples_and_personas_with_attributes(tmp_path):

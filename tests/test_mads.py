@@ -60,6 +60,27 @@ def test_min_turns_above_max_turns_is_a_clear_error():
         MADSConfig(checkpoint_every=0)
     with pytest.warns(UserWarning, match="differ from the paper"):
         MADSConfig(min_turns=2, max_turns=4)
+    with pytest.raises(ValueError, match=r"item_max_tokens=200 cannot hold an? EU item .* at least 50 words; "
+                                         r"raise item_max_tokens to >= 350"):
+        MADSConfig(item_max_tokens=200)
+
+
+def test_item_schemas_ask_for_scenarios_long_enough_for_the_word_filter():
+    from ec2er_utils.generation import CHARS_PER_WORD, ea_draft_schema, eu_draft_schema, mcq_draft_schema
+
+    for schema in (eu_draft_schema(700, 50), ea_draft_schema(700, 50), mcq_draft_schema("EU", 500, 50),
+                   mcq_draft_schema("EA", 500, 50)):
+        scenario = schema["properties"]["scenario"]
+        assert scenario["minLength"] == 50 * CHARS_PER_WORD < scenario["maxLength"]
+        strings = [p.get("items", p) for p in schema["properties"].values()]
+        assert all(p["maxLength"] >= 20 for p in strings if p.get("type") == "string")  # room left for the rest
+    # The minimum fits inside the budget: scenario + other fields never exceed what max_tokens can hold.
+    schema = eu_draft_schema(350, 50)
+    lengths = [p.get("items", p).get("maxLength", 0) * p.get("maxItems", 1) for p in schema["properties"].values()]
+    assert sum(lengths) <= 350 * 2
+    assert eu_draft_schema(200)["properties"]["scenario"]["minLength"] == 20  # no word floor: a short scenario
+    with pytest.raises(ValueError, match=r"item_max_tokens=120 cannot hold an EA item; raise it to >= 135"):
+        ea_draft_schema(120)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -177,7 +198,7 @@ def test_invalid_items_are_rejected_counted_and_never_written(tmp_path):
     def override(title, draft, conversation):
         request = conversation[1]["content"]  # the extractor's request (a re-ask appends messages after it)
         if title == "EUItemDraft" and "Category: emotional_cues" in request:
-            return {**draft, "emotion_distractors": ["Guilt", "Joy", "Anger", "Pride", "Fear"]}  # repeats the label
+            return {**draft, "cause_distractors": ["He missed the call", "b", "c"]}  # repeats the cause label
         if title == "EAItemDraft" and "Category: Social-Self" in request:
             return "not json at all"  # every attempt, re-asks included
         return draft
@@ -239,6 +260,27 @@ def test_targeting_keeps_eu_and_ea_categories_balanced(tmp_path):
     assert abs(types["Action"] - types["Response"]) <= 1
     extractor_prompts = [c for call in client.calls for c in call["agents"] if c == "extractor"]
     assert len(extractor_prompts) == stats["eu_items"] + stats["ea_items"]
+
+
+def test_repeated_emotion_options_are_replaced_from_the_vocabulary_and_recorded(tmp_path):
+    def override(title, draft, conversation):
+        if title == "EUItemDraft":
+            return {**draft, "emotion_distractors": ["Guilt", "Joy", "Joy", "Anger", "Guilt"]}  # label + a repeat
+        return draft
+
+    stats, _ = run(tmp_path, ScriptedGenerationClient(draft_override=override), num_dialogues=2, eu_items=(1, 1),
+                   ea_items=(1, 1))
+    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", GeneratedEUItem)
+    assert len(eu) == 2 and stats["items_rejected"] == 0 and stats["items_repaired"] == 2
+    for item in eu:
+        assert item.emotion_label == "Guilt" and len({c.casefold() for c in item.emotion_choices}) == 6
+        assert {"Joy", "Anger"} <= set(item.emotion_choices)  # the model's distinct distractors are kept
+    repairs = [r for m in metadata(tmp_path) for r in m["repaired_items"]]
+    assert [r["item_id"] for r in repairs] == [i.qid for i in eu]
+    assert all(r["repair"] == "repeated_emotions_replaced" for r in repairs)
+    again, _ = run(tmp_path / "again", ScriptedGenerationClient(draft_override=override), num_dialogues=2,
+                   eu_items=(1, 1), ea_items=(1, 1))
+    assert read_jsonl(tmp_path / "again" / "run" / "eu_items.jsonl", GeneratedEUItem) == eu  # seeded repair
 
 
 def test_targeting_makes_up_for_rejected_items(tmp_path):
@@ -385,7 +427,7 @@ def test_tiny_real_runs_with_the_embedded_model(tmp_path):
         with pytest.warns(UserWarning, match="differ from the paper"):
             settings = MADSConfig(num_dialogues=1, min_turns=2, max_turns=4, eu_items=(1, 1), ea_items=(1, 1),
                                   background_words=(30, 50), background_max_tokens=64, turn_max_tokens=32,
-                                  supervisor_max_tokens=60, item_max_tokens=160)
+                                  supervisor_max_tokens=60, item_max_tokens=240, scenario_min_words=10)
         stats = run_mads(client, PERSONAS, THEMES, tmp_path / "mads", settings, progress=False)
         (record,) = read_jsonl(tmp_path / "mads" / "metadata.jsonl")
         assert record["generator_model"] == "smollm2"
@@ -394,12 +436,14 @@ def test_tiny_real_runs_with_the_embedded_model(tmp_path):
         assert 2 <= record["turns"] <= 4 and record["stop_reason"] in ("criteria_met", "max_turns")
         assert [v["turn"] for v in record["supervisor_verdicts"]] in ([2], [2, 4])
         assert stats["eu_items"] + stats["ea_items"] + stats["items_rejected"] == 2
-        read_jsonl(tmp_path / "mads" / "eu_items.jsonl", GeneratedEUItem)
-        read_jsonl(tmp_path / "mads" / "ea_items.jsonl", GeneratedEAItem)
+        items = (read_jsonl(tmp_path / "mads" / "eu_items.jsonl", GeneratedEUItem)
+                 + read_jsonl(tmp_path / "mads" / "ea_items.jsonl", GeneratedEAItem))
+        assert all(len(item.scenario) >= 60 for item in items)  # the grammar's floor: 10 words x 6 characters
 
         summary = run_concise(client, PERSONAS, tmp_path / "concise",
                               ConciseConfig(num_samples=1, rounds=2, background_words=(30, 50),
-                                            background_max_tokens=64, turn_max_tokens=32, item_max_tokens=160),
+                                            background_max_tokens=64, turn_max_tokens=32, item_max_tokens=240,
+                                            scenario_min_words=10),
                               progress=False)
         assert summary["personas_written"] == 1
         assert summary["items"] + summary["items_rejected"] == 2
