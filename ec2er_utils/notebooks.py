@@ -45,10 +45,55 @@ def convention_problems(path: Path) -> list[str]:
                 problems.append(f"{path.name} cell {index}: code cell without a markdown cell before it "
                                 "saying what it does and why")
         previous = cell.get("cell_type")
-    parameters = sum("parameters" in c.get("metadata", {}).get("tags", []) for c in cells)
-    if parameters != 1:
-        problems.append(f"{path.name}: {parameters} cells tagged 'parameters'; papermill needs exactly one")
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        problems.append(f"{path.name}: {len(tagged)} cells tagged 'parameters'; papermill needs exactly one")
+    for cell in tagged:
+        problems += parameter_problems(path.name, "".join(cell.get("source", "")))
     return problems
+
+
+def parameter_problems(name: str, source: str) -> list[str]:
+    """A parameters cell holds only ``name = literal  # comment`` lines that papermill can read: ``papermill
+    --help-notebook`` and the Colab launcher's parameter filter see only what papermill parses."""
+    import ast
+    import logging
+
+    from papermill.translators import PythonTranslator
+
+    logging.getLogger("papermill.translators").setLevel(logging.ERROR)  # we report unparsed lines ourselves
+    problems = []
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        return [f"{name} parameters cell: not valid Python ({err})"]
+    parsed = {p.name for p in PythonTranslator.inspect(_FakeCell(source))}
+    lines = source.splitlines()
+    for node in tree.body:
+        line = lines[node.lineno - 1]
+        where = f"{name} parameters cell, line {node.lineno}"
+        if not isinstance(node, ast.Assign) or len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
+            problems.append(f"{where}: only `name = value  # comment` assignments belong here; move {line!r} to "
+                            "the next cell (derived values)")
+            continue
+        try:
+            ast.literal_eval(node.value)
+        except ValueError:
+            problems.append(f"{where}: {node.targets[0].id} is not a plain value (a literal); compute it in the "
+                            "next cell")
+        if "#" not in line:
+            problems.append(f"{where}: {node.targets[0].id} has no comment saying what it is")
+        elif node.targets[0].id not in parsed:
+            problems.append(f"{where}: papermill cannot parse {line!r}; keep '=' out of the comment")
+    return problems
+
+
+class _FakeCell(dict):
+    """What papermill's translator reads from a cell: its ``source``."""
+
+    def __init__(self, source: str):
+        super().__init__(source=source)
+        self.source = source
 
 
 def strip_outputs(path: Path) -> bool:

@@ -40,8 +40,21 @@ def test_convention_check_catches_outputs_and_parameters(tmp_path):
     assert any("outputs or an execution count" in p for p in problems)
     assert any("0 cells tagged 'parameters'" in p for p in problems)
 
-    orphan = _notebook(tmp_path / "01_orphan.ipynb", [_parameters_cell("x = 1"), nbformat.v4.new_code_cell("x")])
+    orphan = _notebook(tmp_path / "01_orphan.ipynb", [_parameters_cell("x = 1  # one"), nbformat.v4.new_code_cell("x")])
     assert any("without a markdown cell" in p for p in convention_problems(orphan))
+
+
+def test_parameters_cell_holds_only_commented_plain_values_papermill_can_read(tmp_path):
+    source = ('ok = [1, 2]  # fine\nbare = 3\nderived = len("ab")  # computed\nhidden = ""  # "" = a default\n'
+              'import os\n')
+    path = _notebook(tmp_path / "00_params.ipynb", [nbformat.v4.new_markdown_cell("Parameters."),
+                                                   _parameters_cell(source)])
+    problems = convention_problems(path)
+    assert len(problems) == 4, problems
+    assert "line 2: bare has no comment" in problems[0]
+    assert "line 3: derived is not a plain value" in problems[1]
+    assert "line 4: papermill cannot parse" in problems[2] and "keep '=' out of the comment" in problems[2]
+    assert "line 5: only `name = value  # comment` assignments" in problems[3]
 
 
 def test_strip_outputs_makes_a_notebook_clean(tmp_path):
