@@ -59,7 +59,8 @@ def test_parameters_cell_holds_only_commented_plain_values_papermill_can_read(tm
 
 def test_strip_outputs_makes_a_notebook_clean(tmp_path):
     code = nbformat.v4.new_code_cell("x", execution_count=1, outputs=[nbformat.v4.new_output("stream", text="1")])
-    path = _notebook(tmp_path / "00_x.ipynb", [nbformat.v4.new_markdown_cell("Set x."), _parameters_cell("x = 1"),
+    path = _notebook(tmp_path / "00_x.ipynb", [nbformat.v4.new_markdown_cell("Set x."),
+                                               _parameters_cell("x = 1  # a value"),
                                                 nbformat.v4.new_markdown_cell("Show x."), code])
     assert strip_outputs(path) is True
     assert convention_problems(path) == []
@@ -74,7 +75,8 @@ def test_numbered_notebooks_are_ordered_and_skip_others(tmp_path):
 
 def test_run_all_executes_with_papermill_and_overrides_parameters(tmp_path):
     source = tmp_path / "00_echo.ipynb"
-    _notebook(source, [nbformat.v4.new_markdown_cell("Parameters."), _parameters_cell("greeting = 'hello'"),
+    _notebook(source, [nbformat.v4.new_markdown_cell("Parameters."),
+                       _parameters_cell("greeting = 'hello'  # what to write"),
                        nbformat.v4.new_markdown_cell("Write the greeting."),
                        nbformat.v4.new_code_cell("open('greeting.txt', 'w').write(greeting)")])
     out = tmp_path / "runs"
@@ -88,10 +90,11 @@ def test_run_all_executes_with_papermill_and_overrides_parameters(tmp_path):
 def test_run_all_stops_at_a_failing_notebook(tmp_path):
     import papermill
 
-    bad = _notebook(tmp_path / "00_fail.ipynb", [nbformat.v4.new_markdown_cell("Fail."), _parameters_cell("x = 1"),
+    bad = _notebook(tmp_path / "00_fail.ipynb", [nbformat.v4.new_markdown_cell("Fail."),
+                                                 _parameters_cell("x = 1  # a value"),
                                                  nbformat.v4.new_markdown_cell("Boom."),
                                                  nbformat.v4.new_code_cell("raise ValueError('boom')")])
-    never = _notebook(tmp_path / "01_never.ipynb", [_parameters_cell("x = 1")])
+    never = _notebook(tmp_path / "01_never.ipynb", [_parameters_cell("x = 1  # a value")])
     with pytest.raises(papermill.PapermillExecutionError, match="boom"):
         run_all([bad, never], tmp_path / "runs")
     assert not (tmp_path / "runs" / never.name).exists()
