@@ -33,7 +33,7 @@ def settings(args, concurrency: int) -> MADSConfig:
                           concurrency=concurrency, checkpoint_every=args.dialogues, seed=args.seed,
                           background_words=(30, 60), background_max_tokens=args.max_tokens,
                           turn_max_tokens=args.max_tokens, supervisor_max_tokens=max(60, args.max_tokens),
-                          item_max_tokens=args.item_max_tokens)
+                          item_max_tokens=args.item_max_tokens, scenario_min_words=args.scenario_min_words)
 
 
 def measure(client, args, concurrency: int, out: Path) -> dict:
@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32, help="per turn, background and verdict")
     parser.add_argument("--items", type=int, default=1, help="EU and EA items per dialogue")
     parser.add_argument("--item-max-tokens", type=int, default=160)
+    parser.add_argument("--scenario-min-words", type=int, default=0, help="the notebooks use 50 (needs "
+                        "--item-max-tokens 350 or more)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="local", choices=("local", "openai"))
     parser.add_argument("--model", default=None, help="local: alias/HF id/folder (default: embedded); openai: "

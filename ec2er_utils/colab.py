@@ -58,9 +58,9 @@ GENERATION_CHAPTERS = ("00", "01", "02")
 PAPER_SIZED: dict[str, dict[str, Any]] = {
     "01": {"min_turns": 4, "max_turns": 14, "supervisor_every": 2, "background_words": [200, 400],
            "background_max_tokens": 2000, "turn_max_tokens": 250, "supervisor_max_tokens": 300,
-           "item_max_tokens": 1500},
+           "item_max_tokens": 1500, "eu_items": [3, 4], "ea_items": [3, 4], "top_p": 1.0},
     "02": {"rounds": 5, "background_words": [80, 150], "background_max_tokens": 2000, "turn_max_tokens": 150,
-           "item_max_tokens": 1000},
+           "item_max_tokens": 1000, "top_p": 1.0},
 }
 ADAPTER_FOLDER = "adapter"  # training.ADAPTER_DIR (not imported: importing training imports Unsloth)
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"

@@ -379,7 +379,7 @@ def test_notebook_runs_with_papermill_overrides(tmp_path, embedded_model_path, m
     runs = tmp_path / "runs"
     # ``model`` overridden with the embedded checkpoint's folder: a different value that still runs offline
     papermill.execute_notebook(
-        str(REPO_ROOT / "notebooks" / "wip" / "04_train.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+        str(REPO_ROOT / "notebooks" / "04_train.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
         cwd=str(REPO_ROOT / "notebooks"), progress_bar=False,
         parameters={"model": str(embedded_model_path), "max_steps": 2, "train_file": str(train_file),
                     "eval_file": str(eval_file), "output_dir": str(runs), "run_id": "papermill"})
