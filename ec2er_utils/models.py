@@ -94,6 +94,25 @@ def resolve_model(name: str | None = None) -> ModelSpec:
     )
 
 
+
+def model_folder_name(spec: ModelSpec) -> str:
+    """``runs/<this>/<run-id>`` (notebook 04): the alias, else the Hub id or folder name made path-safe."""
+    name = spec.alias or (Path(spec.hf_id).name if Path(spec.hf_id).is_dir() else spec.hf_id.replace("/", "--"))
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-") or "model"
+
+
+def latest_adapter(model: str | None = None, runs_root: str | os.PathLike | None = None) -> Path | None:
+    """The newest LoRA adapter notebook 04 wrote for ``model`` (``runs/<model>/<run-id>/adapter``), or None.
+
+    Run ids are UTC timestamps, so the newest is the last in name order (modification times change on copies).
+    """
+    from .paths import runs_dir
+
+    root = Path(runs_root).expanduser() if runs_root else runs_dir()
+    folder = root / model_folder_name(resolve_model(model))
+    adapters = sorted(folder.glob("*/adapter/adapter_config.json"), key=lambda p: p.parent.parent.name)
+    return adapters[-1].parent if adapters else None
+
 def checkpoint_path(name: str | None = None, *, use_4bit: bool | None = None) -> str:
     """The checkpoint to load for ``name``: the materialised embedded model, Unsloth's 4-bit one on GPU, or the id.
 

@@ -38,7 +38,6 @@ import unsloth  # noqa: F401, I001
 import math
 import os
 import platform
-import re
 import resource
 import shutil
 import time
@@ -52,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .formatting import Question, chat_messages
 from .jsonl import read_json, write_json_atomic
-from .models import ModelSpec, checkpoint_path, preferred_dtype, resolve_model
+from .models import ModelSpec, checkpoint_path, model_folder_name, preferred_dtype, resolve_model
 from .paths import runs_dir
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -463,12 +462,6 @@ class RunPlan:
                 "eval_steps": self.eval_steps, "max_eval_questions": self.max_eval_questions,
                 "effective_batch_size": self.effective_batch_size,
                 "training_path": training_path(self.device, self.load_in_4bit), "notes": self.notes}
-
-
-def model_folder_name(spec: ModelSpec) -> str:
-    """``runs/<this>/<run-id>``: the alias, else the Hub id or folder name made path-safe."""
-    name = spec.alias or (Path(spec.hf_id).name if Path(spec.hf_id).is_dir() else spec.hf_id.replace("/", "--"))
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-") or "model"
 
 
 def new_run_dir(config: TrainConfig) -> Path:

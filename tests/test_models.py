@@ -109,3 +109,15 @@ def test_preferred_dtype(monkeypatch):
     monkeypatch.setenv("EC2ER_DTYPE", "half-ish")
     with pytest.raises(ValueError, match="EC2ER_DTYPE"):
         models.preferred_dtype("cpu")
+
+
+def test_latest_adapter_is_the_newest_run_that_saved_one(tmp_path):
+    from ec2er_utils.models import latest_adapter
+
+    for run_id, saved in (("20261130-010000", True), ("20261130-020000", True), ("20261130-030000", False)):
+        run = tmp_path / "smollm2" / run_id
+        (run / "adapter").mkdir(parents=True)
+        if saved:  # a run that crashed before saving has no adapter_config.json
+            (run / "adapter" / "adapter_config.json").write_text("{}")
+    assert latest_adapter("smollm2", tmp_path) == tmp_path / "smollm2" / "20261130-020000" / "adapter"
+    assert latest_adapter("qwen", tmp_path) is None
