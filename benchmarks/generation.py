@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--max-turns", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=32, help="per turn, background and verdict")
     parser.add_argument("--items", type=int, default=1, help="EU and EA items per dialogue")
-    parser.add_argument("--item-max-tokens", type=int, default=160)
+    parser.add_argument("--item-max-tokens", type=int, default=200)
     parser.add_argument("--scenario-min-words", type=int, default=0, help="the notebooks use 50 (needs "
                         "--item-max-tokens 350 or more)")
     parser.add_argument("--seed", type=int, default=0)
