@@ -16,7 +16,9 @@ Outputs in ``out_dir`` (``data/concise/``): ``personas_final.json`` (every sampl
 background, conversation, item ids, rejected items, status, token usage) and ``items_final.jsonl``, written at the
 end; ``personas_checkpoint.json`` / ``items_checkpoint.jsonl`` every ``checkpoint_every`` (10) personas;
 ``summary.json`` (paths, counts, category distributions), also returned. ``resume=True`` continues from the
-checkpoint, dropping items of personas that were not marked complete (same rules as MADS).
+checkpoint, dropping items of personas that were not marked complete, and generates again the personas whose
+record shows a transport failure (``request_failed``: server down, HTTP error or timeout after the client's
+retries); same rules as MADS (:class:`~ec2er_utils.generation.RunFiles`).
 """
 
 from __future__ import annotations
@@ -35,24 +37,22 @@ from .generation import (
     THERAPIST,
     CategoryBalancer,
     ItemRejected,
+    RunFiles,
     Timer,
     build_mcq_item,
     call_seed,
     clean_turn,
-    config_mismatch,
     distribution,
     error_record,
     fingerprint,
-    keep_records,
     mcq_draft_schema,
     rejection,
-    remove_outputs,
     result_usage,
     run_calls,
     speaker_view,
     transcript,
 )
-from .jsonl import append_jsonl, iter_jsonl, read_json, repair_jsonl_tail, write_json_atomic, write_jsonl_atomic
+from .jsonl import append_jsonl, iter_jsonl, write_json_atomic, write_jsonl_atomic
 from .llm import LLMClient, LLMError, Usage
 from .paths import data_dir
 from .personas import AttributeSet, Persona, rng_for, sample_attributes, sample_personas
@@ -197,29 +197,12 @@ class ConciseRunner:
         return settings
 
     def _prepare(self, resume: bool) -> list[dict[str, Any]]:
-        settings = self._settings()
-        if not resume:
-            removed = remove_outputs(self.paths.values())
-            if removed:
-                print(f"[concise] fresh run: removed {len(removed)} file(s) of a previous run in {self.out_dir}")
-        elif self.paths["config"].is_file():
-            differences = config_mismatch(read_json(self.paths["config"]), settings, ignore=("checkpoint_every",))
-            if differences:
-                raise ValueError(f"cannot resume the run in {self.out_dir}: settings changed "
-                                 f"({'; '.join(differences)}). Use the saved settings to resume, or resume=False "
-                                 "(or another out_dir) to start a new run.")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.paths["config"], settings)
-        done = read_json(self.paths["personas_checkpoint"]) if self.paths["personas_checkpoint"].is_file() else []
-        complete = {r["sample_id"] for r in done}
-        if repair_jsonl_tail(self.paths["items_checkpoint"]):
-            print("[concise] resume: cut a partial last line from items_checkpoint.jsonl")
-        removed = keep_records(self.paths["items_checkpoint"], lambda r: r["provenance"]["dialogue_id"] in complete)
-        if removed:
-            print(f"[concise] resume: removed {removed} item(s) of unfinished personas; they will be regenerated")
-        if resume and done:
-            print(f"[concise] resume: {len(done)} persona(s) already complete in {self.out_dir}")
-        return done
+        """Check/repair existing files (:meth:`RunFiles.prepare`); return the records of complete personas."""
+        files = RunFiles("concise", "persona", self.out_dir, self.paths["config"],
+                         ledger=self.paths["personas_checkpoint"], id_key="sample_id",
+                         records=[self.paths["items_checkpoint"]], unit_of=lambda r: r["provenance"]["dialogue_id"],
+                         outputs=list(self.paths.values()))
+        return files.prepare(self._settings(), resume)
 
     # -- run --------------------------------------------------------------------------------------------------
 

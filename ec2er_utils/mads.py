@@ -32,7 +32,17 @@ partial last line, removes items of dialogues without a metadata line, and re-ru
 batch, writing only dialogues not yet complete. Dialogue ids, plans and sampling seeds depend only on the seed and
 the dialogue's index, so with a deterministic backend a resumed run writes exactly what an uninterrupted run
 writes. A dialogue that fails (an :class:`~ec2er_utils.llm.LLMError` in a background or turn) is recorded with
-``status="failed"`` and its reason; the run goes on.
+``status="failed"`` and its reason; the run goes on, and the statistics count failures by stage and reason.
+
+Transport failures are retried twice over: each request by the client (the openai SDK's exponential backoff on
+connection errors, HTTP 429/5xx and timeouts, ``max_retries`` times), and each dialogue by ``resume=True``: a
+dialogue whose metadata shows a request that never got an answer (``request_failed``, in its error, a rejected
+item or a supervisor verdict) is taken out of the files and generated again, because it does not hold what the
+model would have written. So when a server dies mid-run, every dialogue from then on is recorded as failed, and
+after a restart a resume fills them in: with greedy decoding the result has the same ids and items as an
+uninterrupted run (dialogues generated again are appended, so lines may come in another order). Failures of the
+model's output (empty replies, invalid JSON, rejected items) are results, not faults, and are kept. The resume
+rules are shared with the concise pipeline: :class:`~ec2er_utils.generation.RunFiles`.
 
 Departures from the paper (documented choices): the supervisor gives its reason before its verdicts and decodes
 greedily; the supervisor also judges at turns before ``min_turns`` (its verdict is recorded, it cannot stop the
@@ -62,27 +72,25 @@ from .generation import (
     THERAPIST,
     CategoryBalancer,
     ItemRejected,
+    RunFiles,
     Timer,
     build_ea_item,
     build_eu_item,
     call_seed,
     clean_turn,
-    config_mismatch,
     distribution,
     ea_draft_schema,
     error_record,
     eu_draft_schema,
     fingerprint,
-    keep_records,
     rejection,
-    remove_outputs,
     result_usage,
     run_calls,
     speaker_view,
     supervisor_schema,
     transcript,
 )
-from .jsonl import append_jsonl, iter_jsonl, read_json, repair_jsonl_tail, write_json_atomic
+from .jsonl import append_jsonl, iter_jsonl, write_json_atomic
 from .llm import LLMClient, LLMError, Usage
 from .paths import data_dir
 from .personas import AttributeSet, Persona, rng_for, sample_attributes
@@ -340,30 +348,13 @@ class MADSRunner:
         return settings
 
     def _prepare(self, resume: bool) -> tuple[set[str], dict[str, dict[str, list]]]:
-        """Check/repair existing files; return complete dialogue ids and their items' categories."""
-        settings = self._run_settings()
-        outputs = [self.paths[k] for k in ("eu", "ea", "dialogues", "metadata", "statistics", "config")]
-        if not resume:
-            removed = remove_outputs(outputs)
-            if removed:
-                print(f"[mads] fresh run: removed {len(removed)} file(s) of a previous run in {self.out_dir}")
-        elif self.paths["config"].is_file():
-            differences = config_mismatch(read_json(self.paths["config"]), settings, ignore=("checkpoint_every",))
-            if differences:
-                raise ValueError(f"cannot resume the run in {self.out_dir}: settings changed "
-                                 f"({'; '.join(differences)}). Use the saved settings to resume, or resume=False "
-                                 "(or another out_dir) to start a new run.")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.paths["config"], settings)
-        for key in ("eu", "ea", "dialogues", "metadata"):
-            if repair_jsonl_tail(self.paths[key]):
-                print(f"[mads] resume: cut a partial last line from {self.paths[key].name}")
-        complete = {r["dialogue_id"] for r in iter_jsonl(self.paths["metadata"])} \
-            if self.paths["metadata"].is_file() else set()
-        removed = {key: keep_records(self.paths[key], lambda r: _dialogue_of(r) in complete)
-                   for key in ("eu", "ea", "dialogues")}
-        if any(removed.values()):
-            print(f"[mads] resume: removed records of unfinished dialogues ({removed}); they will be regenerated")
+        """Check/repair existing files (:meth:`RunFiles.prepare`); return complete dialogue ids and their items'
+        categories."""
+        files = RunFiles("mads", "dialogue", self.out_dir, self.paths["config"], ledger=self.paths["metadata"],
+                         id_key="dialogue_id", records=[self.paths[k] for k in ("eu", "ea", "dialogues")],
+                         unit_of=_dialogue_of, outputs=[self.paths[k] for k in ("eu", "ea", "dialogues", "metadata",
+                                                                                 "statistics", "config")])
+        complete = {r["dialogue_id"] for r in files.prepare(self._run_settings(), resume)}
         existing: dict[str, dict[str, list]] = defaultdict(lambda: {"eu": [], "fine": [], "ea": [], "qtype": []})
         for key in ("eu", "ea"):
             if self.paths[key].is_file():
@@ -375,8 +366,6 @@ class MADSRunner:
                     else:
                         entry["ea"].append(record["category"])
                         entry["qtype"].append(record["question type"])
-        if resume and complete:
-            print(f"[mads] resume: {len(complete)} dialogue(s) already complete in {self.out_dir}")
         return complete, existing
 
     # -- main loop --------------------------------------------------------------------------------------------
