@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ec2er_utils.llm import Completion, LLMClient, LLMError
@@ -67,3 +69,23 @@ class ScriptedClient(LLMClient):
             return Completion(text=reply, prompt_tokens=self.prompt_tokens,
                               completion_tokens=self.completion_tokens, finish_reason="stop")
         raise TypeError(f"ScriptedClient: a reply must be str, Completion or LLMError, not {type(reply)!r}")
+
+
+class LoopbackHTTPServer:
+    """An HTTP server on a free loopback port (``base_url`` ends in ``/v1``), served from a thread for the length
+    of a ``with`` block; subclasses pass their request handler."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)

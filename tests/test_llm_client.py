@@ -11,7 +11,7 @@ import asyncio
 import json
 import threading
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Literal
 
 import pytest
@@ -32,7 +32,7 @@ from ec2er_utils.llm import (
     run_sync,
 )
 from ec2er_utils.llm.openai_backend import OpenAIClient
-from tests.helpers import ScriptedClient, free_loopback_port
+from tests.helpers import LoopbackHTTPServer, ScriptedClient, free_loopback_port
 
 SECRET = "sk-test-SECRET123"
 USER = [{"role": "user", "content": "Which option? A, B, C or D."}]
@@ -390,7 +390,7 @@ def chat_completion_body(content: str = "hi", **message_extra) -> dict:
     }
 
 
-class CannedServer:
+class CannedServer(LoopbackHTTPServer):
     """A loopback HTTP server answering every POST with the next canned (status, headers, body); the last repeats."""
 
     def __init__(self, responses: list[tuple[int, dict, dict | str]]):
@@ -421,19 +421,7 @@ class CannedServer:
                 pass
 
         lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+        super().__init__(Handler)
 
 
 def openai_client(base_url: str, **kwargs) -> OpenAIClient:

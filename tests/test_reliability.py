@@ -33,7 +33,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from ec2er_utils.personas import grid_personas, sample_personas
 from ec2er_utils.schemas import GeneratedEAItem, GeneratedEUItem, MCQItem
 from ec2er_utils.themes import THEMES
 from tests.generation_backend import ScriptedGenerationClient, agent_of
-from tests.helpers import free_loopback_port
+from tests.helpers import LoopbackHTTPServer, free_loopback_port
 
 PERSONAS = grid_personas(40, seed=1)
 FAKE_KEY = "sk-ec2er-FAKE-RELIABILITY-KEY-5d1c0ffee"
@@ -160,7 +160,7 @@ Fault = Callable[[Call], "int | str | None"]  # HTTP status, "hang" (past the cl
 Rewrite = Callable[[Call, str], str]  # changes a reply's text (broken JSON)
 
 
-class FaultyOpenAIServer:
+class FaultyOpenAIServer(LoopbackHTTPServer):
     """``/v1/chat/completions`` answered by the scripted generation backend, with faults injected per request.
 
     The dialogue a request belongs to is found from the persona text in it (background and client prompts) or from
@@ -199,10 +199,7 @@ class FaultyOpenAIServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        super().__init__(Handler)
 
     def persona_of(self, text: str) -> str | None:
         marker = re.search(r"«([^»]+)»", text)
@@ -243,15 +240,6 @@ class FaultyOpenAIServer:
     def of(self, persona: str, agent: str | None = None, title: str | None = None) -> list[Call]:
         return [c for c in self.calls if c.persona == persona and agent in (None, c.agent)
                 and title in (None, c.title)]
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 def http_client(server: FaultyOpenAIServer, **options):
