@@ -1,35 +1,65 @@
 """Items/s of the batched EmoBench evaluator vs a one-item-at-a-time generate loop like the official harness.
 
-    .venv/bin/python benchmarks/evaluation.py [--n 40] [--batch-size 16] [--threads N] [--no-batched-generate]
+    .venv/bin/python benchmarks/evaluation.py [--n 40] [--batch-size 16] [--threads N] [--no-plain-choice]
+                                              [--no-batched-generate]
 
-Same model (the embedded SmolLM2-135M-Instruct, loaded once), same English items (half EU, half EA):
+Same model (the embedded SmolLM2-135M-Instruct, loaded once, in the dtype :func:`load_model_and_tokenizer` picks:
+bfloat16 on this CPU), same English items (half EU, half EA):
 
-1. ``choice``, batched: :func:`ec2er_utils.evaluation.predict_choice`, one forward pass per question, no decoding;
-2. the official harness's loop: for each item in turn, a transformers ``text-generation`` pipeline on its system +
-   user messages with ``max_new_tokens=50`` (its budget without chain-of-thought), then JSON parsing;
-3. (unless ``--no-batched-generate``) the ``official`` protocol batched through the local LLM client.
+1. ``choice``, batched (after a warm-up on as many other items): :func:`ec2er_utils.evaluation.predict_choice`
+   with :class:`ChoiceScorer` as the evaluator runs it: no decoding, each shared prompt prefix computed once (the
+   chat template up to the scenario for all questions, the scenario for an EU item's two questions), length-sorted
+   batches with little padding;
+2. (unless ``--no-plain-choice``) the same scores with ``share_prefixes=False``: every prompt computed in full
+   (the scorer's method before prefix sharing, batched the same way); shows what the sharing buys;
+3. the official harness's loop, transcribed from its ``src/model.py`` (``LLM.gen_response``): for each item in
+   turn, a transformers ``text-generation`` pipeline on its system + user messages with ``max_new_tokens=50``
+   (its budget without chain-of-thought) and ``return_full_text=False``, then JSON parsing. Differences, none of
+   which slows the loop: ``do_sample=False`` is spelled out (the model's generation config is greedy anyway);
+   ``max_length=None`` only silences a warning about the default ``max_length``; the pipeline wraps the already
+   loaded model, so it runs in the same dtype and threads as the choice path (the harness would load the checkpoint
+   itself); it tries each item once, as the harness does (its retry loop returns on the first failure);
+4. (unless ``--no-batched-generate``) the ``official`` protocol batched through the local LLM client.
 
-Prints items/s of each and the ratios. Absolute numbers on a shared 2-core machine mean little; read the ratios.
-On a machine busy with other work, pass ``--threads 1``: torch's threads then wait on each other while the OS runs
-other processes, which slows small per-token steps by an order of magnitude and distorts the comparison.
+Prints items/s of each and the ratios, with the machine's load (1-minute load average and, where the kernel has
+it, the share of time runnable tasks waited for a CPU) before and after each timed run. Absolute numbers on a shared
+2-core machine mean little; read the ratios with the load beside them. On a machine busy with other work, pass
+``--threads 1``: torch's threads then wait on each other while the OS runs other processes, which slows small
+per-token steps by an order of magnitude and distorts the comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from pathlib import Path
 
 from ec2er_utils.emobench import load_emobench, task_of
 from ec2er_utils.evaluation import ChoiceScorer, official_messages, parse_official_reply, predict_choice
 from ec2er_utils.evaluation.runner import predict_official
 from ec2er_utils.models import load_model_and_tokenizer
 
+CPU_PRESSURE = Path("/proc/pressure/cpu")
 
-def timed(label: str, n: int, run) -> float:
+
+def load_note() -> str:
+    """The 1-minute load average and, from Linux's pressure stall information, the share of the last 10 s in
+    which some runnable task waited for a CPU."""
+    note = f"load {os.getloadavg()[0]:.1f}"
+    if CPU_PRESSURE.exists():
+        fields = dict(part.split("=") for part in CPU_PRESSURE.read_text().splitlines()[0].split()[1:])
+        note += f", cpu wait {float(fields['avg10']):.0f}%"
+    return note
+
+
+def timed(label: str, n: int, run):
+    before = load_note()
     started = time.perf_counter()
     result = run()
     elapsed = time.perf_counter() - started
-    print(f"{label:<58} {n / elapsed:8.2f} items/s  ({n} items in {elapsed:.1f}s)", flush=True)
+    print(f"{label:<58} {n / elapsed:8.2f} items/s  ({n} items in {elapsed:.1f}s; {before} -> {load_note()})",
+          flush=True)
     return n / elapsed, result
 
 
@@ -38,23 +68,33 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40, help="items (half EU, half EA)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
+    parser.add_argument("--no-plain-choice", action="store_true", help="skip choice without prefix sharing")
     parser.add_argument("--no-batched-generate", action="store_true", help="skip the batched official protocol")
     args = parser.parse_args()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    items = load_emobench("EU", limit=args.n // 2) + load_emobench("EA", limit=args.n - args.n // 2)
+    n_eu, n_ea = args.n // 2, args.n - args.n // 2
+    eu, ea = load_emobench("EU", limit=2 * n_eu), load_emobench("EA", limit=2 * n_ea)
+    items = eu[:n_eu] + ea[:n_ea]
+    # Warm-up on other items of the same kinds, as many: the first large batches of a process pay for memory and
+    # kernel set-up that a full evaluation amortises, and would otherwise count against whichever runs first.
+    warm_up_items = (eu[n_eu:] + ea[n_ea:]) or items[:2]
     model, tokenizer = load_model_and_tokenizer("smollm2")
     import torch
 
-    print(f"model: smollm2 (SmolLM2-135M-Instruct), {model.dtype}, {torch.get_num_threads()} torch thread(s), "
-          f"{len(items)} English EmoBench items")
+    print(f"model: smollm2 (SmolLM2-135M-Instruct), {model.dtype}, {model.config._attn_implementation} attention, "
+          f"{torch.get_num_threads()} torch thread(s) on {os.cpu_count()} CPU(s), {len(items)} English EmoBench items")
 
     scorer = ChoiceScorer(hf_model=model, tokenizer=tokenizer, batch_size=args.batch_size)
-    predict_choice(items[:2], scorer)  # warm-up
-    choice_rate, _ = timed(f"choice, batched (batch {args.batch_size})", len(items),
+    predict_choice(warm_up_items, scorer)
+    choice_rate, _ = timed(f"choice, batched, shared prefixes (batch {args.batch_size})", len(items),
                            lambda: predict_choice(items, scorer))
+    if not args.no_plain_choice:
+        plain = ChoiceScorer(hf_model=model, tokenizer=tokenizer, batch_size=args.batch_size, share_prefixes=False)
+        plain_rate, _ = timed(f"choice, batched, full prompts (batch {args.batch_size})", len(items),
+                              lambda: predict_choice(items, plain))
 
     from transformers import pipeline
 
@@ -68,11 +108,15 @@ def main() -> None:
             replies.append(parse_official_reply(out[0]["generated_text"], task_of(item)))
         return replies
 
-    generator(official_messages(items[0]), max_new_tokens=2, return_full_text=False, do_sample=False)  # warm-up
+    generator(official_messages(items[0]), max_new_tokens=2, max_length=None, return_full_text=False,
+              do_sample=False)  # warm-up
     loop_rate, replies = timed("official harness loop, one item at a time (50 tokens)", len(items), official_loop)
     parsed = sum(r.ok for r in replies)
     print(f"\nratio batched choice / sequential official loop: {choice_rate / loop_rate:.1f}x "
           f"(target >= 10); the loop parsed {parsed}/{len(items)} replies, choice needs no parsing")
+    if not args.no_plain_choice:
+        print(f"ratio without prefix sharing: {plain_rate / loop_rate:.1f}x; prefix sharing alone: "
+              f"{choice_rate / plain_rate:.2f}x")
 
     if not args.no_batched_generate:
         from ec2er_utils.llm import make_client

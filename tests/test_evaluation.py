@@ -505,6 +505,79 @@ def test_choice_on_real_items_with_the_embedded_model(tmp_path):
         assert max(abs(a[k] - b[k]) for k in a) < 2e-3
 
 
+def test_shared_prefix_plan_shares_only_whole_common_prefixes():
+    from ec2er_utils.evaluation.choice import _shared_prefix_plan
+
+    # Two questions on scenario "s" (common prefix 1 2 3 4), one alone on "t", all starting with 1 2.
+    tokens = [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 7], [1, 2, 9, 9, 9]]
+    assert _shared_prefix_plan(tokens, ["s", "s", "t"]) == (2, [([0, 1], 4), ([2], 4)])
+    # Identical prompts share all but their last token, which each computes to yield its logits; the root ends
+    # one token earlier, so that the group still computes a token of its own.
+    assert _shared_prefix_plan([[1, 2, 3], [1, 2, 3]], ["s", "s"]) == (1, [([0, 1], 2)])
+    # Same scenario but nothing in common: each question is its own sequence.
+    assert _shared_prefix_plan([[1, 2], [3, 4]], ["s", "s"]) == (0, [([0], 1), ([1], 1)])
+    assert _shared_prefix_plan([[5, 6, 7]], ["s"]) == (2, [([0], 2)])
+
+
+def test_choice_batches_hold_every_row_once_within_the_token_budget():
+    from ec2er_utils.evaluation.choice import ChoiceScorer, _Row
+
+    rng = random.Random(0)
+    rows = [_Row([0] * rng.randint(20, 400), question=i) for i in range(300)]
+    batches = ChoiceScorer._batches(rows, budget=4000)
+    assert sorted(row.question for batch in batches for row in batch) == list(range(300))
+    for batch in batches:
+        assert max(len(row.tokens) for row in batch) * len(batch) <= 4000
+    padded = sum(max(len(row.tokens) for row in batch) * len(batch) for batch in batches)
+    real = sum(len(row.tokens) for row in rows)
+    # Little padding, and far fewer passes than rows: a pass costs more than its tokens.
+    assert padded < 1.1 * real and len(batches) < len(rows) / 4
+    longer_than_the_budget = _Row([0] * 500, question=0)
+    assert ChoiceScorer._batches([longer_than_the_budget], budget=100) == [[longer_than_the_budget]]
+
+
+@pytest.mark.slow
+@needs_emobench
+def test_choice_with_shared_prefixes_equals_a_plain_forward_pass_per_prompt(monkeypatch):
+    """The shared-prefix scorer gives each prompt's own next-token log-probabilities while computing fewer tokens."""
+    import torch
+
+    scorer = ChoiceScorer("smollm2", batch_size=3, dtype=torch.float32)
+    assert scorer.share_prefixes
+    folder = SHARED / "emobench"
+    items = load_emobench("EU", data_dir=folder, limit=3) + load_emobench("EA", data_dir=folder, limit=2)
+    questions = [q for item in items for q in paper_questions(item).values()]
+    questions += [questions[-1]]  # a prompt twice: its group shares all but the last token
+    prompt_ids = [scorer.tokenizer(scorer.prompt(q), add_special_tokens=False)["input_ids"] for q in questions]
+    references = []
+    for ids in prompt_ids:
+        with torch.inference_mode():  # the plain method: the whole prompt, alone, default positions and mask
+            logits = scorer.hf_model(input_ids=torch.tensor([ids])).logits[0, -1]
+        references.append(torch.log_softmax(logits.float(), dim=-1))
+
+    def assert_same(all_scores: list[dict[str, float]]) -> None:
+        for scores, reference in zip(all_scores, references, strict=True):
+            expected = {letter: float(reference[scorer.letter_id(letter)]) for letter in scores}
+            assert max(abs(scores[letter] - expected[letter]) for letter in scores) < 1e-3
+            assert max(scores, key=scores.get) == max(expected, key=expected.get)
+
+    computed = []  # tokens through the model, each pass
+    forward = scorer._forward
+
+    def counting_forward(rows):
+        computed.append(sum(len(row.tokens) for row in rows))
+        return forward(rows)
+
+    monkeypatch.setattr(scorer, "_forward", counting_forward)
+    assert_same(scorer.option_logprobs(questions))
+    assert sum(computed) < 0.85 * sum(len(ids) for ids in prompt_ids)
+    # The scorer's plain path, every prompt whole, agrees too.
+    computed.clear()
+    scorer.share_prefixes = False
+    assert_same(scorer.option_logprobs(questions))
+    assert sum(computed) == sum(len(ids) for ids in prompt_ids)
+
+
 @pytest.mark.slow
 @needs_emobench
 def test_official_and_paper_protocols_with_the_local_backend(tmp_path):

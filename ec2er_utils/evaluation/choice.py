@@ -8,28 +8,84 @@ Nothing is generated, so nothing can fail to parse, and the questions of many it
 
 Departure, documented: the trained format writes ``"reasoning"`` before ``"answer"``; here the reasoning is
 skipped, so the letter is read where the JSON asks for it without the model's reasoning before it. An EU item is
-two questions (emotion, cause) and so two sequences.
+two questions (emotion, cause), each scored as if asked alone.
+
+Speed: almost all the cost is the prefill of the prompts, so :class:`ChoiceScorer` computes each shared prefix
+once (see :meth:`ChoiceScorer.option_logprobs`). That changes which tokens are computed together, not what any
+token attends to nor its position, so the log-probabilities are those of a plain forward pass over each full
+prompt up to float rounding (``tests/test_evaluation.py`` checks this against the model on EmoBench items).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..formatting import Question, option_letters, user_prompt
 from .prompts import CHOICE_ANSWER_PREFIX
+
+# What a forward pass costs beyond its tokens, in tokens. On an idle 2-core CPU a one-token step of the 135M model
+# takes as long as ~40 tokens of a batched prompt (reading the weights, thread hand-offs, Python); on a busy one
+# the hand-offs wait for a CPU and cost far more, so it is counted high: a little padding is cheap either way.
+FORWARD_OVERHEAD = 128
+
+
+@dataclass
+class _Row:
+    """One sequence of a forward pass: new tokens after an already computed prefix (``past``, or none)."""
+
+    tokens: list[int]
+    past: Any = None  # key/value states of the prefix's real tokens: (layers, 2, kv_heads, length, head_dim)
+    keep_past: bool = False  # return the key/value states of prefix + tokens, to extend later
+    question: int | None = None  # index of the question whose next-token log-probabilities this row yields
+    group: int | None = None  # index of the group of questions whose shared prefix this row computes
+
+    @property
+    def past_length(self) -> int:
+        return 0 if self.past is None else self.past.shape[-2]
+
+
+def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    first, length = sequences[0], min(len(s) for s in sequences)
+    for other in sequences[1:]:
+        length = next((i for i in range(length) if other[i] != first[i]), length)
+    return length
+
+
+def _shared_prefix_plan(token_ids: list[list[int]], scenarios: list[str]) -> tuple[int, list[tuple[list[int], int]]]:
+    """Which tokens to compute once: the length of the prefix common to all prompts (the root), and the groups of
+    questions on the same scenario with the end of the prefix they share. A group's shared part ends before the
+    last token of its shortest prompt, and the root before every group's end, so that every question computes at
+    least its own last token (which yields its logits) and every group at least one token of its own."""
+    by_scenario: dict[str, list[int]] = {}
+    for i, scenario in enumerate(scenarios):
+        by_scenario.setdefault(scenario, []).append(i)
+    groups: list[tuple[list[int], int]] = []
+    for members in by_scenario.values():
+        end = min(_common_prefix_length([token_ids[i] for i in members]), *(len(token_ids[i]) - 1 for i in members))
+        if len(members) > 1 and end > 0:
+            groups.append((members, end))
+        else:  # alone on its scenario, or nothing to share: each question is one sequence
+            groups += [([i], len(token_ids[i]) - 1) for i in members]
+    root_length = min(_common_prefix_length(token_ids), *(end - (len(members) > 1) for members, end in groups))
+    return max(0, root_length), groups
 
 
 class ChoiceScorer:
     """Batched option-letter log-likelihoods from a transformers model (optionally with a PEFT adapter).
 
     Pass ``hf_model`` and ``tokenizer`` to reuse a loaded model (e.g. a local LLM client's), else the model is
-    loaded with :func:`ec2er_utils.models.load_model_and_tokenizer`.
+    loaded with :func:`ec2er_utils.models.load_model_and_tokenizer`. A forward pass holds at most ``batch_size``
+    times the longest prompt's tokens (the memory of ``batch_size`` full prompts), so shorter sequences come more
+    to a batch. ``share_prefixes=False`` scores every prompt in full (the plain method, kept as the reference the
+    shared-prefix one is tested against, and used for models whose layers do not all keep plain key/value states).
     """
 
     def __init__(self, model: str | None = None, *, adapter: str | os.PathLike | None = None, batch_size: int = 16,
-                 hf_model: Any = None, tokenizer: Any = None, dtype: Any = None, device: str | None = None):
+                 hf_model: Any = None, tokenizer: Any = None, dtype: Any = None, device: str | None = None,
+                 share_prefixes: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if (hf_model is None) != (tokenizer is None):
@@ -44,7 +100,20 @@ class ChoiceScorer:
         self.hf_model = hf_model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.share_prefixes = share_prefixes and self._plain_key_value_cache()
         self._letter_ids: dict[str, int] = {}
+
+    def _plain_key_value_cache(self) -> bool:
+        """Prefix sharing copies key/value states between sequences: only for models whose every layer keeps
+        them all (no sliding window, no recurrent state)."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        try:
+            cache = DynamicCache(config=self.hf_model.config)
+        except Exception:  # noqa: BLE001 - an exotic config: fall back to full prompts
+            return False
+        return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
     def prompt(self, question: Question) -> str:
         """The exact text scored: chat template, paper-format user turn, assistant turn up to the answer letter."""
@@ -62,39 +131,133 @@ class ChoiceScorer:
         return self._letter_ids[letter]
 
     def option_logprobs(self, questions: Sequence[Question], *, progress: bool = False) -> list[dict[str, float]]:
-        """For each question, ``{letter: log-probability}`` of its option letters as the next token."""
-        import torch
+        """For each question, ``{letter: log-probability}`` of its option letters as the next token.
 
-        prompts = [self.prompt(q) for q in questions]
+        With ``share_prefixes`` (the default) no token is computed twice. The prefix common to all prompts (chat
+        template up to the scenario) is computed once. Questions on the same scenario (an EU item's emotion and
+        cause questions) are a group: step 1 computes the group's common prefix after that root, step 2 each
+        question's remainder from those key/value states. A question alone on its scenario is scored whole in
+        step 1. Each question's tokens thus attend to exactly what they would in its full prompt, at the same
+        positions. Sequences of similar length are batched together (little padding), left-padded so that the
+        last position is every sequence's next-token position, with positions counting real tokens only; the
+        prefixes of one step-1 batch are held in memory until step 2 has used them.
+        """
+        if not questions:
+            return []
+        token_ids = self.tokenizer([self.prompt(q) for q in questions], add_special_tokens=False)["input_ids"]
         letters = [option_letters(len(q.options)) for q in questions]
-        token_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        order = sorted(range(len(prompts)), key=lambda i: len(token_ids[i]))  # similar lengths pad little
-        results: list[dict[str, float] | None] = [None] * len(prompts)
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        budget = self.batch_size * max(len(ids) for ids in token_ids)
+        results: list[dict[str, float] | None] = [None] * len(questions)
         bar = None
-        if progress and len(batches) > 1:
+        if progress and len(questions) > self.batch_size:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(prompts), desc="choice", unit="question", leave=False)
-        device = self.hf_model.device
-        self.tokenizer.padding_side = "left"  # the last position is then every row's next-token position
+            bar = tqdm(total=len(questions), desc="choice", unit="question", leave=False)
+
+        def record(rows: list[_Row], logprobs) -> None:
+            for row, scores in zip(rows, logprobs, strict=True):
+                if row.question is not None:
+                    results[row.question] = {letter: float(scores[self.letter_id(letter)])
+                                             for letter in letters[row.question]}
+                    if bar is not None:
+                        bar.update(1)
+
         try:
-            for batch in batches:
-                encoded = self.tokenizer.pad({"input_ids": [token_ids[i] for i in batch]}, padding=True,
-                                             return_tensors="pt").to(device)
-                # Positions count real tokens only, so a left-padded row scores as it would alone.
-                positions = (encoded["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-                with torch.inference_mode():
-                    logits = self.hf_model(**encoded, position_ids=positions, logits_to_keep=1).logits[:, -1, :]
-                logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-                for row, i in enumerate(batch):
-                    results[i] = {letter: float(logprobs[row, self.letter_id(letter)]) for letter in letters[i]}
-                if bar is not None:
-                    bar.update(len(batch))
+            if not self.share_prefixes:
+                for batch in self._batches([_Row(ids, question=i) for i, ids in enumerate(token_ids)], budget):
+                    record(batch, self._forward(batch)[0])
+                return results  # type: ignore[return-value]
+            root_length, groups = _shared_prefix_plan(token_ids, [q.scenario for q in questions])
+            root = None
+            if root_length > 0:
+                root = self._forward([_Row(token_ids[0][:root_length], keep_past=True)])[1][0]
+            # Step 1: each group's shared part after the root; a question alone is scored whole here.
+            firsts = [_Row(token_ids[members[0]][root_length:end], past=root, keep_past=True, group=g)
+                      if len(members) > 1 else _Row(token_ids[members[0]][root_length:], past=root, question=members[0])
+                      for g, (members, end) in enumerate(groups)]
+            for batch in self._batches(firsts, budget):
+                logprobs, pasts = self._forward(batch)
+                record(batch, logprobs)
+                # Step 2, while these prefixes are in memory: each question of these groups, after its group's part.
+                rests = [_Row(token_ids[i][groups[row.group][1]:], past=past, question=i)
+                         for row, past in zip(batch, pasts, strict=True) if row.group is not None
+                         for i in groups[row.group][0]]
+                for rest_batch in self._batches(rests, budget):
+                    record(rest_batch, self._forward(rest_batch)[0])
         finally:
             if bar is not None:
                 bar.close()
         return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _batches(rows: list[_Row], budget: int) -> list[list[_Row]]:
+        """Rows sorted by length, cut into the batches of least cost: a forward pass costs its tokens, padding
+        included, plus ``FORWARD_OVERHEAD`` tokens' worth, and holds at most ``budget`` tokens."""
+        ordered = sorted(rows, key=lambda row: (len(row.tokens), row.past_length))
+        # best[j]: least cost of the first j rows; cut[j]: where their last batch starts.
+        best, cut = [0.0] + [float("inf")] * len(ordered), [0] * (len(ordered) + 1)
+        for end in range(1, len(ordered) + 1):
+            width = len(ordered[end - 1].tokens)  # the longest of any batch ending here
+            for start in range(end - 1, -1, -1):
+                padded = width * (end - start)
+                if padded > budget and start < end - 1:
+                    break
+                cost = best[start] + padded + FORWARD_OVERHEAD
+                if cost < best[end]:
+                    best[end], cut[end] = cost, start
+        batches, end = [], len(ordered)
+        while end:
+            batches.append(ordered[cut[end]:end])
+            end = cut[end]
+        return batches[::-1]
+
+    def _forward(self, rows: list[_Row]):
+        """One forward pass over ``rows``: next-token log-probabilities at each row's end (float32, CPU) and, for
+        rows with ``keep_past``, the key/value states of the row's real tokens (prefix included), else None."""
+        import torch
+        from transformers import DynamicCache
+
+        device = self.hf_model.device
+        past_width = max(row.past_length for row in rows)
+        new_width = max(len(row.tokens) for row in rows)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(rows), new_width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), past_width + new_width), dtype=torch.long)
+        past = None
+        if past_width:
+            reference = next(row.past for row in rows if row.past is not None)
+            past = reference.new_zeros((len(rows), *reference.shape[:-2], past_width, reference.shape[-1]))
+        for r, row in enumerate(rows):  # left padding, in the past as in the new tokens
+            input_ids[r, new_width - len(row.tokens):] = torch.tensor(row.tokens)
+            mask[r, past_width - row.past_length:past_width] = 1
+            mask[r, past_width + new_width - len(row.tokens):] = 1
+            if row.past is not None:
+                past[r, ..., past_width - row.past_length:, :] = row.past
+        keep = any(row.keep_past for row in rows)
+        cache = None
+        if past is not None or keep:
+            cache = DynamicCache(config=self.hf_model.config)
+            if past is not None:
+                for layer in range(past.shape[1]):
+                    cache.update(past[:, layer, 0].to(device), past[:, layer, 1].to(device), layer)
+        # Positions count real tokens only, so a padded row scores as it would alone.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past_width:]
+        with torch.inference_mode():
+            output = self.hf_model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                   position_ids=positions.to(device), past_key_values=cache,
+                                   use_cache=cache is not None, logits_to_keep=1)
+            logprobs = torch.log_softmax(output.logits[:, -1, :].float(), dim=-1).cpu()
+            kept: list[Any] = [None] * len(rows)
+            if keep:
+                layers = output.past_key_values.layers
+                # (layers, 2, rows, heads, length, dim) -> (rows, layers, 2, heads, length, dim)
+                states = torch.stack([torch.stack([layer.keys, layer.values]) for layer in layers])
+                states = states.permute(2, 0, 1, 3, 4, 5)
+                for r, row in enumerate(rows):
+                    if row.keep_past:
+                        real = mask[r].bool().to(states.device)
+                        kept[r] = states[r][..., real, :].clone()
+        return logprobs, kept
 
 
 def best_letter(logprobs: dict[str, float]) -> str:
