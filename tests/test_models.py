@@ -111,6 +111,48 @@ def test_preferred_dtype(monkeypatch):
         models.preferred_dtype("cpu")
 
 
+def test_cpu_attention_generates_what_sdpa_does(monkeypatch):
+    """CPU_ATTENTION (SDPA for prompts, grouped matmuls for decode steps) against transformers' SDPA on a left-padded
+    batch: the same greedy tokens and the same scores at every step up to float32 rounding."""
+    import torch
+
+    prompts = ["Tell me about grief.", "Describe a therapy session in detail. " * 30, "Hi"]
+    runs = {}
+    for setting in ("sdpa", ""):
+        monkeypatch.setenv("EC2ER_ATTENTION", setting)
+        model, tokenizer = models.load_model_and_tokenizer("smollm2", dtype=torch.float32, device="cpu")
+        runs[model.config._attn_implementation] = model, tokenizer
+    assert set(runs) == {"sdpa", models.CPU_ATTENTION}
+    outputs = {}
+    for name, (model, tokenizer) in runs.items():
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                               add_generation_prompt=True) for p in prompts]
+        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        assert inputs["attention_mask"].min() == 0  # the batch is padded: decode steps see a mask
+        with torch.inference_mode():
+            outputs[name] = model.generate(**inputs, max_new_tokens=24, do_sample=False, output_scores=True,
+                                           return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
+    reference, ours = outputs["sdpa"], outputs[models.CPU_ATTENTION]
+    assert torch.equal(reference.sequences, ours.sequences)
+    for expected, got in zip(reference.scores, ours.scores, strict=True):
+        torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
+
+
+def test_cpu_attention_only_for_plain_attention_on_cpu(monkeypatch, tmp_path):
+    folder = str(embedded_checkpoint())
+    monkeypatch.delenv("EC2ER_ATTENTION", raising=False)
+    assert models.attention_for(folder, "cpu") == models.CPU_ATTENTION
+    assert models.attention_for(folder, "cuda") is None  # GPUs keep their fused kernels
+    monkeypatch.setenv("EC2ER_ATTENTION", "sdpa")
+    assert models.attention_for(folder, "cpu") is None
+    monkeypatch.delenv("EC2ER_ATTENTION")
+    config = json.loads((embedded_checkpoint() / "config.json").read_text())
+    gemma = tmp_path / "gemma"
+    gemma.mkdir()
+    (gemma / "config.json").write_text(json.dumps({**config, "model_type": "gemma2", "architectures": []}))
+    assert models.attention_for(str(gemma), "cpu") is None  # soft-capped logits: not plain attention
+
+
 def test_latest_adapter_is_the_newest_run_that_saved_one(tmp_path):
     from ec2er_utils.models import latest_adapter
 
