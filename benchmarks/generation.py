@@ -7,7 +7,8 @@
 
 Prints dialogues/hour for both modes and their ratio. Both runs use the same personas, plan, seed and settings;
 sequential means one dialogue at a time and one request at a time (local batch size 1, server concurrency 1).
-Absolute rates on a shared 2-core machine mean little; the ratio is the number to read. The dialogue settings
+Absolute rates on a shared 2-core machine mean little; the ratio is the number to read. The local backend runs the
+CPU attention of :mod:`ec2er_utils.models` (``EC2ER_ATTENTION=sdpa`` in the environment: transformers' default). The dialogue settings
 are tiny by default so the benchmark finishes in minutes on a CPU; pass paper-sized values against a server.
 """
 
@@ -98,10 +99,11 @@ def main() -> None:
     client = make_generator_client("local", args.model, concurrency=args.dialogues, temperature=0.8, seed=args.seed)
 
     def local(n: int):  # one model in memory; only the batch size differs between the modes
-        client.batch_size = 1 if n == 1 else 4 * n
+        client.batch_size = 1 if n == 1 else 8 * n
         return client
 
-    compare(local, args, f"local backend ({client.model}, {client.hf_model.dtype})")
+    compare(local, args, f"local backend ({client.model}, {client.hf_model.dtype}, "
+                         f"{client.hf_model.config._attn_implementation} attention)")
     client.close()
 
 

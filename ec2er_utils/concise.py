@@ -39,16 +39,16 @@ from .generation import (
     ItemRejected,
     RunFiles,
     Timer,
+    UnreachableWatch,
     build_mcq_item,
     call_seed,
-    clean_turn,
+    exchange_turns,
     distribution,
     error_record,
     fingerprint,
     mcq_draft_schema,
     rejection,
     result_usage,
-    run_calls,
     speaker_view,
     transcript,
 )
@@ -132,6 +132,9 @@ class SampleState:
     def charge(self, result) -> None:
         used = result_usage(result)
         self.usage.add(used.prompt_tokens, used.completion_tokens, used.calls or 1)
+
+    def fail(self, stage: str, error) -> None:
+        self.error = error_record(stage, error)
 
     def record(self) -> dict[str, Any]:
         return {"sample_id": self.sample_id, "index": self.index, "status": "failed" if self.error else "ok",
@@ -221,19 +224,25 @@ class ConciseRunner:
         buffer: list[SampleState] = []
         bar = tqdm(total=len(self.samples), desc="concise personas", unit="persona", disable=not self.progress)
         bar.update(sum(sid in complete for _, sid, _ in self.samples))
+        watch = UnreachableWatch("persona", self.out_dir, self.config.concurrency)
         try:
             for number, batch in enumerate(batches):
                 if all(sid in complete for _, sid, _ in batch):
                     for _, sid, _ in batch:
                         self._count(items_by_sample.get(sid, []))
                     continue
+                new = []
                 for state in self._run_batch(number, batch, bar):
                     if state.sample_id in complete:
                         self._count(items_by_sample.get(state.sample_id, []))
                         continue
                     self._count([{"task": i.task, "category": i.category} for i in state.items])
-                    buffer.append(state)
+                    new.append(state)
                     bar.update(1)
+                buffer += new
+                if watch.tripped(s.error for s in new) and number + 1 < len(batches):
+                    self._checkpoint(done, buffer)
+                    raise watch.error()
                 if len(buffer) >= self.config.checkpoint_every:
                     done = self._checkpoint(done, buffer)
                     buffer = []
@@ -263,27 +272,14 @@ class ConciseRunner:
                              max_tokens=config.background_max_tokens, seed=call_seed(config.seed, number, "background"))
         for state, result in zip(states, results, strict=True):
             if isinstance(result, LLMError) or not result.text.strip():
-                state.error = error_record("background", result if isinstance(result, LLMError) else "empty_reply")
+                state.fail("background", result if isinstance(result, LLMError) else "empty_reply")
             else:
                 state.background = result.text.strip()
         for round_number in range(1, config.rounds + 1):
-            for speaker, build in ((CLIENT, self._client), (THERAPIST, self._therapist)):
-                active = [s for s in states if s.active]
-                if not active:
-                    break
-                bar.set_postfix_str(f"batch {number + 1}: round {round_number} {speaker.lower()}")
-                results = self._step(active, build, "dialogue_s", temperature=config.temperature,
-                                     max_tokens=config.turn_max_tokens,
-                                     seed=call_seed(config.seed, number, round_number, speaker))
-                for state, result in zip(active, results, strict=True):
-                    stage = f"round {round_number} {speaker.lower()}"
-                    text = "" if isinstance(result, LLMError) else clean_turn(result.text, result.finish_reason)
-                    if isinstance(result, LLMError):
-                        state.error = error_record(stage, result)
-                    elif not text:
-                        state.error = error_record(stage, "empty_reply")
-                    else:
-                        state.messages.append({"speaker": speaker, "text": text})
+            exchange_turns(self._step, states, ((CLIENT, self._client), (THERAPIST, self._therapist)),
+                           stage=f"round {round_number}", seed=(config.seed, number, round_number), bar=bar,
+                           bar_prefix=f"batch {number + 1}: ", temperature=config.temperature,
+                           max_tokens=config.turn_max_tokens)
         self._generate_items(number, [s for s in states if s.active], bar)
         return states
 
@@ -300,30 +296,31 @@ class ConciseRunner:
                 for k, category in enumerate(targets, start=1):
                     state.targets.append(f"{task}:{category}")
                     groups[task].append((state, f"{state.sample_id}-{task.lower()}{k}", category))
-        calls = [dict(conversations=[self._item_request(s, task, c) for s, _, c in members],
-                      schema=mcq_draft_schema(task, config.item_max_tokens, config.scenario_min_words),
-                      temperature=config.temperature,
-                      max_tokens=config.item_max_tokens, seed=call_seed(config.seed, number, task))
-                 for task, members in groups.items() if members]
+        # Every EU and EA request of the batch in one call, one schema per request (one local generate batch).
+        requests = [(task, member) for task, members in groups.items() for member in members]
+        if not requests:
+            return
+        task_schemas = {task: mcq_draft_schema(task, config.item_max_tokens, config.scenario_min_words)
+                        for task in groups}
         started = time.perf_counter()
-        answers = iter(run_calls(self.client, calls))
+        results = self.client.chat_many([self._item_request(s, task, c) for task, (s, _, c) in requests],
+                                        schemas=[task_schemas[task] for task, _ in requests],
+                                        temperature=config.temperature, max_tokens=config.item_max_tokens,
+                                        seed=call_seed(config.seed, number, "items"))
         self.timer.charge(states, "items_s", started)
-        for task, members in groups.items():
-            if not members:
+        for (task, (state, item_id, category)), result in zip(requests, results, strict=True):
+            state.charge(result)
+            if isinstance(result, LLMError):
+                state.rejected.append(rejection(result, task=task, target=category, item_id=item_id))
                 continue
-            for (state, item_id, category), result in zip(members, next(answers), strict=True):
-                state.charge(result)
-                if isinstance(result, LLMError):
-                    state.rejected.append(rejection(result, task=task, target=category, item_id=item_id))
-                    continue
-                provenance = Provenance(pipeline="concise", generator_model=self.client.model,
-                                        persona_id=state.persona.persona_id, dialogue_id=state.sample_id)
-                try:
-                    state.items.append(build_mcq_item(result.data, item_id=item_id, task=task, category=category,
-                                                      provenance=provenance, repairs=state.repaired,
-                                                      rng=rng_for(config.seed, "options", item_id)))
-                except ItemRejected as problem:
-                    state.rejected.append(rejection(problem, task=task, target=category, item_id=item_id))
+            provenance = Provenance(pipeline="concise", generator_model=self.client.model,
+                                    persona_id=state.persona.persona_id, dialogue_id=state.sample_id)
+            try:
+                state.items.append(build_mcq_item(result.data, item_id=item_id, task=task, category=category,
+                                                  provenance=provenance, repairs=state.repaired,
+                                                  rng=rng_for(config.seed, "options", item_id)))
+            except ItemRejected as problem:
+                state.rejected.append(rejection(problem, task=task, target=category, item_id=item_id))
 
     def _checkpoint(self, done: list[dict[str, Any]], states: list[SampleState]) -> list[dict[str, Any]]:
         """Items first, then the personas JSON that marks them complete (Algorithm 2, line 9)."""

@@ -28,8 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .jsonl import JSONLError, iter_jsonl, read_json, repair_jsonl_tail, write_json_atomic, write_text_atomic
-from .llm import (ChatResult, LLMClient, LLMError, LLMInvalidJSONError, LLMRequestError, Usage, make_client,
-                  run_sync)
+from .llm import ChatResult, LLMClient, LLMError, LLMInvalidJSONError, LLMRequestError, Usage, make_client
 from .schemas import GeneratedEAItem, GeneratedEUItem, MCQItem, Provenance
 from .taxonomy import EA_CATEGORIES, EMOTION_LABELS, EU_CATEGORIES, is_known_emotion
 
@@ -70,19 +69,20 @@ def make_generator_client(backend: str = "local", model: str | None = None, *, b
     """The LLM client for generation, sized for ``concurrency`` conversations at once.
 
     ``local``: the embedded model (``model=None``) or any registry alias / HF id / folder; one forward pass
-    generates up to ``batch_size`` replies (default ``4 * concurrency``: extraction sends up to four requests per
-    conversation at once). ``openai``: an OpenAI-compatible server (vLLM serving ``openai/gpt-oss-20b`` in the
-    paper) at ``base_url`` with ``concurrency`` requests in flight; several comma-separated URLs (vLLM replicas)
-    give a :class:`ReplicaClient` that spreads requests over them, ``concurrency`` in flight on each. The API key
-    is read from ``OPENAI_API_KEY`` by the client, never passed here as a literal. ``max_reasks`` (default 1):
-    how often a reply that is not schema-valid JSON is asked for again before the item counts as rejected.
+    generates up to ``batch_size`` replies (default ``8 * concurrency``: extraction sends up to eight requests per
+    conversation at once, 4 EU + 4 EA). ``openai``: an OpenAI-compatible server (vLLM serving
+    ``openai/gpt-oss-20b`` in the paper) at ``base_url`` with ``concurrency`` requests in flight; several
+    comma-separated URLs (vLLM replicas) give a :class:`ReplicaClient` that spreads requests over them,
+    ``concurrency`` in flight on each. The API key is read from ``OPENAI_API_KEY`` by the client, never passed here
+    as a literal. ``max_reasks`` (default 1): how often a reply that is not schema-valid JSON is asked for again
+    before the item counts as rejected.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     backend = (backend or "").strip().lower()
     common = dict(temperature=temperature, seed=seed, max_reasks=max_reasks, progress=progress, **options)
     if backend == "local":
-        return make_client("local", model, batch_size=batch_size or 4 * concurrency, **common)
+        return make_client("local", model, batch_size=batch_size or 8 * concurrency, **common)
     if backend == "openai":
         urls = [u.strip() for u in (base_url or "").split(",") if u.strip()]
         if len(urls) > 1:
@@ -114,12 +114,12 @@ class ReplicaClient(LLMClient):
     def __repr__(self) -> str:
         return f"ReplicaClient({', '.join(repr(r) for r in self.replicas)})"
 
-    async def _complete_batch(self, conversations, *, schema, temperature, max_tokens, seed):
+    async def _complete_batch(self, conversations, *, schemas, temperature, max_tokens, seed):
         n = len(self.replicas)
-        shares = [conversations[i::n] for i in range(n)]
         answers = await asyncio.gather(*(
-            replica._complete_batch(share, schema=schema, temperature=temperature, max_tokens=max_tokens, seed=seed)
-            for replica, share in zip(self.replicas, shares, strict=True) if share))
+            replica._complete_batch(conversations[i::n], schemas=schemas[i::n], temperature=temperature,
+                                    max_tokens=max_tokens, seed=seed)
+            for i, replica in enumerate(self.replicas) if conversations[i::n]))
         merged: list[Any] = [None] * len(conversations)
         for i, share_answers in enumerate(answers):
             merged[i::n] = share_answers
@@ -173,6 +173,33 @@ def speaker_view(system: str, opening: str, messages: Sequence[Mapping[str, str]
     return conversation
 
 
+def exchange_turns(step: Callable[..., list], states: Sequence[Any], speakers: Sequence[tuple[str, Callable]], *,
+                   stage: str, seed: Sequence[Any], bar: Any = None, bar_prefix: str = "", **options: Any) -> None:
+    """One exchange of the therapy conversations: each speaker in turn (client, then therapist) answers in every
+    conversation still active, as one batched ``step(active, build, "dialogue_s", seed=..., **options)``.
+
+    A cleaned reply is appended to ``state.messages``; an error or an empty reply ends that conversation with
+    ``state.fail("<stage> <speaker>", reason)``. The seed of each step is ``call_seed(*seed, speaker)``.
+    """
+    for speaker, build in speakers:
+        active = [s for s in states if s.active]
+        if not active:
+            return
+        where = f"{stage} {speaker.lower()}"
+        if bar is not None:
+            bar.set_postfix_str(bar_prefix + where)
+        results = step(active, build, "dialogue_s", seed=call_seed(*seed, speaker), **options)
+        for state, result in zip(active, results, strict=True):
+            if isinstance(result, LLMError):
+                state.fail(where, result)
+                continue
+            text = clean_turn(result.text, result.finish_reason)
+            if text:
+                state.messages.append({"speaker": speaker, "text": text})
+            else:
+                state.fail(where, "empty_reply")
+
+
 def result_usage(result: ChatResult | LLMError) -> Usage:
     if isinstance(result, ChatResult):
         return result.usage
@@ -186,18 +213,6 @@ def error_record(stage: str, error: LLMError | str) -> dict[str, str]:
     if isinstance(error, LLMError):
         return {"stage": stage, "reason": error.reason, "message": str(error)[:500]}
     return {"stage": stage, "reason": error, "message": error}
-
-
-def run_calls(client: LLMClient, calls: Sequence[dict[str, Any]]) -> list[list[ChatResult | LLMError]]:
-    """Several ``chat_many`` calls (e.g. one per schema) at once; on a server their requests overlap."""
-    calls = [c for c in calls]
-    if not calls:
-        return []
-
-    async def everything():
-        return await asyncio.gather(*(client.achat_many(**c) for c in calls))
-
-    return run_sync(everything())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -517,6 +532,45 @@ def transport_failed(record: Mapping[str, Any]) -> bool:
     reasons += [item.get("reason") for item in record.get("rejected_items") or ()]
     reasons += [verdict.get("error") for verdict in record.get("supervisor_verdicts") or ()]
     return TRANSPORT_FAILURE in reasons
+
+
+class ModelUnreachable(RuntimeError):
+    """A run stopped early because its last units all failed to reach the model (see :class:`UnreachableWatch`)."""
+
+
+class UnreachableWatch:
+    """Stops a run whose model has gone away (server killed, network down) instead of letting every remaining unit
+    fail only after the client's full retry sequence (seconds per request).
+
+    ``observe`` the units of each batch in order; once ``limit`` in a row failed in transport on their own request
+    (background or turn: :data:`TRANSPORT_FAILURE`), it raises :class:`ModelUnreachable`, saying what to do. A unit
+    that got any answer resets the count, so one persona's failing requests never stop a run. The default limit,
+    two full batches, leaves a short outage one batch to pass.
+    """
+
+    def __init__(self, unit: str, out_dir: Path, concurrency: int, limit: int | None = None):
+        self.unit, self.out_dir = unit, out_dir
+        self.limit = limit if limit is not None else max(4, 2 * concurrency)
+        self.streak = 0
+        self.last_message = ""
+
+    def tripped(self, errors: Iterable[Mapping[str, str] | None]) -> bool:
+        """Count the batch's units (each unit's error record, or None); True once ``limit`` failed in a row."""
+        for error in errors:
+            if error is not None and error.get("reason") == TRANSPORT_FAILURE:
+                self.streak += 1
+                self.last_message = error.get("message", "")
+            else:
+                self.streak = 0
+        return self.streak >= self.limit
+
+    def error(self) -> ModelUnreachable:
+        return ModelUnreachable(
+            f"the last {self.streak} {self.unit}s in a row could not reach the model (last error: "
+            f"{self.last_message[:300]}); the run stopped instead of failing every remaining {self.unit} after its "
+            f"retries. Everything generated so far is saved in {self.out_dir}. Once the server answers again, run "
+            f"again with resume=True (papermill: -p resume True): it generates the failed and the remaining "
+            f"{self.unit}s and keeps the rest.")
 
 
 @dataclass

@@ -73,19 +73,19 @@ from .generation import (
     CategoryBalancer,
     ItemRejected,
     RunFiles,
+    UnreachableWatch,
     Timer,
     build_ea_item,
     build_eu_item,
     call_seed,
-    clean_turn,
     distribution,
     ea_draft_schema,
     error_record,
     eu_draft_schema,
+    exchange_turns,
     fingerprint,
     rejection,
     result_usage,
-    run_calls,
     speaker_view,
     supervisor_schema,
     transcript,
@@ -380,6 +380,7 @@ class MADSRunner:
         buffer: list[DialogueState] = []
         bar = tqdm(total=len(self.plans), desc="MADS dialogues", unit="dlg", disable=not self.progress)
         bar.update(sum(p.dialogue_id in complete for p in self.plans))
+        watch = UnreachableWatch("dialogue", self.out_dir, self.config.concurrency)
         try:
             for number, batch in enumerate(batches):
                 if all(p.dialogue_id in complete for p in batch):
@@ -387,16 +388,20 @@ class MADSRunner:
                         self._count(existing[plan.dialogue_id])
                     continue
                 states = self._run_batch(number, batch, bar)
-                for state in states:
-                    if state.plan.dialogue_id in complete:  # a resumed batch: keep what was written before
-                        self._count(existing[state.plan.dialogue_id])
-                        continue
+                new = [s for s in states if s.plan.dialogue_id not in complete]
+                for plan in batch:
+                    if plan.dialogue_id in complete:  # a resumed batch: keep what was written before
+                        self._count(existing[plan.dialogue_id])
+                for state in new:
                     self._count({"eu": [i.coarse_category for i in state.eu_items],
                                  "fine": [i.finegrained_category for i in state.eu_items],
                                  "ea": [i.category for i in state.ea_items],
                                  "qtype": [i.question_type for i in state.ea_items]})
                     buffer.append(state)
                     bar.update(1)
+                if watch.tripped(s.error for s in new) and number + 1 < len(batches):
+                    self._flush(buffer, started)
+                    raise watch.error()
                 if len(buffer) >= self.config.checkpoint_every:
                     self._flush(buffer, started)
                     buffer = []
@@ -439,22 +444,10 @@ class MADSRunner:
         for turn in range(1, config.max_turns + 1):
             if not any(s.active for s in states):
                 break
-            for speaker, build in ((CLIENT, agents.client), (THERAPIST, agents.therapist)):
-                active = [s for s in states if s.active]
-                if not active:
-                    break
-                bar.set_postfix_str(f"batch {number + 1}: turn {turn} {speaker.lower()}")
-                results = self._step(active, build, "dialogue_s", temperature=config.temperature,
-                                     max_tokens=config.turn_max_tokens,
-                                     seed=call_seed(config.seed, number, turn, speaker))
-                for state, result in zip(active, results, strict=True):
-                    text = "" if isinstance(result, LLMError) else clean_turn(result.text, result.finish_reason)
-                    if isinstance(result, LLMError):
-                        state.fail(f"turn {turn} {speaker.lower()}", result)
-                    elif not text:
-                        state.fail(f"turn {turn} {speaker.lower()}", "empty_reply")
-                    else:
-                        state.messages.append({"speaker": speaker, "text": text})
+            exchange_turns(self._step, states, ((CLIENT, agents.client), (THERAPIST, agents.therapist)),
+                           stage=f"turn {turn}", seed=(config.seed, number, turn), bar=bar,
+                           bar_prefix=f"batch {number + 1}: ", temperature=config.temperature,
+                           max_tokens=config.turn_max_tokens)
             for state in states:
                 if state.active:
                     state.turns = turn
@@ -487,7 +480,8 @@ class MADSRunner:
                 state.stop_reason = "criteria_met"
 
     def _extract(self, number: int, states: list[DialogueState], bar) -> None:
-        """Every EU request of the batch in one call, every EA request in another (both run at once)."""
+        """Every EU and EA request of the batch in one call (one schema per request), so a local model decodes
+        them all in one batch and a server has them all in flight at once."""
         config, agents = self.config, self.agents
         ready = [s for s in states if s.error is None
                  and (config.extract_incomplete or s.stop_reason == "criteria_met")]
@@ -509,14 +503,16 @@ class MADSRunner:
             state.ea_targets = [f"{c}/{q}" for c, q in zip(ea, qtypes, strict=True)]
             eu_requests += [(state, k, c, f) for k, (c, f) in enumerate(zip(eu, fines, strict=True), start=1)]
             ea_requests += [(state, k, c, q) for k, (c, q) in enumerate(zip(ea, qtypes, strict=True), start=1)]
-        options = dict(temperature=config.temperature, max_tokens=config.item_max_tokens)
         sizes = (config.item_max_tokens, config.scenario_min_words)
-        calls = [dict(conversations=[agents.eu_extractor(s, c, f) for s, _, c, f in eu_requests],
-                      schema=eu_draft_schema(*sizes), seed=call_seed(config.seed, number, "EU"), **options),
-                 dict(conversations=[agents.ea_extractor(s, c, q) for s, _, c, q in ea_requests],
-                      schema=ea_draft_schema(*sizes), seed=call_seed(config.seed, number, "EA"), **options)]
+        eu_schema, ea_schema = eu_draft_schema(*sizes), ea_draft_schema(*sizes)
         started = time.perf_counter()
-        eu_results, ea_results = run_calls(self.client, calls)
+        results = self.client.chat_many(
+            [agents.eu_extractor(s, c, f) for s, _, c, f in eu_requests]
+            + [agents.ea_extractor(s, c, q) for s, _, c, q in ea_requests],
+            schemas=[eu_schema] * len(eu_requests) + [ea_schema] * len(ea_requests),
+            temperature=config.temperature, max_tokens=config.item_max_tokens,
+            seed=call_seed(config.seed, number, "items"))
+        eu_results, ea_results = results[:len(eu_requests)], results[len(eu_requests):]
         self.timer.charge(ready, "extraction_s", started)
         for task, requests, results in (("EU", eu_requests, eu_results), ("EA", ea_requests, ea_results)):
             for (state, k, category, detail), result in zip(requests, results, strict=True):

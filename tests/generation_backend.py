@@ -74,15 +74,16 @@ class ScriptedGenerationClient(LLMClient):
     def agent_counts(self) -> Counter:
         return Counter(a for call in self.calls for a in call["agents"])
 
-    async def _complete_batch(self, conversations: list[list[Message]], *, schema: JSONSchema | None,
+    async def _complete_batch(self, conversations: list[list[Message]], *, schemas: list[JSONSchema | None],
                               temperature: float, max_tokens: int, seed: int | None) -> list[Completion | LLMError]:
         if self.crash_at_call is not None and len(self.calls) >= self.crash_at_call:
             raise InjectedCrash(f"injected crash at backend call {len(self.calls)}")
         agents = [agent_of(c) for c in conversations]
-        self.calls.append({"agents": agents, "size": len(conversations),
-                           "schema": schema.name if schema else None, "seed": seed})
+        names = sorted({s.name for s in schemas if s is not None})
+        self.calls.append({"agents": agents, "size": len(conversations), "schema": "+".join(names) or None,
+                           "seed": seed})
         replies: list[Completion | LLMError] = []
-        for agent, conversation in zip(agents, conversations, strict=True):
+        for agent, conversation, schema in zip(agents, conversations, schemas, strict=True):
             error = self.fail(agent, conversation)
             if error is not None:
                 replies.append(error)

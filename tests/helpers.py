@@ -24,7 +24,8 @@ class ScriptedClient(LLMClient):
     tokens), a ready :class:`Completion`, or an :class:`LLMError` returned in place.
 
     Every call is recorded in ``calls``: a dict with ``conversations`` (deep copies of what the backend
-    received), ``schema``, ``temperature``, ``max_tokens`` and ``seed``.
+    received), ``schemas`` (one per conversation), ``schema`` (the one all conversations share, else None),
+    ``temperature``, ``max_tokens`` and ``seed``.
     """
 
     backend = "scripted"
@@ -44,12 +45,13 @@ class ScriptedClient(LLMClient):
         """The conversations of each call, in call order."""
         return [call["conversations"] for call in self.calls]
 
-    async def _complete_batch(self, conversations: list[list[Message]], *, schema: JSONSchema | None,
+    async def _complete_batch(self, conversations: list[list[Message]], *, schemas: list[JSONSchema | None],
                               temperature: float, max_tokens: int, seed: int | None,
                               ) -> list[Completion | LLMError]:
         call_index = len(self.calls)
-        self.calls.append(dict(conversations=copy.deepcopy(conversations), schema=schema, temperature=temperature,
-                               max_tokens=max_tokens, seed=seed))
+        common = schemas[0] if schemas and all(s is schemas[0] for s in schemas) else None
+        self.calls.append(dict(conversations=copy.deepcopy(conversations), schema=common, schemas=list(schemas),
+                               temperature=temperature, max_tokens=max_tokens, seed=seed))
         if callable(self.script):
             replies = [self.script(call_index, i, c) for i, c in enumerate(conversations)]
         else:

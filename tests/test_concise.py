@@ -11,6 +11,7 @@ import pytest
 
 from ec2er_utils import concise
 from ec2er_utils.concise import ConciseConfig, run_concise
+from ec2er_utils.generation import ModelUnreachable
 from ec2er_utils.jsonl import read_jsonl
 from ec2er_utils.personas import grid_personas
 from ec2er_utils.schemas import MCQItem
@@ -80,7 +81,7 @@ def test_items_are_mcq_records_with_valid_options_and_balanced_categories(tmp_pa
     assert summary["eu_categories"] == {c: 2 for c in EU_CATEGORIES}
     assert summary["ea_categories"] == {c: 2 for c in EA_CATEGORIES}
     schemas = Counter(call["schema"] for call in client.calls if call["schema"])
-    assert schemas == {"EUMCQDraft": 2, "EAMCQDraft": 2}  # one batched request per task and batch
+    assert schemas == {"EAMCQDraft+EUMCQDraft": 2}  # one batched request per batch, one schema per request
     by_persona = {p["sample_id"]: p["item_ids"] for p in personas}
     assert sorted(i.item_id for i in items) == sorted(i for ids in by_persona.values() for i in ids)
 
@@ -121,7 +122,7 @@ def test_failed_personas_are_recorded_and_the_run_goes_on(tmp_path):
 def test_checkpoint_every_ten_personas_then_resume_matches_an_uninterrupted_run(tmp_path):
     settings = dict(num_samples=25, concurrency=5)
     run(tmp_path, folder="reference", **settings)
-    calls_per_batch = 1 + 2 * 5 + 2
+    calls_per_batch = 1 + 2 * 5 + 1  # background, 5 rounds of client and therapist, one call for all items
     with pytest.raises(InjectedCrash):  # dies in the third batch, after the first checkpoint
         run(tmp_path, ScriptedGenerationClient(crash_at_call=2 * calls_per_batch + 4), folder="crashed", **settings)
     folder = tmp_path / "crashed"
@@ -138,6 +139,25 @@ def test_checkpoint_every_ten_personas_then_resume_matches_an_uninterrupted_run(
             strip = lambda text: [{k: v for k, v in r.items() if k != "timings"} for r in json.loads(text)]  # noqa: E731
             reference, resumed = strip(reference), strip(resumed)
         assert resumed == reference
+
+
+def test_a_run_whose_model_went_away_stops_early_and_resume_finishes_it(tmp_path):
+    settings = dict(num_samples=10, concurrency=2)
+    run(tmp_path, folder="reference", **settings)
+    backgrounds = Counter()
+
+    def server_dies_after_the_first_batch(agent, conversation):
+        backgrounds[agent] += 1
+        return request_error("cannot reach the server") if backgrounds["background"] > 2 else None
+
+    with pytest.raises(ModelUnreachable, match=r"last 4 personas in a row could not reach the model"):
+        run(tmp_path, ScriptedGenerationClient(fail=server_dies_after_the_first_batch), folder="died", **settings)
+    saved = json.loads((tmp_path / "died" / "personas_checkpoint.json").read_text())
+    assert [r["status"] for r in saved] == ["ok"] * 2 + ["failed"] * 4 and backgrounds["background"] == 6
+    summary, _ = run(tmp_path, folder="died", resume=True, **settings)
+    assert summary["status"] == {"ok": 10}
+    assert (tmp_path / "died" / "items_final.jsonl").read_text() == \
+        (tmp_path / "reference" / "items_final.jsonl").read_text()
 
 
 def test_resume_drops_items_of_personas_not_marked_complete(tmp_path, monkeypatch):

@@ -227,6 +227,39 @@ def test_reasks_are_batched_and_results_keep_order():
     assert client.conversations[2][0][0]["content"] == "q1"
 
 
+def test_per_conversation_schemas_validate_and_reask_each_against_its_own():
+    conversations = [[{"role": "user", "content": f"q{i}"}] for i in range(3)]
+    long_reasoning = json.dumps({"reasoning": "x" * 60, "answer": "B"})  # too long for Answer, fine for DICT_SCHEMA
+    client = ScriptedClient([[long_reasoning, long_reasoning, "free text"], [VALID]], max_reasks=1)
+    results = client.chat_many(conversations, schemas=[Answer, DICT_SCHEMA, None])
+    assert [type(r).__name__ for r in results] == ["ChatResult", "ChatResult", "ChatResult"]
+    assert isinstance(results[0].data, Answer) and results[0].attempts == 2  # re-asked against Answer
+    assert results[1].data == json.loads(long_reasoning) and results[1].attempts == 1
+    assert results[2].data is None and results[2].text == "free text"
+    first, reask = client.calls
+    assert [s.name if s else None for s in first["schemas"]] == ["Answer", "Answer_dict", None]
+    assert first["schema"] is None  # not one schema for all
+    assert [s.name for s in reask["schemas"]] == ["Answer"] and len(reask["conversations"]) == 1
+    assert json.dumps(JSONSchema(Answer).json_schema) in reask["conversations"][0][-1]["content"]
+
+
+def test_equal_schema_objects_are_wrapped_once_and_shared():
+    client = ScriptedClient([[VALID, VALID]])
+    client.chat_many([USER, USER], schemas=[Answer, Answer])
+    first, second = client.calls[0]["schemas"]
+    assert first is second and client.calls[0]["schema"] is first
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(schema=Answer, schemas=[Answer]), ValueError, "either schema= .* or schemas="),
+    (dict(schemas=[Answer, Answer]), ValueError, "2 entries for 1 conversation"),
+    (dict(schemas=DICT_SCHEMA), TypeError, "one schema .* per conversation"),
+])
+def test_bad_per_conversation_schemas(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ScriptedClient([[VALID]]).chat_many([USER], **kwargs)
+
+
 def test_usage_summed_per_result_and_on_client():
     client = ScriptedClient([
         [Completion("a", prompt_tokens=3, completion_tokens=4), Completion("b", prompt_tokens=5, completion_tokens=6)],
@@ -539,6 +572,17 @@ def test_request_shape_sent_to_server():
     assert first["response_format"] == JSONSchema(Answer).response_format()
     assert "response_format" not in second
     assert "top_p" not in first  # the server's default (1) unless the client sets one
+
+
+def test_per_conversation_schemas_sent_as_each_requests_response_format():
+    with CannedServer([(200, {}, chat_completion_body(VALID))]) as server:
+        results = openai_client(server.base_url).chat_many(
+            [USER, [{"role": "user", "content": "second"}], [{"role": "user", "content": "third"}]],
+            schemas=[Answer, DICT_SCHEMA, None])
+    assert all(isinstance(r, ChatResult) for r in results)
+    sent = {r["json"]["messages"][0]["content"]: r["json"].get("response_format") for r in server.requests}
+    assert sent == {USER[0]["content"]: JSONSchema(Answer).response_format(),
+                    "second": JSONSchema(DICT_SCHEMA).response_format(), "third": None}
 
 
 def test_top_p_sent_to_server_and_validated():

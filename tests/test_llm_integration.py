@@ -85,6 +85,28 @@ def test_local_backend_dict_schema(local_client):
     assert result.data == JSONSchema(schema).validate(result.text)
 
 
+EMOTION_SCHEMA = {"type": "object", "properties": {"emotion": {"enum": ["joy", "sadness", "anger", "fear"]}},
+                  "required": ["emotion"], "additionalProperties": False}
+
+
+def test_local_backend_mixes_schemas_and_free_text_in_one_call(local_client, monkeypatch):
+    """Per-conversation schemas: every constrained row of one generate call follows its own grammar (xgrammar,
+    one grammar per row); free-text conversations are generated in a batch of their own."""
+    generate_calls = []
+    real_generate = local_client.hf_model.generate
+    monkeypatch.setattr(local_client.hf_model, "generate",
+                        lambda **kwargs: generate_calls.append(len(kwargs["input_ids"])) or real_generate(**kwargs))
+    feeling = [{"role": "user", "content": "My dog died today. How do I feel?"}]
+    results = local_client.chat_many([CONVERSATIONS[0], feeling, CONVERSATIONS[1], SHORT, feeling],
+                                     schemas=[MCQAnswer, EMOTION_SCHEMA, MCQAnswer, None, EMOTION_SCHEMA],
+                                     max_tokens=64)
+    assert all(isinstance(r, ChatResult) and r.attempts == 1 for r in results), results
+    assert isinstance(results[0].data, MCQAnswer) and isinstance(results[2].data, MCQAnswer)
+    assert set(results[1].data) == set(results[4].data) == {"emotion"}
+    assert results[3].data is None and results[3].text.strip() and not results[3].text.startswith("{")
+    assert sorted(generate_calls) == [1, 4]  # the four constrained rows together, the free-text one apart
+
+
 def test_local_backend_keeps_schema_field_order(local_client):
     result = local_client.chat(CONVERSATIONS[0], schema=MCQAnswer, temperature=0)
     assert result.text.index('"reasoning"') < result.text.index('"answer"')

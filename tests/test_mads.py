@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ec2er_utils import mads
-from ec2er_utils.generation import CategoryBalancer
+from ec2er_utils.generation import CategoryBalancer, ModelUnreachable, UnreachableWatch
 from ec2er_utils.jsonl import read_jsonl
 from ec2er_utils.mads import MADSConfig, plan_dialogues, run_mads, run_plan
 from ec2er_utils.personas import grid_personas
@@ -142,6 +142,10 @@ def test_each_step_is_one_batched_call_over_the_active_dialogues(tmp_path):
     assert [c["size"] for c in client.calls if c["agents"][0] == "client"] == [3, 3, 3, 3, 2, 2]
     assert [c["size"] for c in client.calls if c["agents"][0] == "supervisor"] == [3, 3, 2]
     assert Counter(r["stop_reason"] for r in metadata(tmp_path)) == {"criteria_met": 1, "max_turns": 2}
+    # Extraction: every EU and EA request of the batch in one call, each with its own schema.
+    (extraction,) = [c for c in client.calls if c["agents"][0] == "extractor"]
+    requested = sum(len(r["eu_targets"]) + len(r["ea_targets"]) for r in metadata(tmp_path))
+    assert extraction["schema"] == "EAItemDraft+EUItemDraft" and extraction["size"] == requested > 3
 
 
 def _dialogue_key(conversation) -> str:
@@ -358,6 +362,56 @@ def test_resume_after_a_crash_while_writing_loses_and_duplicates_nothing(tmp_pat
     ids = [r["dialogue_id"] for r in metadata(tmp_path, "crashed")]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
     assert outputs(tmp_path / "crashed") == outputs(tmp_path / "reference")
+
+
+def test_a_run_whose_model_went_away_stops_early_and_resume_finishes_it(tmp_path):
+    """The server dies after the first batch: two more batches (4 dialogues) fail in transport, the run stops
+    instead of failing the last three batches one retry sequence at a time, says how to resume, and a resume
+    against a healthy backend ends with exactly the files of an uninterrupted run."""
+    settings = dict(num_dialogues=12, concurrency=2, checkpoint_every=2)
+    run(tmp_path, folder="reference", **settings)
+    requests = Counter()
+
+    def server_dies_after_the_first_batch(agent, conversation):
+        requests[agent] += 1
+        return request_error("cannot reach http://127.0.0.1:9/v1") if requests["background"] > 2 else None
+
+    with pytest.raises(ModelUnreachable, match=r"last 4 dialogues in a row could not reach the model .*127.0.0.1:9"
+                                               r".* resume=True") as info:
+        run(tmp_path, ScriptedGenerationClient(fail=server_dies_after_the_first_batch), folder="died", **settings)
+    assert str(tmp_path / "died") in str(info.value)
+    assert [r["status"] for r in metadata(tmp_path, "died")] == ["ok"] * 2 + ["failed"] * 4  # all saved
+    assert requests["background"] == 6  # batches 4-6 were never started
+    stats, client = run(tmp_path, folder="died", resume=True, **settings)
+    assert stats["status"] == {"ok": 12}
+    assert sum(a == "background" for a in client.agent_counts().elements()) == 10  # the 4 failed + 6 never tried
+    assert outputs(tmp_path / "died") == outputs(tmp_path / "reference")
+
+
+def test_single_dialogues_failing_between_healthy_ones_do_not_stop_a_run(tmp_path):
+    """Transport failures of single dialogues (a request the server refuses, not a dead server): three in a row,
+    below the limit of four for one dialogue in flight, then a healthy one; the run goes on to the end, as before."""
+    plans, _ = plan_dialogues(PERSONAS, THEMES, 10, seed=0)
+    refused = {plans[i].persona.describe() for i in (2, 3, 4, 7)}
+
+    def refuse(agent, conversation):
+        asked = agent == "background" and any(text in conversation[1]["content"] for text in refused)
+        return request_error("HTTP 400 from the server") if asked else None
+
+    stats, _ = run(tmp_path, ScriptedGenerationClient(fail=refuse), num_dialogues=10, concurrency=1)
+    assert stats["dialogues_written"] == 10 and stats["status"] == {"ok": 6, "failed": 4}
+
+
+def test_unreachable_watch_counts_transport_failures_in_a_row():
+    watch = UnreachableWatch("dialogue", Path("out"), concurrency=2)
+    failed = {"stage": "background", "reason": "request_failed", "message": "HTTP 503"}
+    assert watch.limit == 4
+    assert not watch.tripped([failed, failed, None])  # an answered unit resets the count
+    assert not watch.tripped([failed, failed, failed])
+    assert not watch.tripped([{"stage": "turn 1 client", "reason": "empty_reply", "message": ""}])  # not transport
+    assert not watch.tripped([failed, failed, failed]) and watch.tripped([failed])
+    assert "HTTP 503" in str(watch.error()) and "out" in str(watch.error())
+    assert UnreachableWatch("persona", Path("out"), concurrency=8).limit == 16
 
 
 def test_resume_refuses_changed_settings_and_a_fresh_run_replaces_old_files(tmp_path):

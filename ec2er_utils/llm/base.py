@@ -221,24 +221,27 @@ class LLMClient(ABC):
         return f"{type(self).__name__}(model={self.model!r})"
 
     @abstractmethod
-    async def _complete_batch(self, conversations: list[list[Message]], *, schema: JSONSchema | None,
+    async def _complete_batch(self, conversations: list[list[Message]], *, schemas: list[JSONSchema | None],
                               temperature: float, max_tokens: int, seed: int | None,
                               ) -> list[Completion | LLMError]:
-        """Answer each conversation once. Failures are returned in place, as :class:`LLMError`, not raised."""
+        """Answer each conversation once, ``schemas[i]`` (or None: free text) constraining conversation ``i``.
+        Failures are returned in place, as :class:`LLMError`, not raised."""
 
     # -- public API ------------------------------------------------------------------------------------------
 
     async def achat_many(self, conversations: Sequence[Conversation], *, schema: SchemaLike | None = None,
+                         schemas: Sequence[SchemaLike | None] | None = None,
                          temperature: float | None = None, max_tokens: int | None = None,
                          seed: int | None = None, desc: str | None = None) -> list[ChatResult | LLMError]:
         """Answer many conversations; each entry is a :class:`ChatResult` or the :class:`LLMError` it ended in.
 
-        With a schema, replies that fail validation are re-asked (all together, so batching backends stay
-        batched) up to ``max_reasks`` times; a conversation still invalid after that yields
-        :class:`LLMInvalidJSONError`.
+        ``schema`` constrains every reply; ``schemas`` instead gives one schema (or None) per conversation, so
+        requests of different shapes (e.g. EU and EA items) still share one batch of a batching backend. Replies
+        that fail validation are re-asked (all together, so batching backends stay batched) up to ``max_reasks``
+        times; a conversation still invalid after that yields :class:`LLMInvalidJSONError`.
         """
         checked = [validate_conversation(c, i) for i, c in enumerate(conversations)]
-        spec = JSONSchema(schema) if schema is not None else None
+        specs = _per_conversation_specs(schema, schemas, len(checked))
         options = dict(temperature=self.temperature if temperature is None else temperature,
                        max_tokens=max_tokens or self.max_tokens, seed=self.seed if seed is None else seed)
         results: list[ChatResult | LLMError | None] = [None] * len(checked)
@@ -246,7 +249,8 @@ class LLMClient(ABC):
         pending = list(range(len(checked)))
         history = {i: list(c) for i, c in enumerate(checked)}
         for attempt in range(1, self.max_reasks + 2):
-            answers = await self._complete_batch([history[i] for i in pending], schema=spec, **options)
+            answers = await self._complete_batch([history[i] for i in pending], schemas=[specs[i] for i in pending],
+                                                 **options)
             still_invalid = []
             for i, answer in zip(pending, answers, strict=True):
                 if isinstance(answer, LLMError):
@@ -254,6 +258,7 @@ class LLMClient(ABC):
                     continue
                 usages[i].add(answer.prompt_tokens, answer.completion_tokens)
                 self.usage.add(answer.prompt_tokens, answer.completion_tokens)
+                spec = specs[i]
                 if spec is None:
                     results[i] = ChatResult(answer.text, None, answer.reasoning, answer.finish_reason, attempt,
                                             usages[i])
@@ -297,6 +302,27 @@ class LLMClient(ABC):
 
     def close(self) -> None:  # noqa: B027 - an optional hook, not every backend holds resources
         """Release resources (a local model's memory); the client is unusable afterwards."""
+
+
+def _per_conversation_specs(schema: SchemaLike | None, schemas: Sequence[SchemaLike | None] | None,
+                            count: int) -> list[JSONSchema | None]:
+    """One :class:`JSONSchema` (or None) per conversation; each distinct schema is checked and wrapped once."""
+    if schemas is None:
+        return [JSONSchema(schema) if schema is not None else None] * count
+    if schema is not None:
+        raise ValueError("pass either schema= (one for every conversation) or schemas= (one per conversation), "
+                         "not both")
+    if isinstance(schemas, (dict, str, bytes)) or not isinstance(schemas, Sequence):
+        raise TypeError("schemas= takes a list with one schema (or None) per conversation; for one schema shared "
+                        "by all, pass schema=")
+    if len(schemas) != count:
+        raise ValueError(f"schemas= has {len(schemas)} entries for {count} conversation(s); give one per "
+                         "conversation")
+    wrapped: dict[int, JSONSchema] = {}
+    for given in schemas:
+        if given is not None and id(given) not in wrapped:
+            wrapped[id(given)] = JSONSchema(given)
+    return [None if given is None else wrapped[id(given)] for given in schemas]
 
 
 def run_sync(coro):

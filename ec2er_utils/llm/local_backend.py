@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from .base import Completion, JSONSchema, LLMClient, LLMError, LLMRequestError, Message
+from .sampling import nucleus_sampler
 
 
 class LocalClient(LLMClient):
@@ -59,19 +60,24 @@ class LocalClient(LLMClient):
 
     # -- generation ------------------------------------------------------------------------------------------
 
-    async def _complete_batch(self, conversations: list[list[Message]], *, schema: JSONSchema | None,
+    async def _complete_batch(self, conversations: list[list[Message]], *, schemas: list[JSONSchema | None],
                               temperature: float, max_tokens: int, seed: int | None,
                               ) -> list[Completion | LLMError]:
         import asyncio
 
-        return await asyncio.to_thread(self._generate_all, conversations, schema, temperature, max_tokens, seed)
+        return await asyncio.to_thread(self._generate_all, conversations, schemas, temperature, max_tokens, seed)
 
-    def _generate_all(self, conversations, schema, temperature, max_tokens, seed) -> list[Completion | LLMError]:
+    def _generate_all(self, conversations, schemas, temperature, max_tokens, seed) -> list[Completion | LLMError]:
         prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
                    for c in conversations]
-        # Sort by length so each batch pads little; answers go back in the caller's order.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        # Constrained and free-text conversations go to separate batches (a grammar applies to every row of a
+        # generate call); within each, sorted by length so each batch pads little. Schemas may differ by row:
+        # xgrammar takes one grammar per row. Answers go back in the caller's order.
+        batches = []
+        for constrained in (False, True):
+            order = sorted((i for i in range(len(prompts)) if (schemas[i] is not None) == constrained),
+                           key=lambda i: len(prompts[i]))
+            batches += [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         results: list[Completion | LLMError | None] = [None] * len(prompts)
         bar = None
         if self.progress and len(batches) > 1:
@@ -82,8 +88,8 @@ class LocalClient(LLMClient):
             for number, batch in enumerate(batches):
                 batch_seed = None if seed is None else seed + number
                 try:
-                    answers = self._generate([prompts[i] for i in batch], schema, temperature, max_tokens,
-                                             batch_seed)
+                    answers = self._generate([prompts[i] for i in batch], [schemas[i] for i in batch],
+                                             temperature, max_tokens, batch_seed)
                 except RuntimeError as err:  # e.g. out of memory: fail this batch, keep the run going
                     answers = [LLMRequestError(f"local generation failed: {err}")] * len(batch)
                 for i, answer in zip(batch, answers, strict=True):
@@ -95,26 +101,32 @@ class LocalClient(LLMClient):
                 bar.close()
         return results  # type: ignore[return-value]
 
-    def _generate(self, prompts: list[str], schema: JSONSchema | None, temperature: float, max_tokens: int,
+    def _generate(self, prompts: list[str], schemas: list[JSONSchema | None], temperature: float, max_tokens: int,
                   seed: int | None) -> list[Completion]:
+        """One generate call; ``schemas`` are all None (free text) or all schemas, one per prompt."""
         import torch
 
         tok = self.tokenizer
         inputs = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.hf_model.device)
         eos_ids = _eos_ids(tok)
-        kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, eos_token_id=eos_ids, pad_token_id=tok.pad_token_id)
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=self.top_p, top_k=0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if schema is not None:
+        # generate() always decodes greedily; sampling, when asked for, is the last logits processor: it draws the
+        # token (temperature, top-p) and leaves only it possible (see .sampling for why).
+        processors = []
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, eos_token_id=eos_ids, pad_token_id=tok.pad_token_id,
+                                      do_sample=False, temperature=None, top_p=None, top_k=None)
+        if schemas[0] is not None:
             import xgrammar as xgr
 
-            grammar = self._compiled(json.dumps(schema.json_schema))  # keep field order: reasoning before answer
-            kwargs["logits_processor"] = [xgr.contrib.hf.LogitsProcessor(grammar)]  # single-use, by design
+            # json.dumps keeps the field order (reasoning before answer); equal schemas compile once (cached).
+            grammars = [self._compiled(json.dumps(schema.json_schema)) for schema in schemas]
+            if all(g is grammars[0] for g in grammars):
+                grammars = grammars[0]
+            processors.append(xgr.contrib.hf.LogitsProcessor(grammars))  # single-use, by design
+        if temperature > 0:
+            processors.append(nucleus_sampler(temperature, self.top_p, seed))
+        if processors:
+            kwargs["logits_processor"] = processors
         with self._lock, torch.inference_mode():
-            if seed is not None:
-                torch.manual_seed(seed)
             output = self.hf_model.generate(**inputs, **kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()

@@ -48,7 +48,7 @@ class OpenAIClient(LLMClient):
         secret = self._api_key.get_secret_value()
         return text.replace(secret, "**********") if secret and secret != _PLACEHOLDER_KEY else text
 
-    async def _complete_batch(self, conversations: list[list[Message]], *, schema: JSONSchema | None,
+    async def _complete_batch(self, conversations: list[list[Message]], *, schemas: list[JSONSchema | None],
                               temperature: float, max_tokens: int, seed: int | None,
                               ) -> list[Completion | LLMError]:
         # One SDK client per batch: an httpx client belongs to the event loop that created it, and the sync
@@ -57,11 +57,12 @@ class OpenAIClient(LLMClient):
                                       timeout=self.timeout, max_retries=self.max_retries) as client:
             limit = asyncio.Semaphore(self.concurrency)
 
-            async def one(messages: list[Message]) -> Completion | LLMError:
+            async def one(messages: list[Message], schema: JSONSchema | None) -> Completion | LLMError:
                 async with limit:
                     return await self._complete_one(client, messages, schema, temperature, max_tokens, seed)
 
-            return await _gather_with_progress([one(c) for c in conversations], self.progress, self.model)
+            return await _gather_with_progress([one(c, s) for c, s in zip(conversations, schemas, strict=True)],
+                                               self.progress, self.model)
 
     async def _complete_one(self, client: openai.AsyncOpenAI, messages: list[Message], schema: JSONSchema | None,
                             temperature: float, max_tokens: int, seed: int | None) -> Completion | LLMError:
