@@ -542,10 +542,11 @@ class UnreachableWatch:
     """Stops a run whose model has gone away (server killed, network down) instead of letting every remaining unit
     fail only after the client's full retry sequence (seconds per request).
 
-    ``observe`` the units of each batch in order; once ``limit`` in a row failed in transport on their own request
-    (background or turn: :data:`TRANSPORT_FAILURE`), it raises :class:`ModelUnreachable`, saying what to do. A unit
-    that got any answer resets the count, so one persona's failing requests never stop a run. The default limit,
-    two full batches, leaves a short outage one batch to pass.
+    After each batch, :meth:`tripped` counts its new units in order; once ``limit`` in a row failed in transport on
+    their own request (background or turn: :data:`TRANSPORT_FAILURE`), the run saves its files and raises
+    :meth:`error` (a :class:`ModelUnreachable` saying how to resume). A unit that got its answers resets the count,
+    so single failing units between answered ones do not stop a run. The default limit, two full batches, lets a
+    short outage pass within one batch.
     """
 
     def __init__(self, unit: str, out_dir: Path, concurrency: int, limit: int | None = None):
