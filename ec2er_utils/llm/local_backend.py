@@ -117,9 +117,12 @@ class LocalClient(LLMClient):
         if schemas[0] is not None:
             import xgrammar as xgr
 
-            # json.dumps keeps the field order (reasoning before answer); equal schemas compile once (cached).
-            grammars = [self._compiled(json.dumps(schema.json_schema)) for schema in schemas]
-            if all(g is grammars[0] for g in grammars):
+            # One grammar per distinct schema (json.dumps keeps the field order: reasoning before answer), then one
+            # per row; a batch with a single schema passes it once.
+            distinct = {id(schema): schema for schema in schemas}
+            compiled = {key: self._compiled(json.dumps(schema.json_schema)) for key, schema in distinct.items()}
+            grammars = [compiled[id(schema)] for schema in schemas]
+            if len(compiled) == 1:
                 grammars = grammars[0]
             processors.append(xgr.contrib.hf.LogitsProcessor(grammars))  # single-use, by design
         if temperature > 0:
