@@ -42,14 +42,17 @@ from .generation import (
     UnreachableWatch,
     build_mcq_item,
     call_seed,
+    check_run_config,
+    client_view,
     exchange_turns,
     distribution,
     error_record,
     fingerprint,
     mcq_draft_schema,
     rejection,
+    require,
     result_usage,
-    speaker_view,
+    therapist_view,
     transcript,
 )
 from .jsonl import append_jsonl, iter_jsonl, write_json_atomic, write_jsonl_atomic
@@ -86,27 +89,15 @@ class ConciseConfig:
     num_shards: int = 1
 
     def __post_init__(self):
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(message)
-
-        self.background_words = tuple(self.background_words)
-        need(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
-        need(1 <= self.rounds <= PAPER_ROUNDS,
-             f"rounds must be between 1 and {PAPER_ROUNDS} (at most 10 messages), got {self.rounds}")
-        need(self.eu_items >= 0 and self.ea_items >= 0 and self.eu_items + self.ea_items >= 1,
-             f"need eu_items, ea_items >= 0 and at least one item per persona, got {self.eu_items}, {self.ea_items}")
-        for name in ("concurrency", "checkpoint_every", "background_max_tokens", "turn_max_tokens",
-                     "item_max_tokens"):
-            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        lo_hi = self.background_words
-        need(len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1], f"background_words must be (low, high), got {lo_hi}")
-        need(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
-        need(self.scenario_min_words >= 0, f"scenario_min_words must be >= 0, got {self.scenario_min_words}")
+        check_run_config(self, positive=("num_samples", "concurrency", "checkpoint_every", "background_max_tokens",
+                                         "turn_max_tokens", "item_max_tokens"))
+        require(1 <= self.rounds <= PAPER_ROUNDS,
+                f"rounds must be between 1 and {PAPER_ROUNDS} (at most 10 messages), got {self.rounds}")
+        require(self.eu_items >= 0 and self.ea_items >= 0 and self.eu_items + self.ea_items >= 1,
+                f"need eu_items, ea_items >= 0 and at least one item per persona, got {self.eu_items}, "
+                f"{self.ea_items}")
         for task in ("EU", "EA"):  # raises, naming item_max_tokens, if the budget cannot hold such a scenario
             mcq_draft_schema(task, self.item_max_tokens, self.scenario_min_words)
-        need(self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards,
-             f"need 0 <= shard_index < num_shards, got shard_index={self.shard_index}, num_shards={self.num_shards}")
 
 
 @dataclass
@@ -172,16 +163,10 @@ class ConciseRunner:
         return [{"role": "system", "content": prompts.BACKGROUND_SYSTEM}, {"role": "user", "content": user}]
 
     def _client(self, s: SampleState) -> list[dict[str, str]]:
-        a = s.attributes
-        system = prompts.CLIENT_SYSTEM.format(
-            persona=s.persona.describe(), background=s.background, insight=a.insight,
-            coping_style=a.coping_style.replace("_", " "), communication_style=a.communication_style.replace("_", " "),
-            max_words=self.turn_words)
-        return speaker_view(system, prompts.CLIENT_OPENING, s.messages, CLIENT)
+        return client_view(s.persona, s.attributes, s.background, s.messages, self.turn_words)
 
     def _therapist(self, s: SampleState) -> list[dict[str, str]]:
-        system = prompts.THERAPIST_SYSTEM.format(background=s.background, max_words=self.turn_words)
-        return speaker_view(system, prompts.CLIENT_OPENING, s.messages, THERAPIST)
+        return therapist_view(s.background, s.messages, self.turn_words)
 
     def _item_request(self, s: SampleState, task: str, category: str) -> list[dict[str, str]]:
         context = prompts.BACKGROUND_AND_DIALOGUE_CONTEXT.format(background=s.background,
@@ -256,12 +241,7 @@ class ConciseRunner:
             self.balancers[item["task"]].record(item["category"])
 
     def _step(self, states, build, key, **options):
-        started = time.perf_counter()
-        results = self.client.chat_many([build(s) for s in states], **options)
-        self.timer.charge(states, key, started)
-        for state, result in zip(states, results, strict=True):
-            state.charge(result)
-        return results
+        return self.timer.step(self.client, states, build, key, **options)
 
     def _run_batch(self, number: int, batch, bar) -> list[SampleState]:
         config = self.config

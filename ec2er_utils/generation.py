@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from . import generation_prompts as prompts
 from .jsonl import JSONLError, iter_jsonl, read_json, repair_jsonl_tail, write_json_atomic, write_text_atomic
 from .llm import ChatResult, LLMClient, LLMError, LLMInvalidJSONError, LLMRequestError, Usage, make_client
 from .schemas import GeneratedEAItem, GeneratedEUItem, MCQItem, Provenance
@@ -54,6 +55,30 @@ CHARS_PER_TOKEN = 2.0
 CHARS_PER_WORD = 6
 PAPER_SCENARIO_MIN_WORDS = 50
 OTHER_FIELDS_MIN_CHARS = 100  # explanations and options need at least this much room beside the scenario
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ValueError(message) unless ``ok``: a config check that names the setting and the fix."""
+    if not ok:
+        raise ValueError(message)
+
+
+def check_run_config(config: Any, *, positive: Sequence[str], temperatures: Sequence[str] = ("temperature",)) -> None:
+    """The checks MADS and concise configs share: the settings named in ``positive`` (counts, token budgets) are
+    >= 1, ``background_words`` is (low, high) with 1 <= low <= high (made a tuple, as JSON gives lists), the
+    temperatures are >= 0, ``scenario_min_words`` >= 0, and ``shard_index`` names one of ``num_shards`` shards."""
+    config.background_words = tuple(config.background_words)
+    for name in positive:
+        require(getattr(config, name) >= 1, f"{name} must be >= 1, got {getattr(config, name)}")
+    low_high = config.background_words
+    require(len(low_high) == 2 and 1 <= low_high[0] <= low_high[1],
+            f"background_words must be (low, high) with 1 <= low <= high, got {low_high}")
+    for name in temperatures:
+        require(getattr(config, name) >= 0, f"{name} must be >= 0, got {getattr(config, name)}")
+    require(config.scenario_min_words >= 0, f"scenario_min_words must be >= 0, got {config.scenario_min_words}")
+    require(config.num_shards >= 1 and 0 <= config.shard_index < config.num_shards,
+            f"need 0 <= shard_index < num_shards, got shard_index={config.shard_index}, "
+            f"num_shards={config.num_shards}")
 
 
 def call_seed(seed: int, *keys: Any) -> int:
@@ -171,6 +196,22 @@ def speaker_view(system: str, opening: str, messages: Sequence[Mapping[str, str]
         role = "assistant" if message["speaker"] == me else "user"
         conversation.append({"role": role, "content": message["text"]})
     return conversation
+
+
+def client_view(persona: Any, attributes: Any, background: str, messages: Sequence[Mapping[str, str]],
+                max_words: int) -> list[dict[str, str]]:
+    """The client's next request: its system prompt (persona, background, therapy attributes) and the dialogue."""
+    system = prompts.CLIENT_SYSTEM.format(
+        persona=persona.describe(), background=background, insight=attributes.insight,
+        coping_style=attributes.coping_style.replace("_", " "),
+        communication_style=attributes.communication_style.replace("_", " "), max_words=max_words)
+    return speaker_view(system, prompts.CLIENT_OPENING, messages, CLIENT)
+
+
+def therapist_view(background: str, messages: Sequence[Mapping[str, str]], max_words: int) -> list[dict[str, str]]:
+    """The therapist's next request: its system prompt (the client's background) and the dialogue."""
+    system = prompts.THERAPIST_SYSTEM.format(background=background, max_words=max_words)
+    return speaker_view(system, prompts.CLIENT_OPENING, messages, THERAPIST)
 
 
 def exchange_turns(step: Callable[..., list], states: Sequence[Any], speakers: Sequence[tuple[str, Callable]], *,
@@ -479,6 +520,17 @@ class Timer:
         for state in states:
             state.timings[key] = round(state.timings.get(key, 0.0) + elapsed, 3)
         self.totals[key] = self.totals.get(key, 0.0) + elapsed
+
+    def step(self, client: LLMClient, states: Sequence[Any], build: Callable[[Any], list], key: str,
+             **options: Any) -> list[ChatResult | LLMError]:
+        """One lockstep step: ``build(state)``'s conversation of every state in one ``chat_many`` call, its wall
+        time charged to ``key`` and each reply's usage to its state (``state.charge``)."""
+        started = time.perf_counter()
+        results = client.chat_many([build(state) for state in states], **options)
+        self.charge(states, key, started)
+        for state, result in zip(states, results, strict=True):
+            state.charge(result)
+        return results
 
 
 def config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: Iterable[str] = ()) -> list[str]:

@@ -78,6 +78,8 @@ from .generation import (
     build_ea_item,
     build_eu_item,
     call_seed,
+    check_run_config,
+    client_view,
     distribution,
     ea_draft_schema,
     error_record,
@@ -85,8 +87,9 @@ from .generation import (
     exchange_turns,
     fingerprint,
     rejection,
+    require,
     result_usage,
-    speaker_view,
+    therapist_view,
     supervisor_schema,
     transcript,
 )
@@ -130,31 +133,20 @@ class MADSConfig:
     num_shards: int = 1
 
     def __post_init__(self):
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(message)
-
         self.eu_items, self.ea_items = tuple(self.eu_items), tuple(self.ea_items)
-        self.background_words = tuple(self.background_words)
-        need(self.num_dialogues >= 1, f"num_dialogues must be >= 1, got {self.num_dialogues}")
-        need(self.min_turns >= 1, f"min_turns must be >= 1, got {self.min_turns}")
-        need(self.min_turns <= self.max_turns,
-             f"min_turns ({self.min_turns}) is greater than max_turns ({self.max_turns}); the paper uses "
-             f"min_turns={PAPER_MIN_TURNS}, max_turns={PAPER_MAX_TURNS}")
-        need(self.supervisor_every >= 1, f"supervisor_every must be >= 1, got {self.supervisor_every}")
-        for name in ("eu_items", "ea_items", "background_words"):
-            lo_hi = getattr(self, name)
-            need(len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1],
-                 f"{name} must be (low, high) with 1 <= low <= high, got {lo_hi}")
-        for name in ("concurrency", "checkpoint_every", "background_max_tokens", "turn_max_tokens",
-                     "supervisor_max_tokens", "item_max_tokens"):
-            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        need(self.temperature >= 0 and self.judge_temperature >= 0, "temperatures must be >= 0")
-        need(self.scenario_min_words >= 0, f"scenario_min_words must be >= 0, got {self.scenario_min_words}")
+        check_run_config(self, positive=("num_dialogues", "min_turns", "supervisor_every", "concurrency",
+                                         "checkpoint_every", "background_max_tokens", "turn_max_tokens",
+                                         "supervisor_max_tokens", "item_max_tokens"),
+                         temperatures=("temperature", "judge_temperature"))
+        require(self.min_turns <= self.max_turns,
+                f"min_turns ({self.min_turns}) is greater than max_turns ({self.max_turns}); the paper uses "
+                f"min_turns={PAPER_MIN_TURNS}, max_turns={PAPER_MAX_TURNS}")
+        for name in ("eu_items", "ea_items"):
+            low_high = getattr(self, name)
+            require(len(low_high) == 2 and 1 <= low_high[0] <= low_high[1],
+                    f"{name} must be (low, high) with 1 <= low <= high, got {low_high}")
         eu_draft_schema(self.item_max_tokens, self.scenario_min_words)  # raises if the budget cannot hold it
         ea_draft_schema(self.item_max_tokens, self.scenario_min_words)
-        need(self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards,
-             f"need 0 <= shard_index < num_shards, got shard_index={self.shard_index}, num_shards={self.num_shards}")
         if not PAPER_MIN_TURNS <= self.min_turns <= self.max_turns <= PAPER_MAX_TURNS:
             warnings.warn(f"turn limits {self.min_turns}-{self.max_turns} differ from the paper's "
                           f"{PAPER_MIN_TURNS}-{PAPER_MAX_TURNS}", stacklevel=3)
@@ -281,16 +273,11 @@ class MADSAgents:
         return [{"role": "system", "content": prompts.BACKGROUND_SYSTEM}, {"role": "user", "content": user}]
 
     def client(self, state: DialogueState) -> list[dict[str, str]]:
-        a = state.plan.attributes
-        system = prompts.CLIENT_SYSTEM.format(
-            persona=state.plan.persona.describe(), background=state.background, insight=a.insight,
-            coping_style=a.coping_style.replace("_", " "), communication_style=a.communication_style.replace("_", " "),
-            max_words=self.turn_words)
-        return speaker_view(system, prompts.CLIENT_OPENING, state.messages, CLIENT)
+        return client_view(state.plan.persona, state.plan.attributes, state.background, state.messages,
+                           self.turn_words)
 
     def therapist(self, state: DialogueState) -> list[dict[str, str]]:
-        system = prompts.THERAPIST_SYSTEM.format(background=state.background, max_words=self.turn_words)
-        return speaker_view(system, prompts.CLIENT_OPENING, state.messages, THERAPIST)
+        return therapist_view(state.background, state.messages, self.turn_words)
 
     def supervisor(self, state: DialogueState) -> list[dict[str, str]]:
         return [{"role": "system", "content": prompts.SUPERVISOR_SYSTEM},
@@ -420,12 +407,7 @@ class MADSRunner:
             self.qtype_balancer.record(question_type)
 
     def _step(self, states: list[DialogueState], build, key: str, **options) -> list:
-        started = time.perf_counter()
-        results = self.client.chat_many([build(s) for s in states], **options)
-        self.timer.charge(states, key, started)
-        for state, result in zip(states, results, strict=True):
-            state.charge(result)
-        return results
+        return self.timer.step(self.client, states, build, key, **options)
 
     def _run_batch(self, number: int, plans: list[DialoguePlan], bar) -> list[DialogueState]:
         config, agents = self.config, self.agents

@@ -45,6 +45,13 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match=r"item_max_tokens=200 cannot hold an EU question .* raise item_max_tokens"):
         ConciseConfig(item_max_tokens=200)
     ConciseConfig(item_max_tokens=200, scenario_min_words=0)  # a short scenario fits
+    with pytest.raises(ValueError, match=r"background_words must be \(low, high\) .* got \(150, 80\)"):
+        ConciseConfig(background_words=[150, 80])
+    with pytest.raises(ValueError, match="temperature must be >= 0, got -0.1"):
+        ConciseConfig(temperature=-0.1)
+    with pytest.raises(ValueError, match="shard_index=2, num_shards=2"):
+        ConciseConfig(shard_index=2, num_shards=2)
+    assert ConciseConfig(background_words=[60, 90]).background_words == (60, 90)  # JSON lists become tuples
 
 
 def test_samples_min_of_num_samples_and_personas_with_attributes(tmp_path):
