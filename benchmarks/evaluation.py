@@ -25,8 +25,9 @@ bfloat16 on this CPU), same English items (half EU, half EA):
    item about the default ``max_length``); it tries each item once, as the harness does (its retry loop returns
    on the first failure);
 3b. (unless ``--no-same-attention-loop``) the same loop on the choice path's own model, with the CPU attention of
-   :mod:`ec2er_utils.models` (decode steps ~15% faster than SDPA's): the ratio then measures what batching,
-   prefix sharing and not decoding buy, nothing else;
+   :mod:`ec2er_utils.models` (faster decode steps over long contexts and large batches; at one item of ~300
+   tokens it makes little difference): the ratio then measures what batching, prefix sharing and not decoding
+   buy, nothing else;
 4. (unless ``--no-batched-generate``) the ``official`` protocol batched through the local LLM client.
 
 Prints items/s of each and the ratios, with the machine's load (1-minute load average and, where the kernel has

@@ -260,49 +260,37 @@ def preferred_dtype(device: str | None = None) -> Any:
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
-# On CPU, PyTorch's fused SDPA kernel is slow for the shapes of a small model: for a single query row (a decode step:
-# ~2.6 ms per layer at batch 8 over 670 cached tokens, two thirds of the step) and, less so, for prompts (a fifth of
-# choice scoring's time); eager attention copies the grouped keys/values (repeat_kv). CPU_ATTENTION computes
-# softmax(q k^T + mask) v as two batched matmuls on each key/value head's group of query heads, without copies, as
-# eager attention does (the same arithmetic, so the same outputs up to float rounding: tests/test_models.py).
-# ``EC2ER_ATTENTION=sdpa`` restores transformers' default, e.g. to compare with the benchmarks.
-CPU_ATTENTION = "ec2er_cpu_grouped"
-
-# Prompts are attended in chunks of query positions whose float32 scores fit in this many elements (64 MiB), so
-# that a long batch never holds its whole batch x heads x positions x keys score tensor at once.
-ATTENTION_SCORE_ELEMENTS = 1 << 24
+# On CPU, PyTorch's fused SDPA kernel is slow for a single query row (a decode step: ~2.6 ms per layer at batch 8
+# over 670 cached tokens, two thirds of the step), and eager attention copies the grouped keys/values (repeat_kv).
+# CPU_ATTENTION keeps SDPA for prompts (prefill, choice scoring) and computes decode steps as two batched matmuls on
+# the grouped heads, without copies; the same arithmetic, so the same outputs up to float rounding
+# (tests/test_models.py). ``EC2ER_ATTENTION=sdpa`` restores transformers' default, e.g. to compare with
+# benchmarks/generation.py.
+CPU_ATTENTION = "ec2er_cpu_sdpa"
 
 
-def grouped_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
-                      dropout: float = 0.0, scaling: float | None = None, **kwargs: Any):
-    """A transformers attention function: softmax(q k^T * scaling + mask) v over each key/value head's group of
-    query heads, with ``attention_mask`` eager attention's (additive float, 0 = attend, the dtype's minimum = not;
-    or None). Training (or dropout) goes to transformers' SDPA."""
+def grouped_decode_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
+                             dropout: float = 0.0, scaling: float | None = None, **kwargs: Any):
+    """A transformers attention function: SDPA when several query positions are computed, else (one position,
+    a decode step) softmax(q k^T) v over each key/value head's group of query heads. ``attention_mask`` is SDPA's
+    (boolean, True = attend, or None)."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if module.training or dropout:
+    batch, heads, positions, dim = query.shape
+    if positions != 1 or module.training:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    batch, heads, positions, dim = query.shape
-    kv_heads, keys = key.shape[1], key.shape[2]
-    group = heads // kv_heads  # query head h reads key/value head h // group
+    kv_heads = key.shape[1]
     scale = dim ** -0.5 if scaling is None else scaling
-    grouped = query.view(batch, kv_heads, group, positions, dim)
-    mask = None if attention_mask is None else attention_mask[:, :, None, :, -keys:]  # (batch, 1, 1, positions, keys)
-    step = max(1, ATTENTION_SCORE_ELEMENTS // (batch * heads * keys))
-    chunks = []
-    for first in range(0, positions, step):
-        last = min(positions, first + step)
-        rows = grouped[:, :, :, first:last].reshape(batch, kv_heads, group * (last - first), dim)
-        scores = (torch.matmul(rows, key.transpose(2, 3)) * scale).view(batch, kv_heads, group, last - first, keys)
-        if mask is not None:
-            scores = scores + mask[..., first:last, :]
-        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-        output = torch.matmul(weights.view(batch, kv_heads, group * (last - first), keys), value)
-        chunks.append(output.view(batch, heads, last - first, dim))
-    output = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)
-    return output.transpose(1, 2), None
+    grouped = query.view(batch, kv_heads, heads // kv_heads, dim)  # query head h reads key/value head h // group
+    scores = torch.matmul(grouped, key.transpose(2, 3)) * scale  # (batch, kv_heads, group, keys)
+    if attention_mask is not None:
+        mask = attention_mask[..., -key.shape[2]:]  # (batch, 1, 1, keys)
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    output = torch.matmul(weights, value)  # (batch, kv_heads, group, dim)
+    return output.reshape(batch, heads, 1, dim).transpose(1, 2), None
 
 
 # Architectures whose attention is plain scaled dot-product over grouped key/value heads (no logit soft-capping,
@@ -325,11 +313,11 @@ def attention_for(path: str, device: str) -> str | None:
 def register_cpu_attention() -> str:
     """Register :data:`CPU_ATTENTION` with transformers (once) and return its name."""
     from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import eager_mask
+    from transformers.masking_utils import sdpa_mask
 
     if CPU_ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(CPU_ATTENTION, grouped_attention)
-        AttentionMaskInterface.register(CPU_ATTENTION, eager_mask)
+        AttentionInterface.register(CPU_ATTENTION, grouped_decode_attention)
+        AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
     return CPU_ATTENTION
 
 

@@ -112,9 +112,8 @@ def test_preferred_dtype(monkeypatch):
 
 
 def test_cpu_attention_generates_what_sdpa_does(monkeypatch):
-    """CPU_ATTENTION (grouped matmuls, for the prompts and every decode step) against transformers' SDPA on a
-    left-padded batch: the same greedy tokens and the same scores at every step up to float32 rounding. Cached
-    prefixes and chunked prompts: tests/test_evaluation.py (choice with shared prefixes)."""
+    """CPU_ATTENTION (SDPA for prompts, grouped matmuls for decode steps) against transformers' SDPA on a left-padded
+    batch: the same greedy tokens and the same scores at every step up to float32 rounding."""
     import torch
 
     prompts = ["Tell me about grief.", "Describe a therapy session in detail. " * 30, "Hi"]
