@@ -1,8 +1,7 @@
 """Items/s of the batched EmoBench evaluator vs a one-item-at-a-time generate loop like the official harness.
 
-    .venv/bin/python benchmarks/evaluation.py [--n 40] [--batch-size 16] [--threads N] [--no-plain-choice]
-                                              [--no-batched-generate]
-                                              [--no-same-attention-loop]
+    .venv/bin/python benchmarks/evaluation.py [--n 40] [--batch-size 16] [--repeats 3] [--threads N]
+                                              [--no-plain-choice] [--no-batched-generate] [--no-same-attention-loop]
 
 Same model (the embedded SmolLM2-135M-Instruct, loaded once, in the dtype :func:`load_model_and_tokenizer` picks:
 bfloat16 on this CPU), same English items (half EU, half EA):
@@ -30,17 +29,20 @@ bfloat16 on this CPU), same English items (half EU, half EA):
    buy, nothing else;
 4. (unless ``--no-batched-generate``) the ``official`` protocol batched through the local LLM client.
 
-Prints items/s of each and the ratios, with the machine's load (1-minute load average and, where the kernel has
-it, the share of time runnable tasks waited for a CPU) before and after each timed run. Absolute numbers on a shared
-2-core machine mean little; read the ratios with the load beside them. On a machine busy with other work, pass
-``--threads 1``: torch's threads then wait on each other while the OS runs other processes, which slows small
-per-token steps by an order of magnitude and distorts the comparison.
+The two choice runs take seconds, the loops minutes, and compute-bound choice scoring varies most on a shared
+machine (±15% between runs with nothing else running here), so each choice run is timed ``--repeats`` times and the
+ratios use the median. Prints items/s of each and the ratios, with the machine's load (1-minute load average and,
+where the kernel has it, the share of time runnable tasks waited for a CPU) before and after each timed run.
+Absolute numbers on a shared 2-core machine mean little; read the ratios with the load beside them. On a machine
+busy with other work, pass ``--threads 1``: torch's threads then wait on each other while the OS runs other
+processes, which slows small per-token steps by an order of magnitude and distorts the comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -62,20 +64,26 @@ def load_note() -> str:
     return note
 
 
-def timed(label: str, n: int, run):
+def timed(label: str, n: int, run, repeats: int = 1):
+    """Items/s of ``run()`` over ``n`` items (the median of ``repeats`` timings) and its last result."""
     before = load_note()
-    started = time.perf_counter()
-    result = run()
-    elapsed = time.perf_counter() - started
-    print(f"{label:<58} {n / elapsed:8.2f} items/s  ({n} items in {elapsed:.1f}s; {before} -> {load_note()})",
+    elapsed = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = run()
+        elapsed.append(time.perf_counter() - started)
+    median = statistics.median(elapsed)
+    each = "" if repeats == 1 else f", median of {', '.join(f'{e:.1f}' for e in elapsed)}s"
+    print(f"{label:<58} {n / median:8.2f} items/s  ({n} items in {median:.1f}s{each}; {before} -> {load_note()})",
           flush=True)
-    return n / elapsed, result
+    return n / median, result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=40, help="items (half EU, half EA)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="timings of each choice run (the median counts)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     parser.add_argument("--no-plain-choice", action="store_true", help="skip choice without prefix sharing")
     parser.add_argument("--no-batched-generate", action="store_true", help="skip the batched official protocol")
@@ -101,11 +109,11 @@ def main() -> None:
     scorer = ChoiceScorer(hf_model=model, tokenizer=tokenizer, batch_size=args.batch_size)
     predict_choice(warm_up_items, scorer)
     choice_rate, _ = timed(f"choice, batched, shared prefixes (batch {args.batch_size})", len(items),
-                           lambda: predict_choice(items, scorer))
+                           lambda: predict_choice(items, scorer), args.repeats)
     if not args.no_plain_choice:
         plain = ChoiceScorer(hf_model=model, tokenizer=tokenizer, batch_size=args.batch_size, share_prefixes=False)
         plain_rate, _ = timed(f"choice, batched, full prompts (batch {args.batch_size})", len(items),
-                              lambda: predict_choice(items, plain))
+                              lambda: predict_choice(items, plain), args.repeats)
 
     from transformers import logging as transformers_logging
     from transformers import pipeline
