@@ -12,17 +12,17 @@ bfloat16 on this CPU), same English items (half EU, half EA):
    batches with little padding;
 2. (unless ``--no-plain-choice``) the same scores with ``share_prefixes=False``: every prompt computed in full
    (the scorer's method before prefix sharing, batched the same way); shows what the sharing buys;
-3. the official harness's loop, transcribed from its ``src/model.py`` (``LLM.gen_response``): for each item in
-   turn, a transformers ``text-generation`` pipeline on its system + user messages with ``max_new_tokens=50``
-   (its budget without chain-of-thought) and ``return_full_text=False``, then JSON parsing. The harness builds its
-   pipeline from the checkpoint with transformers' defaults, so its attention is transformers' SDPA; here the
-   pipeline wraps a second copy of the model loaded that way (``EC2ER_ATTENTION=sdpa``) in the same dtype as the
-   choice path (bfloat16 on this CPU, the original SmolLM2 release's dtype; the embedded checkpoint, dequantised
-   from a GGUF, is stored in float32, which the harness would run about 3x slower: not used, it would flatter
-   the ratio) and the same threads. Other differences, none of which slows the loop: ``do_sample=False`` is
-   spelled out (the model's generation config is greedy anyway); transformers' warnings are silenced (one per
-   item about the default ``max_length``); it tries each item once, as the harness does (its retry loop returns
-   on the first failure);
+3. the official harness's loop, transcribed from its ``src/model.py`` (``LLM.gen_response``): for each item in turn,
+   a transformers ``text-generation`` pipeline on its system + user messages with ``max_new_tokens=50`` (its budget
+   without chain-of-thought) and ``return_full_text=False``, then JSON parsing. The harness builds its pipeline from
+   the checkpoint with transformers' defaults, so its attention is transformers' SDPA; here the pipeline wraps a
+   second copy of the model loaded that way (``EC2ER_ATTENTION=sdpa``) in the same dtype as the choice path
+   (bfloat16 on this CPU, the dtype SmolLM2 is published in; the embedded checkpoint, dequantised from a GGUF, is
+   stored in float32, which the harness would run slower, at half the matmul speed of bfloat16 here: not used, it
+   would flatter the ratio) and the same threads. Other differences, none of which slows the loop:
+   ``do_sample=False`` is spelled out (the model's generation config is greedy anyway); transformers' warnings are
+   silenced (one per item about the default ``max_length``); it tries each item once, as the harness does (its retry
+   loop returns on the first failure);
 3b. (unless ``--no-same-attention-loop``) the same loop on the choice path's own model, with the CPU attention of
    :mod:`ec2er_utils.models` (faster decode steps over long contexts and large batches; at one item of ~300
    tokens it makes little difference): the ratio then measures what batching, prefix sharing and not decoding
@@ -119,9 +119,15 @@ def main() -> None:
     from transformers import pipeline
 
     transformers_logging.set_verbosity_error()  # else a max_length warning per generated reply
+    setting = os.environ.get("EC2ER_ATTENTION")
     os.environ["EC2ER_ATTENTION"] = "sdpa"  # the harness's attention: transformers' default
-    harness_model, _ = load_model_and_tokenizer("smollm2", dtype=model.dtype)
-    del os.environ["EC2ER_ATTENTION"]
+    try:
+        harness_model, _ = load_model_and_tokenizer("smollm2", dtype=model.dtype)
+    finally:
+        if setting is None:
+            del os.environ["EC2ER_ATTENTION"]
+        else:
+            os.environ["EC2ER_ATTENTION"] = setting
     loops = {"official harness loop, one item at a time (50 tokens)": harness_model}
     if not args.no_same_attention_loop:
         loops["the same loop on the choice path's model (CPU attention)"] = model

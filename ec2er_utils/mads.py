@@ -89,8 +89,8 @@ from .generation import (
     rejection,
     require,
     result_usage,
-    therapist_view,
     supervisor_schema,
+    therapist_view,
     transcript,
 )
 from .jsonl import append_jsonl, iter_jsonl, write_json_atomic
