@@ -73,7 +73,9 @@ from .schemas import (
     GeneratedEAItem,
     GeneratedEUItem,
     MCQItem,
+    DatasetItem,
     Provenance,
+    SourceFormat,
 )
 from .taxonomy import (
     EA_CATEGORIES,
@@ -86,7 +88,6 @@ from .taxonomy import (
 )
 
 OnError = Literal["raise", "skip"]
-SourceFormat = Literal["emobench_eu", "emobench_ea", "mcq"]
 SPLITS = ("train", "validation")
 RUN_FIRST = {"mads": "notebooks/01 (MADS generation, writes data/mads/)",
              "concise": "notebooks/02 (concise generation, writes data/concise/)"}
@@ -95,79 +96,6 @@ RUN_FIRST = {"mads": "notebooks/01 (MADS generation, writes data/mads/)",
 # --------------------------------------------------------------------------------------------------------------
 # Records and reports
 # --------------------------------------------------------------------------------------------------------------
-
-
-class DatasetItem(BaseModel):
-    """One training item, whichever pipeline and record shape it came from.
-
-    The *training fields* (scenario, question, options, correct_answer, explanation; §3.3) hold the item's main
-    question: the emotion question of an EmoBench-format EU item, the EA question, or the MCQ. EmoBench-native
-    fields are kept alongside (EU: emotion_* mirror the training fields, cause_* hold the cause question; EA:
-    choices/label mirror options/correct_answer), so an item converts back to EmoBench's format losslessly.
-    This record is deliberately lenient about content (an answer outside the options is representable): the
-    validation filters reject such items with a reason instead of failing at parse time.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    item_id: str = Field(min_length=1)
-    task: Literal["EU", "EA"]
-    category: str  # EmoBench spelling: EU coarse_category or EA category
-    source_format: SourceFormat
-    # training fields (§3.3)
-    scenario: str
-    question: str
-    options: list[str]
-    correct_answer: str
-    explanation: str
-    # EmoBench-native fields
-    subject: str | None = None
-    finegrained_category: str | None = None
-    emotion_choices: list[str] | None = None
-    emotion_label: str | None = None
-    emotion_explanation: str | None = None
-    cause_choices: list[str] | None = None
-    cause_label: str | None = None
-    cause_explanation: str | None = None
-    question_type: str | None = None  # EA: "Action" or "Response"
-    choices: list[str] | None = None
-    label: str | None = None
-    # provenance
-    pipeline: str | None = None  # "mads" or "concise"
-    generator_model: str | None = None
-    persona_id: str | None = None
-    dialogue_id: str | None = None
-    theme: str | None = None
-    source: str | None = None  # "file:line" the item was first read from
-
-    @model_validator(mode="after")
-    def _native_fields_mirror_training_fields(self):
-        if self.source_format == "emobench_eu":
-            missing = [name for name in ("subject", "cause_choices", "cause_label", "cause_explanation")
-                       if getattr(self, name) is None]
-            if missing or self.task != "EU":
-                raise ValueError(f"an emobench_eu item needs task EU and {missing}")
-            if (self.emotion_choices, self.emotion_label, self.emotion_explanation) != \
-                    (self.options, self.correct_answer, self.explanation):
-                raise ValueError("emotion_choices/emotion_label/emotion_explanation must equal "
-                                 "options/correct_answer/explanation")
-        elif self.source_format == "emobench_ea":
-            if self.subject is None or self.question_type is None or self.task != "EA":
-                raise ValueError("an emobench_ea item needs task EA, subject and question_type")
-            if (self.choices, self.label) != (self.options, self.correct_answer):
-                raise ValueError("choices/label must equal options/correct_answer")
-        return self
-
-    def with_options(self, options: list[str], cause_choices: list[str] | None = None) -> DatasetItem:
-        """A copy with re-ordered options (and cause choices), mirrors kept in step."""
-        update: dict[str, Any] = {"options": list(options)}
-        if self.source_format == "emobench_eu":
-            update["emotion_choices"] = list(options)
-            if cause_choices is not None:
-                update["cause_choices"] = list(cause_choices)
-        elif self.source_format == "emobench_ea":
-            update["choices"] = list(options)
-        return self.model_copy(update=update)
 
 
 class Drop(BaseModel):

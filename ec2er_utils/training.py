@@ -368,9 +368,10 @@ def token_statistics(questions: Sequence[Question], tokenizer, max_seq_length: i
 def load_questions(split: str = "train", *, file: str | os.PathLike | None = None,
                    folder: str | os.PathLike | None = None) -> list[Question]:
     """Questions of a processed split (``data/processed/<split>.jsonl``, notebook 03) or of any JSONL of
-    :class:`~ec2er_utils.preprocess.DatasetItem` s (``file``). EU items give two questions, EA items one."""
+    :class:`~ec2er_utils.schemas.DatasetItem` s (``file``). EU items give two questions, EA items one."""
     from .jsonl import read_jsonl
-    from .preprocess import DatasetItem, item_questions, load_split
+    from .preprocess import item_questions, load_split
+    from .schemas import DatasetItem
 
     if file is not None:
         path = Path(file).expanduser()

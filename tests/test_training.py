@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from ec2er_utils import training  # imports Unsloth first, as the notebook does
 from ec2er_utils.formatting import Question, assistant_response, question_from_ea, questions_from_eu
 from ec2er_utils.models import UnknownModelError
-from ec2er_utils.preprocess import DatasetItem
+from ec2er_utils.schemas import DatasetItem
 from ec2er_utils.schemas import EAItem, EUItem
 
 # --------------------------------------------------------------------------------------------------------------
