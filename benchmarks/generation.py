@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 from ec2er_utils.generation import make_generator_client
-from ec2er_utils.mads import MADSConfig, run_mads
+from ec2er_utils.generation.mads import MADSConfig, run_mads
 from ec2er_utils.personas import grid_personas
 from ec2er_utils.themes import THEMES
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from .jsonl import JSONLError, iter_jsonl, read_json
 from .paths import REPO_ROOT
-from .taxonomy import EA_CATEGORIES, EU_CATEGORIES, PAPER_EA_COUNTS, PAPER_EU_COUNTS
+from .taxonomy import EA_CATEGORIES, EU_CATEGORIES, MADS_TURNS, PAPER_EA_COUNTS, PAPER_EU_COUNTS
 
 FIGURES_DIR = REPO_ROOT / "figures"
 FORMATS = ("png", "pdf")
@@ -52,7 +52,6 @@ OVERALL = "Overall"
 TASK_CATEGORIES = {"EU": (OVERALL, *EU_CATEGORIES), "EA": (OVERALL, *EA_CATEGORIES)}
 PAPER_COUNTS = {"EU": PAPER_EU_COUNTS, "EA": PAPER_EA_COUNTS}
 PAPER_MODELS = ("mistral", "qwen", "gemma", "llama")  # Table 1's column order
-PAPER_TURNS = (4, 14)  # MADS dialogue length in turns (§3.2)
 PAPER_CITATION = "Sreedar et al., arXiv 2601.01407"
 # Files of the figures this module writes; stale ones of skipped figures are removed.
 FIGURE_NAME = re.compile(r"^(pipeline_overview|table1_[\w.+-]+|finetune_gain_[\w.+-]+|dataset_categories|"
@@ -658,10 +657,10 @@ def plot_mads_dialogues(records: list[dict[str, Any]]):
     colours = dict(zip(reasons, _palette(len(reasons)), strict=True))
     figure, axes = _new_figure(12.0, 4.2, 1, 2, width_ratios=[2.2, 1])
     ax = axes[0, 0]
-    top = max([PAPER_TURNS[1], *(r["turns"] for r in records)])
+    top = max([MADS_TURNS[1], *(r["turns"] for r in records)])
     turns = np.arange(0, top + 1)
     bottom = np.zeros(len(turns))
-    ax.axvspan(PAPER_TURNS[0] - 0.5, PAPER_TURNS[1] + 0.5, color="#eeeeee", zorder=0, label="paper: 4-14 turns")
+    ax.axvspan(MADS_TURNS[0] - 0.5, MADS_TURNS[1] + 0.5, color="#eeeeee", zorder=0, label="paper: 4-14 turns")
     for reason in reasons:
         counts = Counter(r["turns"] for r in completed if str(r["stop_reason"]) == reason)
         heights = np.array([counts.get(t, 0) for t in turns], dtype=float)

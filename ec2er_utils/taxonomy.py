@@ -274,3 +274,11 @@ def validate_choice(kind: str, value: str) -> str:
     close = difflib.get_close_matches(str(value), options, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(f"Invalid {key} value {value!r}{hint}; valid options: {', '.join(options)}")
+
+# §3.3: "ensuring that scenarios are between 50 and 500 words". Generation asks for at least the floor, chapter 03
+# drops items outside the range: one constant, so the two chapters cannot disagree.
+SCENARIO_WORDS: tuple[int, int] = (50, 500)
+# §3.2: "a minimum of 4 turns and a maximum of 14 turns" (a turn: one client and one therapist message).
+MADS_TURNS: tuple[int, int] = (4, 14)
+# §3.2, Algorithm 2: "5 rounds, max 10 messages".
+CONCISE_ROUNDS = 5

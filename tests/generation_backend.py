@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ec2er_utils import generation_prompts as prompts
+from ec2er_utils.generation import prompts
 from ec2er_utils.llm import Completion, LLMClient, LLMError, LLMRequestError
 from ec2er_utils.llm.base import JSONSchema, Message
 

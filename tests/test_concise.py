@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ec2er_utils import concise
-from ec2er_utils.concise import ConciseConfig, run_concise
-from ec2er_utils.generation import ModelUnreachable
+from ec2er_utils.generation import concise
+from ec2er_utils.generation.concise import ConciseConfig, run_concise
+from ec2er_utils.generation.run_files import ModelUnreachable
 from ec2er_utils.jsonl import read_jsonl
 from ec2er_utils.personas import grid_personas
-from ec2er_utils.schemas import MCQItem
+from ec2er_utils.schemas import DatasetItem
 from ec2er_utils.taxonomy import EA_CATEGORIES, EU_CATEGORIES, is_known_emotion
 from tests.generation_backend import InjectedCrash, ScriptedGenerationClient, request_error
 
@@ -30,24 +30,24 @@ def run(tmp_path: Path, client=None, *, personas=PERSONAS, folder="run", resume=
     return summary, client
 
 
-def final(tmp_path: Path, folder="run") -> tuple[list[dict], list[MCQItem]]:
+def final(tmp_path: Path, folder="run") -> tuple[list[dict], list[DatasetItem]]:
     personas = json.loads((tmp_path / folder / "personas_final.json").read_text())
-    return personas, read_jsonl(tmp_path / folder / "items_final.jsonl", MCQItem)
+    return personas, read_jsonl(tmp_path / folder / "items_final.jsonl", DatasetItem)
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="rounds must be between 1 and 5"):
+    with pytest.raises(ValueError, match=r"rounds\n.*less than or equal to 5"):
         ConciseConfig(rounds=6)
     with pytest.raises(ValueError, match="at least one item"):
         ConciseConfig(eu_items=0, ea_items=0)
-    with pytest.raises(ValueError, match="num_samples must be >= 1, got -1"):
+    with pytest.raises(ValueError, match=r"num_samples\n.*greater than or equal to 1"):
         ConciseConfig(num_samples=-1)
     with pytest.raises(ValueError, match=r"item_max_tokens=200 cannot hold an EU question .* raise item_max_tokens"):
         ConciseConfig(item_max_tokens=200)
     ConciseConfig(item_max_tokens=200, scenario_min_words=0)  # a short scenario fits
     with pytest.raises(ValueError, match=r"background_words must be \(low, high\) .* got \(150, 80\)"):
         ConciseConfig(background_words=[150, 80])
-    with pytest.raises(ValueError, match="temperature must be >= 0, got -0.1"):
+    with pytest.raises(ValueError, match=r"temperature\n.*greater than or equal to 0"):
         ConciseConfig(temperature=-0.1)
     with pytest.raises(ValueError, match="shard_index=2, num_shards=2"):
         ConciseConfig(shard_index=2, num_shards=2)
@@ -82,7 +82,7 @@ def test_items_are_mcq_records_with_valid_options_and_balanced_categories(tmp_pa
     assert summary["items"] == len(items) == 16
     for item in items:
         assert item.correct_answer in item.options and len(item.options) == 4
-        assert item.provenance.pipeline == "concise"
+        assert item.pipeline == "concise" and item.source_format == "mcq"
         if item.task == "EU":
             assert all(is_known_emotion(o) for o in item.options)
     assert summary["eu_categories"] == {c: 2 for c in EU_CATEGORIES}

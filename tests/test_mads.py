@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ec2er_utils import mads
-from ec2er_utils.generation import CategoryBalancer, ModelUnreachable, UnreachableWatch
+from ec2er_utils.generation import mads
+from ec2er_utils.generation.items import CategoryBalancer
+from ec2er_utils.generation.run_files import ModelUnreachable, UnreachableWatch
 from ec2er_utils.jsonl import read_jsonl
-from ec2er_utils.mads import MADSConfig, plan_dialogues, run_mads, run_plan
+from ec2er_utils.generation.mads import MADSConfig, plan_dialogues, run_mads, run_plan
 from ec2er_utils.personas import grid_personas
-from ec2er_utils.schemas import GeneratedEAItem, GeneratedEUItem
+from ec2er_utils.schemas import DatasetItem
 from ec2er_utils.taxonomy import EA_CATEGORIES, EU_CATEGORIES
 from ec2er_utils.themes import THEMES
 from tests.generation_backend import InjectedCrash, ScriptedGenerationClient, agent_of, request_error, turns_in
@@ -66,7 +67,7 @@ def test_min_turns_above_max_turns_is_a_clear_error():
 
 
 def test_item_schemas_ask_for_scenarios_long_enough_for_the_word_filter():
-    from ec2er_utils.generation import CHARS_PER_WORD, ea_draft_schema, eu_draft_schema, mcq_draft_schema
+    from ec2er_utils.generation.items import CHARS_PER_WORD, ea_draft_schema, eu_draft_schema, mcq_draft_schema
 
     for schema in (eu_draft_schema(700, 50), ea_draft_schema(700, 50), mcq_draft_schema("EU", 500, 50),
                    mcq_draft_schema("EA", 500, 50)):
@@ -211,30 +212,32 @@ def test_invalid_items_are_rejected_counted_and_never_written(tmp_path):
                    ea_items=(4, 4))
     assert stats["rejection_reasons"] == {"duplicate_options": 2, "invalid_json": 2}
     assert stats["items_rejected"] == 4
-    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", GeneratedEUItem)
-    ea = read_jsonl(tmp_path / "run" / "ea_items.jsonl", GeneratedEAItem)
+    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", DatasetItem)
+    ea = read_jsonl(tmp_path / "run" / "ea_items.jsonl", DatasetItem)
     assert len(eu) == 6 and len(ea) == 6
-    assert "emotional_cues" not in {i.coarse_category for i in eu}
+    assert "emotional_cues" not in {i.category for i in eu}
     assert "Social-Self" not in {i.category for i in ea}
     rejected = [r for m in metadata(tmp_path) for r in m["rejected_items"]]
     assert {r["target"] for r in rejected if r["task"] == "EU"} == {"emotional_cues/visual_cues",
                                                                     "emotional_cues/vocal_cues"}
-    written = {i.qid for i in eu} | {i.qid for i in ea}
+    written = {i.item_id for i in eu} | {i.item_id for i in ea}
     assert not written & {r["item_id"] for r in rejected}
 
 
 def test_written_items_are_valid_emobench_items_with_provenance(tmp_path):
     run(tmp_path, num_dialogues=2)
-    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", GeneratedEUItem)
-    read_jsonl(tmp_path / "run" / "ea_items.jsonl", GeneratedEAItem)  # validates every line
+    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", DatasetItem)
+    read_jsonl(tmp_path / "run" / "ea_items.jsonl", DatasetItem)  # validates every line
     records = {r["dialogue_id"]: r for r in metadata(tmp_path)}
     for item in eu:
         assert len(item.emotion_choices) == 6 and len(item.cause_choices) == 4
         assert item.emotion_label == "Guilt" and item.cause_label == "He missed the call"
-        assert item.provenance.pipeline == "mads" and item.provenance.dialogue_id in records
-        assert item.provenance.theme == records[item.provenance.dialogue_id]["theme"]
+        assert item.source_format == "emobench_eu" and item.options == item.emotion_choices
+        assert item.pipeline == "mads" and item.dialogue_id in records
+        assert item.theme == records[item.dialogue_id]["theme"]
     raw_ea = json.loads((tmp_path / "run" / "ea_items.jsonl").read_text().splitlines()[0])
-    assert "question type" in raw_ea and raw_ea["label"] in raw_ea["choices"]
+    assert raw_ea["question_type"] in ("Action", "Response") and raw_ea["label"] in raw_ea["choices"]
+    assert raw_ea["correct_answer"] == raw_ea["label"] and raw_ea["options"] == raw_ea["choices"]
     positions = Counter(i.emotion_choices.index(i.emotion_label) for i in eu)
     assert len(positions) > 1  # options are shuffled, not always first
     for record in records.values():
@@ -246,12 +249,16 @@ def test_written_items_are_valid_emobench_items_with_provenance(tmp_path):
 
 
 def test_balancer_targets_the_least_represented_category():
-    balancer = CategoryBalancer(EU_CATEGORIES, {"complex_emotions": 3, "emotional_cues": 1})
-    assert balancer.plan([2]) == [["personal_beliefs_and_experiences", "perspective_taking"]]
-    assert balancer.plan([3, 3]) == [["personal_beliefs_and_experiences", "perspective_taking", "emotional_cues"],
-                                     ["personal_beliefs_and_experiences", "perspective_taking", "emotional_cues"]]
+    balancer = CategoryBalancer(EU_CATEGORIES)
+    for category in ("complex_emotions", "complex_emotions", "complex_emotions", "emotional_cues"):
+        balancer.record(category)
+    assert balancer.take(2) == ["personal_beliefs_and_experiences", "perspective_taking"]  # reserved, not counted
+    assert balancer.take(3) == ["emotional_cues", "personal_beliefs_and_experiences", "perspective_taking"]
+    for category in ("personal_beliefs_and_experiences", "perspective_taking"):
+        balancer.settle(category, written=False)  # rejected: asked for again
+    assert balancer.take(1) == ["personal_beliefs_and_experiences"]
     with pytest.raises(ValueError, match="unknown category"):
-        CategoryBalancer(EU_CATEGORIES, {"happiness": 1})
+        balancer.record("happiness")
 
 
 def test_targeting_keeps_eu_and_ea_categories_balanced(tmp_path):
@@ -274,17 +281,17 @@ def test_repeated_emotion_options_are_replaced_from_the_vocabulary_and_recorded(
 
     stats, _ = run(tmp_path, ScriptedGenerationClient(draft_override=override), num_dialogues=2, eu_items=(1, 1),
                    ea_items=(1, 1))
-    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", GeneratedEUItem)
+    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", DatasetItem)
     assert len(eu) == 2 and stats["items_rejected"] == 0 and stats["items_repaired"] == 2
     for item in eu:
         assert item.emotion_label == "Guilt" and len({c.casefold() for c in item.emotion_choices}) == 6
         assert {"Joy", "Anger"} <= set(item.emotion_choices)  # the model's distinct distractors are kept
     repairs = [r for m in metadata(tmp_path) for r in m["repaired_items"]]
-    assert [r["item_id"] for r in repairs] == [i.qid for i in eu]
+    assert [r["item_id"] for r in repairs] == [i.item_id for i in eu]
     assert all(r["repair"] == "repeated_emotions_replaced" for r in repairs)
     again, _ = run(tmp_path / "again", ScriptedGenerationClient(draft_override=override), num_dialogues=2,
                    eu_items=(1, 1), ea_items=(1, 1))
-    assert read_jsonl(tmp_path / "again" / "run" / "eu_items.jsonl", GeneratedEUItem) == eu  # seeded repair
+    assert read_jsonl(tmp_path / "again" / "run" / "eu_items.jsonl", DatasetItem) == eu  # seeded repair
 
 
 def test_targeting_makes_up_for_rejected_items(tmp_path):
@@ -472,9 +479,8 @@ def test_scripted_backend_knows_every_agent():
 
 @pytest.mark.slow
 def test_tiny_real_runs_with_the_embedded_model(tmp_path):
-    from ec2er_utils.concise import ConciseConfig, run_concise
     from ec2er_utils.generation import make_generator_client
-    from ec2er_utils.schemas import MCQItem
+    from ec2er_utils.generation.concise import ConciseConfig, run_concise
 
     client = make_generator_client("local", concurrency=2, seed=0)
     try:
@@ -490,8 +496,8 @@ def test_tiny_real_runs_with_the_embedded_model(tmp_path):
         assert 2 <= record["turns"] <= 4 and record["stop_reason"] in ("criteria_met", "max_turns")
         assert [v["turn"] for v in record["supervisor_verdicts"]] in ([2], [2, 4])
         assert stats["eu_items"] + stats["ea_items"] + stats["items_rejected"] == 2
-        items = (read_jsonl(tmp_path / "mads" / "eu_items.jsonl", GeneratedEUItem)
-                 + read_jsonl(tmp_path / "mads" / "ea_items.jsonl", GeneratedEAItem))
+        items = (read_jsonl(tmp_path / "mads" / "eu_items.jsonl", DatasetItem)
+                 + read_jsonl(tmp_path / "mads" / "ea_items.jsonl", DatasetItem))
         assert all(len(item.scenario) >= 60 for item in items)  # the grammar's floor: 10 words x 6 characters
 
         summary = run_concise(client, PERSONAS, tmp_path / "concise",
@@ -503,7 +509,7 @@ def test_tiny_real_runs_with_the_embedded_model(tmp_path):
         assert summary["items"] + summary["items_rejected"] == 2
         (persona,) = json.loads((tmp_path / "concise" / "personas_final.json").read_text())
         assert persona["status"] == "ok" and len(persona["messages"]) == 4
-        read_jsonl(tmp_path / "concise" / "items_final.jsonl", MCQItem)
+        read_jsonl(tmp_path / "concise" / "items_final.jsonl", DatasetItem)
     finally:
         client.close()
 

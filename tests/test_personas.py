@@ -11,7 +11,7 @@ import pytest
 from ec2er_utils import personas as P
 from ec2er_utils import themes as T
 from ec2er_utils.jsonl import JSONLError
-from ec2er_utils.mads import plan_dialogues
+from ec2er_utils.generation.mads import plan_dialogues
 from ec2er_utils.taxonomy import (
     BASELINE_DISPOSITIONS,
     COMMUNICATION_STYLES,

@@ -39,14 +39,14 @@ from typing import Any
 
 import pytest
 
-from ec2er_utils.concise import ConciseConfig, run_concise
+from ec2er_utils.generation.concise import ConciseConfig, run_concise
 from ec2er_utils.generation import make_generator_client
 from ec2er_utils.jsonl import JSONLError, read_jsonl
 from ec2er_utils.llm.base import JSONSchema
-from ec2er_utils.mads import MADSConfig, plan_dialogues, run_mads
+from ec2er_utils.generation.mads import MADSConfig, plan_dialogues, run_mads
 from ec2er_utils.paths import REPO_ROOT
 from ec2er_utils.personas import grid_personas, sample_personas
-from ec2er_utils.schemas import GeneratedEAItem, GeneratedEUItem, MCQItem
+from ec2er_utils.schemas import DatasetItem
 from ec2er_utils.themes import THEMES
 from tests.generation_backend import ScriptedGenerationClient, agent_of
 from tests.helpers import LoopbackHTTPServer, free_loopback_port
@@ -79,7 +79,8 @@ def mads_outputs(folder: Path) -> dict[str, list]:
 
     metadata = [{k: v for k, v in r.items() if k != "timings"} for r in by_id("metadata.jsonl", lambda r: r["index"])]
     return {"metadata": metadata, "dialogues": by_id("dialogues.jsonl", lambda r: r["dialogue_id"]),
-            "eu": by_id("eu_items.jsonl", lambda r: r["qid"]), "ea": by_id("ea_items.jsonl", lambda r: r["qid"])}
+            "eu": by_id("eu_items.jsonl", lambda r: r["item_id"]),
+            "ea": by_id("ea_items.jsonl", lambda r: r["item_id"])}
 
 
 def concise_outputs(folder: Path) -> dict[str, Any]:
@@ -379,15 +380,15 @@ def test_broken_model_output_is_repaired_or_rejected_counted_and_never_written(t
     config = mads_config(num_dialogues=2, eu_items=(4, 4), ea_items=(4, 4), min_turns=4, max_turns=6)
     with FaultyOpenAIServer(rewrite=broken_drafts) as server:
         stats = run_mads(http_client(server), PERSONAS, THEMES, tmp_path / "run", config, progress=False)
-    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", GeneratedEUItem)  # every line a valid item
-    ea = read_jsonl(tmp_path / "run" / "ea_items.jsonl", GeneratedEAItem)
-    assert sorted({i.coarse_category for i in eu}) == ["complex_emotions", "perspective_taking"]
+    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", DatasetItem)  # every line a valid item
+    ea = read_jsonl(tmp_path / "run" / "ea_items.jsonl", DatasetItem)
+    assert sorted({i.category for i in eu}) == ["complex_emotions", "perspective_taking"]
     assert sorted({i.category for i in ea}) == ["Personal-Self", "Social-Others"]
     assert len(eu) == len(ea) == 4
     assert stats["rejection_reasons"] == {"duplicate_options": 2, "invalid_json": 6} and stats["items_rejected"] == 8
     records = read_jsonl(tmp_path / "run" / "metadata.jsonl")
     rejected = {r["item_id"] for m in records for r in m["rejected_items"]}
-    assert rejected.isdisjoint({i.qid for i in eu} | {i.qid for i in ea})
+    assert rejected.isdisjoint({i.item_id for i in eu} | {i.item_id for i in ea})
     assert len(rejected) == 8
     reasked = [c for c in server.calls if c.reask and "Category: perspective_taking" in c.text]
     assert len(reasked) == 2  # one re-ask per dialogue made the prose reply valid
@@ -408,7 +409,7 @@ def test_broken_model_output_in_the_concise_pipeline(tmp_path):
     config = ConciseConfig(num_samples=2, concurrency=2, rounds=1, temperature=0)
     with FaultyOpenAIServer(rewrite=rewrite) as server:
         summary = run_concise(http_client(server), PERSONAS, tmp_path / "run", config, progress=False)
-    items = read_jsonl(tmp_path / "run" / "items_final.jsonl", MCQItem)
+    items = read_jsonl(tmp_path / "run" / "items_final.jsonl", DatasetItem)
     assert [i.task for i in items] == ["EU", "EU"]
     assert summary["items"] == 2 and summary["rejection_reasons"] == {"invalid_json": 2}
 
@@ -465,11 +466,18 @@ def test_corrupted_checkpoint_files_name_the_file_and_fix(tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: ConciseConfig(num_samples=-1), "num_samples must be >= 1, got -1"),
-    (lambda: ConciseConfig(num_samples=0), "num_samples must be >= 1, got 0"),
-    (lambda: MADSConfig(num_dialogues=-5), "num_dialogues must be >= 1, got -5"),
-    (lambda: MADSConfig(checkpoint_every=-1), "checkpoint_every must be >= 1, got -1"),
-    (lambda: ConciseConfig(concurrency=0), "concurrency must be >= 1, got 0"),
+    (lambda: ConciseConfig.from_parameters({"num_samples": -1}), "parameter 'num_samples': Input should be greater "
+                                                                 "than or equal to 1, got -1"),
+    (lambda: ConciseConfig.from_parameters({"num_samples": 0}), "parameter 'num_samples': Input should be greater "
+                                                                "than or equal to 1, got 0"),
+    (lambda: MADSConfig.from_parameters({"num_dialogues": -5}), "parameter 'num_dialogues': Input should be "
+                                                                "greater than or equal to 1, got -5"),
+    (lambda: MADSConfig.from_parameters({"checkpoint_every": -1}), "parameter 'checkpoint_every': Input should be "
+                                                                   "greater than or equal to 1, got -1"),
+    (lambda: ConciseConfig.from_parameters({"concurrency": 0}), "parameter 'concurrency': Input should be greater "
+                                                                "than or equal to 1, got 0"),
+    (lambda: MADSConfig.from_parameters({"num_dialogues": "abc"}), "parameter 'num_dialogues': Input should be a "
+                                                                   "valid integer"),
 ])
 def test_contradictory_or_negative_counts(make, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -489,8 +497,8 @@ def test_bad_input_elsewhere_is_listed_with_a_real_test():
 
 KILLABLE_SCRIPT = """
 import asyncio, json, sys, warnings
-from ec2er_utils.concise import ConciseConfig, run_concise
-from ec2er_utils.mads import MADSConfig, run_mads
+from ec2er_utils.generation.concise import ConciseConfig, run_concise
+from ec2er_utils.generation.mads import MADSConfig, run_mads
 from ec2er_utils.personas import grid_personas
 from ec2er_utils.themes import THEMES
 from tests.generation_backend import ScriptedGenerationClient
@@ -735,7 +743,7 @@ def test_server_killed_mid_run_then_restarted_and_resumed(embedded_model_path, s
 SERVED_SCRIPT = """
 import json, sys, warnings
 from ec2er_utils.generation import make_generator_client
-from ec2er_utils.mads import MADSConfig, run_mads
+from ec2er_utils.generation.mads import MADSConfig, run_mads
 from ec2er_utils.personas import grid_personas
 from ec2er_utils.themes import THEMES
 

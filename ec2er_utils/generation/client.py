@@ -1,0 +1,98 @@
+"""The LLM client for generation: the embedded model in-process, one OpenAI-compatible server, or several server
+replicas (vLLM) that share the requests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import Field
+
+from ..llm import LLMClient, make_client
+from ..parameters import StageConfig
+
+
+class GeneratorConfig(StageConfig):
+    """Which model generates, where it runs, and how it samples (chapters 01 and 02 share these parameters)."""
+
+    backend: str = "local"  # "local" (in-process) or "openai" (any OpenAI-compatible server, e.g. vLLM)
+    generator_model: str | None = None  # None: the embedded model (local); an alias, HF id or served model name
+    base_url: str | None = None  # backend "openai": one URL, or several comma-separated (server replicas)
+    concurrency: int = Field(2, ge=1)  # conversations in flight
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)  # nucleus sampling; 1.0 lets the 135M model drift into other languages
+    seed: int = 0
+
+    def client(self, **options: Any) -> LLMClient:
+        return make_generator_client(self.backend, self.generator_model, base_url=self.base_url,
+                                     concurrency=self.concurrency, temperature=self.temperature, top_p=self.top_p,
+                                     seed=self.seed, **options)
+
+
+def make_generator_client(backend: str = "local", model: str | None = None, *, base_url: str | None = None,
+                          concurrency: int = 8, batch_size: int | None = None, temperature: float = 0.8,
+                          seed: int | None = 0, max_reasks: int = 1, progress: bool = False,
+                          **options: Any) -> LLMClient:
+    """The LLM client for generation, sized for ``concurrency`` conversations at once.
+
+    ``local``: the embedded model (``model=None``) or any registry alias / HF id / folder; one forward pass
+    generates up to ``batch_size`` replies (default ``8 * concurrency``: extraction sends up to eight requests per
+    conversation at once, 4 EU + 4 EA). ``openai``: an OpenAI-compatible server (vLLM serving
+    ``openai/gpt-oss-20b`` in the paper) at ``base_url`` with ``concurrency`` requests in flight; several
+    comma-separated URLs (vLLM replicas) give a :class:`ReplicaClient` that spreads requests over them,
+    ``concurrency`` in flight on each. The API key is read from ``OPENAI_API_KEY`` by the client, never passed here
+    as a literal. ``max_reasks`` (default 1): how often a reply that is not schema-valid JSON is asked for again
+    before the item counts as rejected.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    backend = (backend or "").strip().lower()
+    common = dict(temperature=temperature, seed=seed, max_reasks=max_reasks, progress=progress, **options)
+    if backend == "local":
+        return make_client("local", model, batch_size=batch_size or 8 * concurrency, **common)
+    if backend == "openai":
+        urls = [u.strip() for u in (base_url or "").split(",") if u.strip()]
+        if len(urls) > 1:
+            return ReplicaClient([make_client("openai", model, base_url=u, concurrency=concurrency, **common)
+                                  for u in urls])
+        return make_client("openai", model, base_url=urls[0] if urls else None, concurrency=concurrency, **common)
+    return make_client(backend, model, **options)  # raises the client's "unknown backend" error
+
+
+class ReplicaClient(LLMClient):
+    """Spreads each batch of requests round-robin over several clients serving the same model (vLLM replicas).
+
+    Validation, re-asks and usage accounting happen once, here; the replicas only answer. A failure on one replica
+    comes back as that conversation's error, like any other backend error.
+    """
+
+    def __init__(self, replicas: Sequence[LLMClient]):
+        if not replicas:
+            raise ValueError("ReplicaClient needs at least one replica")
+        models = {r.model for r in replicas}
+        if len(models) != 1:
+            raise ValueError(f"replicas must serve the same model, got {sorted(models)}")
+        first = replicas[0]
+        super().__init__(first.model, temperature=first.temperature, max_tokens=first.max_tokens, seed=first.seed,
+                         max_reasks=first.max_reasks, progress=first.progress, top_p=first.top_p)
+        self.replicas = list(replicas)
+        self.backend = first.backend
+
+    def __repr__(self) -> str:
+        return f"ReplicaClient({', '.join(repr(r) for r in self.replicas)})"
+
+    async def _complete_batch(self, conversations, *, schemas, temperature, max_tokens, seed):
+        n = len(self.replicas)
+        answers = await asyncio.gather(*(
+            replica._complete_batch(conversations[i::n], schemas=schemas[i::n], temperature=temperature,
+                                    max_tokens=max_tokens, seed=seed)
+            for i, replica in enumerate(self.replicas) if conversations[i::n]))
+        merged: list[Any] = [None] * len(conversations)
+        for i, share_answers in enumerate(answers):
+            merged[i::n] = share_answers
+        return merged
+
+    def close(self) -> None:
+        for replica in self.replicas:
+            replica.close()

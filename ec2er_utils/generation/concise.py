@@ -1,0 +1,305 @@
+"""The concise single-conversation pipeline (paper §3.2, Algorithm 2).
+
+For each of n = min(num_samples, |P|) sampled personas: sample the attribute set, write a condensed background,
+hold a short therapist–patient conversation (``rounds`` rounds of patient message + therapist reply, at most 10
+messages for the paper's 5 rounds), then generate EU and EA multiple-choice questions inline from background +
+conversation. There is no supervisor. The algorithm is :func:`concise_conversation`, written for one persona;
+:func:`run_concise` runs it for many in lockstep batches, like MADS. Every item is validated before it is written
+(JSON schema, required fields, answer among the options, distinct options, EU options in the emotion vocabulary);
+rejected items are counted with their reason and never written.
+
+Item format (our choice, the paper leaves it open): the paper's generic MCQ record (scenario, question, options,
+correct answer, explanation; §3.3) as a :class:`~ec2er_utils.schemas.DatasetItem` (``source_format="mcq"``), with 4
+options for both tasks and EU options drawn from the emotion vocabulary. Categories are targeted like in MADS: each
+request asks for the least-represented EU / EA category so far.
+
+Outputs in ``out_dir`` (``data/concise/``): ``personas_final.json`` (every sampled persona with its attributes,
+background, conversation, item ids, rejected items, status, token usage) and ``items_final.jsonl``, written at the
+end; ``personas_checkpoint.json`` / ``items_checkpoint.jsonl`` every ``checkpoint_every`` (10) personas;
+``summary.json`` (paths, counts, category distributions), also returned. ``resume=True`` continues from the
+checkpoint, dropping items of personas that were not marked complete, and generates again the personas whose
+record shows a transport failure (``request_failed``: server down, HTTP error or timeout after the client's
+retries); same rules as MADS (:class:`~ec2er_utils.generation.run_files.RunFiles`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from ..jsonl import append_jsonl, iter_jsonl, write_json_atomic, write_jsonl_atomic
+from ..llm import ChatResult, LLMClient, LLMError
+from ..parameters import StageConfig
+from ..paths import data_dir
+from ..personas import Persona, rng_for, sample_attributes, sample_personas
+from ..schemas import DatasetItem
+from ..taxonomy import CONCISE_ROUNDS, EA_CATEGORIES, EU_CATEGORIES, SCENARIO_WORDS
+from . import prompts
+from .dialogue import CLIENT, THERAPIST, Conversation, transcript
+from .items import CategoryBalancer, ItemRejected, build_mcq_item, mcq_draft_schema, rejection
+from .lockstep import Algorithm, Request, run_one
+from .run_files import RunFiles, distribution, fingerprint
+from .runner import BatchedRun
+
+FILES = {"personas_final": "personas_final.json", "items_final": "items_final.jsonl",
+         "personas_checkpoint": "personas_checkpoint.json", "items_checkpoint": "items_checkpoint.jsonl",
+         "summary": "summary.json", "config": "run_config.json"}
+
+
+class ConciseConfig(StageConfig):
+    """Every setting of a concise run. Defaults are CPU-demo sized where the paper's would take hours; the paper's
+    values are in ``recipes/paper/02_concise.yaml``."""
+
+    num_samples: int = Field(2, ge=1)
+    rounds: int = Field(CONCISE_ROUNDS, ge=1, le=CONCISE_ROUNDS)  # "5 rounds, max 10 messages"
+    eu_items: int = Field(1, ge=0)  # EU questions per persona
+    ea_items: int = Field(1, ge=0)  # EA questions per persona
+    concurrency: int = Field(8, ge=1)
+    checkpoint_every: int = Field(10, ge=1)
+    seed: int = 0
+    background_words: tuple[int, int] = (80, 150)
+    background_max_tokens: int = Field(260, ge=1)
+    turn_max_tokens: int = Field(150, ge=1)
+    item_max_tokens: int = Field(500, ge=1)
+    scenario_min_words: int = Field(SCENARIO_WORDS[0], ge=0)  # shortest scenario the item schema allows
+    temperature: float = Field(0.8, ge=0)
+    shard_index: int = Field(0, ge=0)
+    num_shards: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        low, high = self.background_words
+        if not 1 <= low <= high:
+            raise ValueError(f"background_words must be (low, high) with 1 <= low <= high, got {(low, high)}")
+        if self.eu_items + self.ea_items < 1:
+            raise ValueError(f"need at least one item per persona, got eu_items={self.eu_items}, "
+                             f"ea_items={self.ea_items}")
+        if self.shard_index >= self.num_shards:
+            raise ValueError(f"need 0 <= shard_index < num_shards, got shard_index={self.shard_index}, "
+                             f"num_shards={self.num_shards}")
+        for task in ("EU", "EA"):  # raises, naming item_max_tokens, if the budget cannot hold such a scenario
+            mcq_draft_schema(task, self.item_max_tokens, self.scenario_min_words)
+        return self
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    index: int
+    unit_id: str
+    persona: Persona
+
+
+def sample_id_for(seed: int, index: int) -> str:
+    return f"concise-s{seed}-{index:05d}"
+
+
+def plan_samples(personas: Sequence[Persona], config: ConciseConfig) -> list[SamplePlan]:
+    """Algorithm 2, line 2: n = min(num_samples, |P|) personas, in a seeded order."""
+    sampled = sample_personas(personas, config.num_samples, config.seed)
+    return [SamplePlan(i, sample_id_for(config.seed, i), p) for i, p in enumerate(sampled)]
+
+
+class ConciseAgents:
+    """The requests of the background writer, the two speakers and the item writer, and the item builder."""
+
+    def __init__(self, config: ConciseConfig, generator_model: str):
+        self.config, self.generator_model = config, generator_model
+        self.turn_words = max(15, int(config.turn_max_tokens * 0.6))
+        self.balancers = {"EU": CategoryBalancer(EU_CATEGORIES), "EA": CategoryBalancer(EA_CATEGORIES)}
+        self.schemas = {task: mcq_draft_schema(task, config.item_max_tokens, config.scenario_min_words)
+                        for task in ("EU", "EA")}
+
+    def background(self, c: Conversation) -> Request:
+        low, high = self.config.background_words
+        user = prompts.CONCISE_BACKGROUND_USER.format(min_words=low, max_words=high, persona=c.persona.describe(),
+                                                      attributes=c.attributes.describe())
+        return Request("background", [{"role": "system", "content": prompts.BACKGROUND_SYSTEM},
+                                      {"role": "user", "content": user}],
+                       self.config.temperature, self.config.background_max_tokens, required=True,
+                       timing="background_s")
+
+    def client(self, c: Conversation, round_number: int) -> Request:
+        return Request(f"round {round_number} client", c.client_prompt(self.turn_words), self.config.temperature,
+                       self.config.turn_max_tokens, required=True)
+
+    def therapist(self, c: Conversation, round_number: int) -> Request:
+        return Request(f"round {round_number} therapist", c.therapist_prompt(self.turn_words),
+                       self.config.temperature, self.config.turn_max_tokens, required=True)
+
+    def targets(self) -> list[tuple[str, int, str]]:
+        """(task, number, category): the least represented EU and EA categories so far."""
+        return [(task, k, category) for task, n in (("EU", self.config.eu_items), ("EA", self.config.ea_items))
+                for k, category in enumerate(self.balancers[task].take(n), start=1)]
+
+    def item_writer(self, c: Conversation, task: str, category: str) -> Request:
+        context = prompts.BACKGROUND_AND_DIALOGUE_CONTEXT.format(background=c.background,
+                                                                 transcript=transcript(c.messages))
+        template, guide = (prompts.CONCISE_EU_USER, prompts.EU_CATEGORY_GUIDE) if task == "EU" else \
+            (prompts.CONCISE_EA_USER, prompts.EA_CATEGORY_GUIDE)
+        user = template.format(context=context, category=category, category_guide=guide[category])
+        return Request("items", [{"role": "system", "content": prompts.EXTRACTOR_SYSTEM},
+                                 {"role": "user", "content": user}], self.config.temperature,
+                       self.config.item_max_tokens,
+                       schema=self.schemas[task], timing="items_s", last=True)
+
+    def add_item(self, c: Conversation, task: str, number: int, category: str,
+                 reply: ChatResult | LLMError) -> None:
+        """Algorithm 2, line 8: validate the reply into an item, or record why it was rejected."""
+        item_id = f"{c.unit_id}-{task.lower()}{number}"
+        written = False
+        try:
+            if isinstance(reply, LLMError):
+                raise reply
+            provenance = {"pipeline": "concise", "generator_model": self.generator_model,
+                          "persona_id": c.persona.persona_id, "dialogue_id": c.unit_id}
+            c.items.append(build_mcq_item(reply.data, item_id=item_id, task=task, category=category,
+                                          provenance=provenance, repairs=c.repaired,
+                                          rng=rng_for(self.config.seed, "options", item_id)))
+            written = True
+        except (LLMError, ItemRejected) as problem:
+            c.rejected.append(rejection(problem, task=task, target=category, item_id=item_id))
+        self.balancers[task].settle(category, written)
+
+
+def concise_conversation(c: Conversation, agents: ConciseAgents, config: ConciseConfig) -> Algorithm:
+    """Algorithm 2, lines 5-8, for one sampled persona (its attributes, line 4, are sampled with the plan)."""
+    c.set_background((yield agents.background(c)))                       # 5: background from persona + attributes
+    for round_number in range(1, config.rounds + 1):                     # 6: 5 rounds, at most 10 messages
+        c.say(CLIENT, (yield agents.client(c, round_number)), f"round {round_number}")
+        c.say(THERAPIST, (yield agents.therapist(c, round_number)), f"round {round_number}")
+    targets = agents.targets()                                           # 7: EU / EA questions from the dialogue
+    c.targets = [f"{task}:{category}" for task, _, category in targets]
+    replies = yield [agents.item_writer(c, task, category) for task, _, category in targets]
+    for (task, number, category), reply in zip(targets, replies, strict=True):
+        agents.add_item(c, task, number, category, reply)                # 8: validate, keep or reject
+
+
+def new_conversation(plan: SamplePlan, seed: int) -> Conversation:
+    attributes = sample_attributes(rng_for(seed, "attributes", plan.index), plan.persona)  # Algorithm 2, line 4
+    return Conversation(plan.unit_id, plan.index, plan.persona, attributes)
+
+
+def run_sample(client: LLMClient, plan: SamplePlan, config: ConciseConfig | None = None) -> Conversation:
+    """Algorithm 2 for one sampled persona, request by request (what :func:`run_concise` does in batches)."""
+    config = config or ConciseConfig()
+    c = new_conversation(plan, config.seed)
+    return run_one(client, c, concise_conversation(c, ConciseAgents(config, client.model), config), seed=config.seed)
+
+
+def sample_record(c: Conversation) -> dict[str, Any]:
+    return {"sample_id": c.unit_id, "index": c.index, "status": "failed" if c.error else "ok",
+            "persona": c.persona.model_dump(), "attributes": c.attributes.model_dump(),
+            "background": c.background, "messages": c.messages, "item_ids": [i.item_id for i in c.items],
+            "targets": c.targets, "rejected_items": c.rejected, "repaired_items": c.repaired, "error": c.error,
+            "usage": c.usage.as_dict(), "timings": c.timings}
+
+
+class ConciseRun(BatchedRun):
+    """Algorithm 2 for one shard of the sampled personas, in lockstep batches; files and resume as MADS."""
+
+    unit, description = "persona", "concise personas"
+
+    def __init__(self, client: LLMClient, plans: Sequence[SamplePlan], out_dir: str | Path, config: ConciseConfig,
+                 *, population: int, progress: bool = True):
+        super().__init__(client, plans, out_dir, config, progress=progress)
+        self.paths = {k: self.out_dir / v for k, v in FILES.items()}
+        self.agents = ConciseAgents(config, client.model)
+        self.population = population
+        self.done: list[dict[str, Any]] = []
+        self.existing: dict[str, list[dict[str, Any]]] = {}
+
+    def settings(self) -> dict[str, Any]:
+        settings = self.config.model_dump(mode="json")
+        settings["generator_model"] = self.client.model
+        settings["plan_fingerprint"] = fingerprint((p.unit_id, p.persona.persona_id) for p in self.all_plans)
+        return settings
+
+    def prepare(self, resume: bool) -> set[str]:
+        files = RunFiles("concise", "persona", self.out_dir, self.paths["config"],
+                         ledger=self.paths["personas_checkpoint"], id_key="sample_id",
+                         records=[self.paths["items_checkpoint"]], unit_of=lambda r: r["dialogue_id"],
+                         outputs=list(self.paths.values()))
+        self.done = files.prepare(self.settings(), resume)
+        if self.paths["items_checkpoint"].is_file():
+            for record in iter_jsonl(self.paths["items_checkpoint"]):
+                self.existing.setdefault(record["dialogue_id"], []).append(record)
+        return {r["sample_id"] for r in self.done}
+
+    def recount(self, unit_id: str) -> None:
+        for item in self.existing.get(unit_id, []):
+            self.agents.balancers[item["task"]].record(item["category"])
+
+    def start(self, plan: SamplePlan) -> tuple[Conversation, Algorithm]:
+        c = new_conversation(plan, self.config.seed)
+        return c, concise_conversation(c, self.agents, self.config)
+
+    def flush(self, done: list[Conversation]) -> None:
+        """Items first, then the personas JSON that marks them complete (Algorithm 2, line 9)."""
+        self.paths["items_checkpoint"].touch()
+        if done:
+            append_jsonl(self.paths["items_checkpoint"], [i for c in done for i in c.items])
+            self.done = self.done + [sample_record(c) for c in done]
+            write_json_atomic(self.paths["personas_checkpoint"], self.done)
+
+    def finish(self, elapsed_s: float) -> dict[str, Any]:
+        """Algorithm 2, lines 11-12: the final files and the summary."""
+        done = sorted(self.done, key=lambda r: r["index"])
+        items = list(iter_jsonl(self.paths["items_checkpoint"], DatasetItem)) \
+            if self.paths["items_checkpoint"].is_file() else []
+        order = {r["sample_id"]: r["index"] for r in done}
+        items.sort(key=lambda i: (order[i.dialogue_id], i.item_id))
+        write_json_atomic(self.paths["personas_final"], done)
+        write_jsonl_atomic(self.paths["items_final"], items)
+        summary = concise_summary(done, items, self.paths, elapsed_s=elapsed_s, population=self.population,
+                                  planned=len(self.plans))
+        write_json_atomic(self.paths["summary"], summary)
+        return summary
+
+
+def concise_summary(done: list[dict[str, Any]], items: list[DatasetItem], paths: dict[str, Path], *,
+                    elapsed_s: float | None = None, population: int | None = None,
+                    planned: int | None = None) -> dict[str, Any]:
+    """Algorithm 2, line 12: paths, counts and category distributions."""
+    usage = Counter()
+    for record in done:
+        usage.update(record["usage"])
+    rejected = [r for record in done for r in record["rejected_items"]]
+    return {
+        "paths": {k: str(p) for k, p in paths.items()},
+        "personas_available": population, "personas_sampled": planned, "personas_written": len(done),
+        "status": distribution(r["status"] for r in done),
+        "failure_reasons": distribution(f"{r['error']['stage']}: {r['error']['reason']}" for r in done if r["error"]),
+        "messages_mean": round(sum(len(r["messages"]) for r in done) / len(done), 2) if done else None,
+        "items": len(items),
+        "items_by_task": distribution((i.task for i in items), ("EU", "EA")),
+        "eu_categories": distribution((i.category for i in items if i.task == "EU"), EU_CATEGORIES),
+        "ea_categories": distribution((i.category for i in items if i.task == "EA"), EA_CATEGORIES),
+        "items_rejected": len(rejected),
+        "rejection_reasons": distribution(r["reason"] for r in rejected),
+        "items_repaired": sum(len(record.get("repaired_items", [])) for record in done),
+        "usage": dict(usage),
+        "elapsed_s_this_session": None if elapsed_s is None else round(elapsed_s, 1),
+    }
+
+
+def output_dir(base: str | Path | None, config: ConciseConfig) -> Path:
+    """``data/concise`` (or ``base``), with a ``shard-KK-of-NN`` folder inside for a sharded run."""
+    folder = Path(base) if base else data_dir() / "concise"
+    if config.num_shards > 1:
+        folder = folder / f"shard-{config.shard_index:02d}-of-{config.num_shards:02d}"
+    return folder
+
+
+def run_concise(client: LLMClient, personas: Sequence[Persona], out_dir: str | Path | None = None,
+                config: ConciseConfig | None = None, *, resume: bool = False, progress: bool = True,
+                ) -> dict[str, Any]:
+    """Algorithm 2 end to end; returns the summary (also written to ``summary.json``)."""
+    config = config or ConciseConfig()
+    run = ConciseRun(client, plan_samples(personas, config), output_dir(out_dir, config), config,
+                     population=len(personas), progress=progress)
+    return run.run(resume=resume)

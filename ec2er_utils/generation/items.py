@@ -1,0 +1,296 @@
+"""Items: the JSON schemas the extraction agents fill, and turning a filled draft into a training item.
+
+Items are drafted, not written whole, by the LLM: the model fills a small schema (scenario, subject, the correct
+option, the distractors, the explanation) and the code adds ids, categories and provenance, then shuffles the
+options with a seed derived from the item id. Putting the correct option in its own field is what makes "the label
+is one of the choices" hold by construction; the shuffle keeps the gold answer's position uniform. Emotion options
+are constrained to the taxonomy's vocabulary (``EMOTION_LABELS``, written in EmoBench's capitalisation).
+
+Both pipelines write the same record, :class:`~ec2er_utils.schemas.DatasetItem`: MADS in EmoBench's EU / EA shape
+(an EU item carries its emotion and its cause question), concise as the paper's generic MCQ (§3.3).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..formatting import EA_QUESTION, EU_EMOTION_QUESTION
+from ..llm import ChatResult, LLMError
+from ..schemas import DatasetItem
+from ..taxonomy import EMOTION_LABELS, is_known_emotion
+
+# EmoBench's English EU fine-grained categories under each coarse category (read from EU.jsonl).
+EU_FINEGRAINED: dict[str, tuple[str, ...]] = {
+    "complex_emotions": ("emotion_transition", "mixture_of_emotions", "unexpected_outcome"),
+    "emotional_cues": ("visual_cues", "vocal_cues"),
+    "personal_beliefs_and_experiences": ("cultural_value", "persona", "sentimental_value"),
+    "perspective_taking": ("false_belief", "faux_pas", "strange_story"),
+}
+# The emotion vocabulary as options are written (EmoBench capitalises: "Delight").
+EMOTION_OPTIONS: tuple[str, ...] = tuple(label.capitalize() for label in EMOTION_LABELS)
+
+# Text fields get a maxLength of about max_tokens * CHARS_PER_TOKEN characters (shared between fields), so that a
+# constrained reply can close its JSON before max_tokens. English prose runs ~4 characters per token, but small
+# models often write short tokens; 2 leaves that margin.
+CHARS_PER_TOKEN = 2.0
+# Scenario word limits become string lengths at ~6 characters per English word (5 letters + a space): a scenario of
+# ``min_words * CHARS_PER_WORD`` characters usually holds ``min_words`` words, so drafts can pass the 50-500-word
+# filter of notebook 03 (``taxonomy.SCENARIO_WORDS``, §3.3). Words are counted by that filter, not here.
+CHARS_PER_WORD = 6
+OTHER_FIELDS_MIN_CHARS = 100  # explanations and options need at least this much room beside the scenario
+
+
+class CategoryBalancer:
+    """Targets the least-represented categories for new items, so the categories stay balanced (§3.3).
+
+    :meth:`take` reserves targets for one conversation (preferring categories it has not had yet; ties go to the
+    taxonomy order, so targets are deterministic); :meth:`settle` releases a reservation once its item is written
+    or rejected, and counts it only if written, so a rejected target is asked for again later. :meth:`record`
+    counts items written earlier (a resumed run).
+    """
+
+    def __init__(self, categories: Sequence[str]):
+        self.categories = tuple(categories)
+        self.counts = Counter({c: 0 for c in self.categories})
+        self.reserved: Counter = Counter()
+
+    def take(self, n: int) -> list[str]:
+        chosen: list[str] = []
+        for _ in range(n):
+            fresh = [c for c in self.categories if c not in chosen] or list(self.categories)
+            target = min(fresh, key=lambda c: (self.counts[c] + self.reserved[c], self.categories.index(c)))
+            self.reserved[target] += 1
+            chosen.append(target)
+        return chosen
+
+    def settle(self, category: str, written: bool) -> None:
+        self.reserved[category] -= 1
+        if written:
+            self.counts[category] += 1
+
+    def record(self, category: str) -> None:
+        if category not in self.counts:
+            raise ValueError(f"unknown category {category!r}; expected one of {list(self.categories)}")
+        self.counts[category] += 1
+
+
+def _string(max_chars: int, min_chars: int = 1) -> dict[str, Any]:
+    return {"type": "string", "minLength": min_chars, "maxLength": max(max_chars, min_chars + 10)}
+
+
+# No "uniqueItems" in the arrays: grammars cannot enforce it, and a re-ask for it rarely helps a small model;
+# repeated options are rejected by the item builders instead (reason "duplicate_options").
+def _strings(n: int, max_chars: int) -> dict[str, Any]:
+    return {"type": "array", "items": _string(max_chars), "minItems": n, "maxItems": n}
+
+
+def _emotions(n: int) -> dict[str, Any]:
+    return {"type": "array", "items": {"enum": list(EMOTION_OPTIONS)}, "minItems": n, "maxItems": n}
+
+
+def _object(title: str, properties: dict[str, Any]) -> dict[str, Any]:
+    return {"title": title, "type": "object", "properties": properties, "required": list(properties),
+            "additionalProperties": False}
+
+
+def _budget(max_tokens: int) -> float:
+    return max_tokens * CHARS_PER_TOKEN
+
+
+def supervisor_schema(max_tokens: int) -> dict[str, Any]:
+    """The SupervisorAgent's verdict: a short reason, then the four criteria of Algorithm 1 as booleans."""
+    return _object("SupervisorVerdict", {
+        "reason": _string(int(_budget(max_tokens) - 70)),
+        **{name: {"type": "boolean"} for name in ("scenario", "emotions", "causes", "dilemma")}})
+
+
+def scenario_budget(max_tokens: int, overhead_chars: int, share: float, min_words: int, what: str,
+                    ) -> tuple[int, int]:
+    """(scenario characters, characters left for the other text fields) within a reply of ``max_tokens``.
+
+    ``overhead_chars`` go to keys, enums and punctuation. The scenario gets ``share`` of the rest but at least
+    ``min_words * CHARS_PER_WORD`` characters plus some room; a budget that cannot also hold
+    ``OTHER_FIELDS_MIN_CHARS`` for the other fields is a settings error that names the fix.
+    """
+    chars = _budget(max_tokens) - overhead_chars
+    floor = min_words * CHARS_PER_WORD + 60
+    scenario = max(int(chars * share), floor)
+    rest = int(chars - scenario)
+    if rest < OTHER_FIELDS_MIN_CHARS:
+        needed = math.ceil((floor + OTHER_FIELDS_MIN_CHARS + overhead_chars) / CHARS_PER_TOKEN)
+        if not min_words:
+            raise ValueError(f"item_max_tokens={max_tokens} cannot hold {what}; raise it to >= {needed}")
+        raise ValueError(f"item_max_tokens={max_tokens} cannot hold {what} whose scenario has at least {min_words} "
+                         f"words; raise item_max_tokens to >= {needed} or lower scenario_min_words")
+    return scenario, rest
+
+
+def eu_draft_schema(max_tokens: int, scenario_min_words: int = 0) -> dict[str, Any]:
+    """One schema for every EU request (the category and sub-type are in the prompt), so the requests of a whole
+    batch of dialogues share one batched, grammar-constrained generate call on the local backend."""
+    scenario, rest = scenario_budget(max_tokens, 240, 0.35, scenario_min_words, "an EU item")  # 240: keys, enums
+    return _object("EUItemDraft", {
+        "scenario": _string(scenario, max(20, scenario_min_words * CHARS_PER_WORD)),
+        "subject": _string(40),
+        "emotion_label": {"enum": list(EMOTION_OPTIONS)},
+        "emotion_distractors": _emotions(5),
+        "emotion_explanation": _string(int(rest * 0.23)),
+        "cause_label": _string(int(rest * 0.11)),
+        "cause_distractors": _strings(3, int(rest * 0.11)),
+        "cause_explanation": _string(int(rest * 0.18)),
+    })
+
+
+def ea_draft_schema(max_tokens: int, scenario_min_words: int = 0) -> dict[str, Any]:
+    scenario, rest = scenario_budget(max_tokens, 110, 0.4, scenario_min_words, "an EA item")
+    return _object("EAItemDraft", {
+        "scenario": _string(scenario, max(20, scenario_min_words * CHARS_PER_WORD)),
+        "subject": _string(40),
+        "best_choice": _string(int(rest * 0.13)),
+        "other_choices": _strings(3, int(rest * 0.13)),
+        "explanation": _string(int(rest * 0.33)),
+    })
+
+
+def mcq_draft_schema(task: str, max_tokens: int, scenario_min_words: int = 0) -> dict[str, Any]:
+    """Concise pipeline: the paper's MCQ record (§3.3); EU options are emotions from the vocabulary."""
+    if task == "EU":
+        answer, distractors = {"enum": list(EMOTION_OPTIONS)}, _emotions(3)
+        share, shares = 0.45, (0.15, 0.55)
+    else:
+        share, shares = 0.35, (0.11, 0.38)
+    scenario, rest = scenario_budget(max_tokens, 150, share, scenario_min_words, f"an {task} question")
+    if task != "EU":
+        answer, distractors = _string(int(rest * 0.09)), _strings(3, int(rest * 0.09))
+    return _object(f"{task}MCQDraft", {
+        "scenario": _string(scenario, max(20, scenario_min_words * CHARS_PER_WORD)),
+        "question": _string(int(rest * shares[0]), 5),
+        "correct_answer": answer,
+        "distractors": distractors,
+        "explanation": _string(int(rest * shares[1])),
+    })
+
+
+class ItemRejected(ValueError):
+    """A draft that cannot become a valid item; ``reason`` is counted in the statistics."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _distinct(options: Sequence[str], what: str) -> list[str]:
+    cleaned = [" ".join(str(o).split()) for o in options]
+    if any(not o for o in cleaned):
+        raise ItemRejected("empty_option", f"{what} has an empty option")
+    if len({o.casefold() for o in cleaned}) != len(cleaned):
+        raise ItemRejected("duplicate_options", f"{what} repeats an option: {cleaned}")
+    return cleaned
+
+
+def _known_emotions(options: Sequence[str]) -> None:
+    unknown = [o for o in options if not is_known_emotion(o)]
+    if unknown:
+        raise ItemRejected("unknown_emotion", f"not in the emotion vocabulary: {unknown}")
+
+
+def _text(value: Any, field: str) -> str:
+    text = " ".join(str(value).split())
+    if not text:
+        raise ItemRejected("schema", f"{field}: empty")
+    return text
+
+
+def _shuffled(options: list[str], rng: random.Random) -> list[str]:
+    options = list(options)
+    rng.shuffle(options)
+    return options
+
+
+def emotion_options(label: str, distractors: Sequence[str], rng: random.Random,
+                    repairs: list[dict[str, Any]] | None = None, item_id: str = "") -> list[str]:
+    """The gold emotion first, then the distractors; repeated distractors are replaced by other emotions.
+
+    A grammar can force emotions from the vocabulary but not distinct ones, and small models repeat one (often the
+    label itself). Each repeat (or copy of the label) is replaced by an emotion drawn, with ``rng``, from the
+    vocabulary words not yet among the options; the repair is appended to ``repairs`` so runs can count it.
+    Free-text options (causes, EA choices) are never invented: repeats there reject the item.
+    """
+    options = [label]
+    for emotion in distractors:
+        if emotion.casefold() not in {o.casefold() for o in options}:
+            options.append(emotion)
+    missing = len(distractors) + 1 - len(options)
+    if missing:
+        unused = [e for e in EMOTION_OPTIONS if e.casefold() not in {o.casefold() for o in options}]
+        replacements = rng.sample(unused, missing)
+        options += replacements
+        if repairs is not None:
+            repairs.append({"item_id": item_id, "repair": "repeated_emotions_replaced",
+                            "detail": f"{list(distractors)} -> {options[1:]}"})
+    return options
+
+
+def build_eu_item(draft: Mapping[str, Any], *, item_id: str, category: str, finegrained: str,
+                  provenance: Mapping[str, Any], rng: random.Random,
+                  repairs: list[dict[str, Any]] | None = None) -> DatasetItem:
+    """An EmoBench-format EU item (emotion + cause question) from a draft; raises :class:`ItemRejected` when it
+    cannot be valid. Repeated emotion distractors are repaired (see :func:`emotion_options`) and noted in
+    ``repairs``."""
+    if finegrained not in EU_FINEGRAINED[category]:
+        raise ValueError(f"{finegrained!r} is not a sub-type of {category}")
+    emotions = _distinct(emotion_options(draft["emotion_label"], draft["emotion_distractors"], rng, repairs,
+                                         item_id), "emotion options")
+    _known_emotions(emotions)
+    causes = _distinct([draft["cause_label"], *draft["cause_distractors"]], "cause options")
+    subject, explanation = _text(draft["subject"], "subject"), _text(draft["emotion_explanation"], "explanation")
+    emotion_choices = _shuffled(emotions, rng)
+    return DatasetItem(
+        item_id=item_id, task="EU", category=category, source_format="emobench_eu",
+        scenario=_text(draft["scenario"], "scenario"), question=EU_EMOTION_QUESTION.format(subject=subject),
+        options=emotion_choices, correct_answer=emotions[0], explanation=explanation, subject=subject,
+        finegrained_category=finegrained, emotion_choices=emotion_choices, emotion_label=emotions[0],
+        emotion_explanation=explanation, cause_choices=_shuffled(causes, rng), cause_label=causes[0],
+        cause_explanation=_text(draft["cause_explanation"], "cause_explanation"), **provenance)
+
+
+def build_ea_item(draft: Mapping[str, Any], *, item_id: str, category: str, question_type: str,
+                  provenance: Mapping[str, Any], rng: random.Random) -> DatasetItem:
+    """An EmoBench-format EA item (the most effective action or response) from a draft."""
+    choices = _distinct([draft["best_choice"], *draft["other_choices"]], "choices")
+    subject = _text(draft["subject"], "subject")
+    shuffled = _shuffled(choices, rng)
+    return DatasetItem(
+        item_id=item_id, task="EA", category=category, source_format="emobench_ea",
+        scenario=_text(draft["scenario"], "scenario"),
+        question=EA_QUESTION.format(question_type=question_type.lower(), subject=subject), options=shuffled,
+        correct_answer=choices[0], explanation=_text(draft["explanation"], "explanation"), subject=subject,
+        question_type=question_type, choices=shuffled, label=choices[0], **provenance)
+
+
+def build_mcq_item(draft: Mapping[str, Any], *, item_id: str, task: str, category: str,
+                   provenance: Mapping[str, Any], rng: random.Random,
+                   repairs: list[dict[str, Any]] | None = None) -> DatasetItem:
+    """The paper's generic MCQ (§3.3) from a concise draft; EU options are emotions from the vocabulary."""
+    if task == "EU":  # emotion options: repeats repaired from the vocabulary, as for MADS EU items
+        options = emotion_options(draft["correct_answer"], draft["distractors"], rng, repairs, item_id)
+        _known_emotions(options)
+    options = _distinct(options if task == "EU" else [draft["correct_answer"], *draft["distractors"]], "options")
+    return DatasetItem(
+        item_id=item_id, task=task, category=category, source_format="mcq",
+        scenario=_text(draft["scenario"], "scenario"), question=_text(draft["question"], "question"),
+        options=_shuffled(options, rng), correct_answer=options[0],
+        explanation=_text(draft["explanation"], "explanation"), **provenance)
+
+
+def rejection(result: ChatResult | LLMError | ItemRejected, *, task: str, target: str, item_id: str,
+              ) -> dict[str, str]:
+    """What the statistics record about an item that was not written."""
+    reason = result.reason if isinstance(result, (LLMError, ItemRejected)) else "unknown"
+    detail = result.detail if isinstance(result, ItemRejected) else str(result)
+    return {"item_id": item_id, "task": task, "target": target, "reason": reason, "detail": detail[:300]}

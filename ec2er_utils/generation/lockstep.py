@@ -1,0 +1,116 @@
+"""Run the paper's algorithms for many conversations at once, written as if for one.
+
+Algorithm 1 and 2 are written as generator functions over one conversation (``mads.mads_dialogue``,
+``concise.concise_conversation``): each ``yield`` hands out the request of one agent (a :class:`Request`, or a list
+of them for the extraction agents, asked at once) and gets its reply back. :func:`run_lockstep` advances a batch
+of such conversations together: in each step it collects the pending requests of every conversation still going,
+sends the requests of one step as ONE ``chat_many`` call (one batched forward pass on the local backend,
+concurrent requests on a server), and hands each conversation its reply. :func:`run_one` is the same for a single
+conversation, which is how the notebooks first show an algorithm.
+
+A failed request whose conversation cannot go on without it (``required``: the background, a turn) ends that
+conversation with its error recorded (:class:`~ec2er_utils.generation.dialogue.UnitFailed`); the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..llm import ChatResult, LLMClient, LLMError
+from .dialogue import Conversation, UnitFailed, result_usage
+
+Reply = ChatResult | LLMError
+
+
+@dataclass
+class Request:
+    """One agent's request. Requests of the same ``step`` from different conversations share one batched call,
+    so they must share ``temperature`` and ``max_tokens``; each may have its own ``schema``."""
+
+    step: str  # e.g. "background", "turn 3 client", "supervisor", "items": also what the sampling seed depends on
+    messages: list[dict[str, str]]
+    temperature: float
+    max_tokens: int
+    schema: dict[str, Any] | None = None
+    required: bool = False  # a failure ends the conversation
+    timing: str = "dialogue_s"  # which timing the wall time is charged to
+    last: bool = False  # served only when no other step is pending (extraction waits for the batch's dialogues)
+
+
+Algorithm = Generator["Request | list[Request]", "Reply | list[Reply]", None]
+
+
+def call_seed(seed: int, *keys: Any) -> int:
+    """A per-call sampling seed that depends only on the run seed and where the call sits in the run."""
+    digest = hashlib.sha256(repr((seed, *keys)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31 - 1)
+
+
+def _advance(conversation: Conversation, algorithm: Algorithm, reply: Any, pending: Request | list | None):
+    """Send ``reply`` to the algorithm; returns its next request(s), or None once the conversation is over."""
+    try:
+        required = [r for r in (pending if isinstance(pending, list) else [pending]) if r is not None and r.required]
+        if required and isinstance(reply, LLMError):
+            raise UnitFailed(required[0].step, reply)
+        return algorithm.send(reply)
+    except UnitFailed as failure:
+        conversation.fail(failure.stage, failure.error)
+        algorithm.close()
+    except StopIteration:
+        pass
+    return None
+
+
+def run_lockstep(client: LLMClient, runs: Sequence[tuple[Conversation, Algorithm]], *, seed: int = 0,
+                 on_step: Any = None) -> list[Conversation]:
+    """Advance every ``(conversation, algorithm)`` pair to its end, one batched call per step; returns the
+    conversations (their ``usage`` and ``timings`` filled in). ``seed`` and the step name give each call its
+    sampling seed; ``on_step(step)`` is called before each call (a progress bar's label)."""
+    pending: dict[int, Request | list[Request]] = {}
+    for n, (conversation, algorithm) in enumerate(runs):
+        request = _advance(conversation, algorithm, None, None)
+        if request is not None:
+            pending[n] = request
+    while pending:
+        flat = [(n, k, r) for n, req in pending.items() for k, r in enumerate(req if isinstance(req, list) else [req])]
+        if any(not r.last for _, _, r in flat):
+            flat = [entry for entry in flat if not entry[2].last]
+        step = flat[0][2].step
+        batch = [entry for entry in flat if entry[2].step == step]
+        if on_step is not None:
+            on_step(step)
+        started = time.perf_counter()
+        replies = client.chat_many([r.messages for _, _, r in batch], schemas=[r.schema for _, _, r in batch],
+                                   temperature=batch[0][2].temperature, max_tokens=batch[0][2].max_tokens,
+                                   seed=call_seed(seed, step))
+        elapsed = time.perf_counter() - started
+        answered: dict[int, dict[int, Reply]] = {}
+        for (n, k, _request), reply in zip(batch, replies, strict=True):
+            conversation = runs[n][0]
+            used = result_usage(reply)
+            conversation.usage.add(used.prompt_tokens, used.completion_tokens, used.calls or 1)
+            answered.setdefault(n, {})[k] = reply
+        for n, replies_of_n in answered.items():
+            conversation, algorithm = runs[n]
+            timing = batch[0][2].timing
+            conversation.timings[timing] = round(conversation.timings.get(timing, 0.0) + elapsed, 3)
+            request = pending[n]
+            if isinstance(request, list):  # a list is answered in one step (its requests share the step name)
+                reply: Any = [replies_of_n[k] for k in range(len(request))]
+            else:
+                reply = replies_of_n[0]
+            following = _advance(conversation, algorithm, reply, request)
+            if following is None:
+                del pending[n]
+            else:
+                pending[n] = following
+    return [conversation for conversation, _ in runs]
+
+
+def run_one(client: LLMClient, conversation: Conversation, algorithm: Algorithm, *, seed: int = 0) -> Conversation:
+    """One conversation through its algorithm, request by request."""
+    return run_lockstep(client, [(conversation, algorithm)], seed=seed)[0]

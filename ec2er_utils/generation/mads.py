@@ -1,0 +1,557 @@
+"""The Multi-Agent Dialogue System (paper §3.2, Algorithm 1): persona + theme -> background -> supervised therapy
+dialogue -> EmoBench-format EU and EA items with chain-of-thought explanations.
+
+Agents (prompts in :mod:`ec2er_utils.generation.prompts`):
+
+- **BackgroundGeneratorAgent** writes a 200–400-word narrative from the persona, the theme and the sampled
+  attributes; it is the shared context of the two speakers.
+- **ClientAgent** and **TherapistAgent** take turns; the client opens. One *turn* is a client message followed by
+  a therapist message, so the paper's 14 turns are its "28 messages".
+- **SupervisorAgent** judges the dialogue every ``supervisor_every`` (2) turns: scenario, emotions, causes and
+  dilemma, each true/false, with a reason (JSON schema). The dialogue stops when all four hold and at least
+  ``min_turns`` turns are done, or at ``max_turns``. The stop reason (``criteria_met`` / ``max_turns``) and every
+  verdict are recorded.
+- **EU and EA extraction agents** then write 3–4 items each (one request per item) in EmoBench's format. Each
+  request names a target category: the least represented so far
+  (:class:`~ec2er_utils.generation.items.CategoryBalancer`), which keeps the four EU and four EA categories
+  balanced; EU sub-types (EmoBench's fine-grained categories) and EA question types (Action/Response) are balanced
+  the same way.
+
+The algorithm is :func:`mads_dialogue`, written for one dialogue in the shape of the paper's pseudo-code;
+:func:`run_dialogue` runs it once. :func:`run_mads` runs it for many: the dialogues of a batch (``concurrency`` of
+them) advance in lockstep (:mod:`~ec2er_utils.generation.lockstep`); each step (background, client turn, therapist
+turn, verdict, extraction) is one ``chat_many`` over the still-active dialogues, so the local backend generates
+them in one batched forward pass and a server gets them as concurrent requests.
+
+Outputs in ``out_dir`` (``data/mads/``; ``shard-KK-of-NN/`` inside it for a sharded run):
+``eu_items.jsonl`` / ``ea_items.jsonl`` (:class:`~ec2er_utils.schemas.DatasetItem` in EmoBench's EU / EA shape),
+``dialogues.jsonl`` (background + transcript), ``metadata.jsonl`` (one line per dialogue: persona id, theme,
+attributes, turns, stop reason, verdicts, item ids, rejected items, token usage, timings), ``statistics.json``
+(category distributions and counts), ``run_config.json``.
+
+Crash safety: results are appended every ``checkpoint_every`` dialogues (at the end of a batch), items first and
+the dialogue's metadata line last, so a metadata line means "this dialogue is complete". ``resume=True`` repairs a
+partial last line, removes items of dialogues without a metadata line, and re-runs from the first incomplete
+batch, writing only dialogues not yet complete. Dialogue ids, plans and sampling seeds depend only on the seed and
+the dialogue's index, so with a deterministic backend a resumed run writes exactly what an uninterrupted run
+writes. A dialogue that fails (an :class:`~ec2er_utils.llm.LLMError` in a background or turn) is recorded with
+``status="failed"`` and its reason; the run goes on, and the statistics count failures by stage and reason.
+
+Transport failures are retried twice over: each request by the client (the openai SDK's exponential backoff on
+connection errors, HTTP 429/5xx and timeouts, ``max_retries`` times), and each dialogue by ``resume=True``: a
+dialogue whose metadata shows a request that never got an answer (``request_failed``, in its error, a rejected
+item or a supervisor verdict) is taken out of the files and generated again, because it does not hold what the
+model would have written. So when a server dies mid-run, every dialogue from then on is recorded as failed, and
+after a restart a resume fills them in: with greedy decoding the result has the same ids and items as an
+uninterrupted run (dialogues generated again are appended, so lines may come in another order). Failures of the
+model's output (empty replies, invalid JSON, rejected items) are results, not faults, and are kept. The resume
+rules are shared with the concise pipeline: :class:`~ec2er_utils.generation.run_files.RunFiles`.
+
+Departures from the paper (documented choices): the supervisor gives its reason before its verdicts and decodes
+greedily; the supervisor also judges at turns before ``min_turns`` (its verdict is recorded, it cannot stop the
+dialogue yet); items are drafted field by field and assembled by code (see :mod:`ec2er_utils.generation.items`); a
+dialogue that reaches ``max_turns`` without meeting all criteria is still extracted unless
+``extract_incomplete=False`` (its metadata says so); an item's category, EU sub-type and EA question type are the
+ones its extractor was asked for (not re-judged afterwards); dialogues of a batch run in lockstep and a batch ends
+when its longest dialogue ends (no refilling), which keeps batches, and so resumed runs, reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from ..jsonl import append_jsonl, iter_jsonl, write_json_atomic
+from ..llm import ChatResult, LLMClient, LLMError
+from ..parameters import StageConfig
+from ..paths import data_dir
+from ..personas import AttributeSet, Persona, rng_for, sample_attributes
+from ..taxonomy import EA_CATEGORIES, EA_QUESTION_TYPES, EU_CATEGORIES, MADS_TURNS, SCENARIO_WORDS
+from ..themes import THEMES, Theme, compatibility
+from . import prompts
+from .dialogue import CLIENT, THERAPIST, Conversation, transcript
+from .items import (
+    EU_FINEGRAINED,
+    CategoryBalancer,
+    ItemRejected,
+    build_ea_item,
+    build_eu_item,
+    ea_draft_schema,
+    eu_draft_schema,
+    rejection,
+    supervisor_schema,
+)
+from .lockstep import Algorithm, Request, run_one
+from .run_files import RunFiles, distribution, fingerprint
+from .runner import BatchedRun
+
+CRITERIA = ("scenario", "emotions", "causes", "dilemma")
+FILES = {"eu": "eu_items.jsonl", "ea": "ea_items.jsonl", "dialogues": "dialogues.jsonl",
+         "metadata": "metadata.jsonl", "statistics": "statistics.json", "config": "run_config.json"}
+
+
+class MADSConfig(StageConfig):
+    """Every setting of a MADS run. Defaults are CPU-demo sized where the paper's would take hours (counts, token
+    budgets); the paper's values are in ``recipes/paper/01_mads.yaml``."""
+
+    num_dialogues: int = Field(2, ge=1)
+    min_turns: int = Field(MADS_TURNS[0], ge=1)
+    max_turns: int = Field(MADS_TURNS[1], ge=1)
+    supervisor_every: int = Field(2, ge=1)
+    eu_items: tuple[int, int] = (3, 4)  # items per dialogue: drawn uniformly from this inclusive range
+    ea_items: tuple[int, int] = (3, 4)
+    concurrency: int = Field(8, ge=1)  # dialogues in flight (one lockstep batch)
+    checkpoint_every: int = Field(50, ge=1)  # dialogues between appends to the output files
+    seed: int = 0
+    background_words: tuple[int, int] = (200, 400)
+    background_max_tokens: int = Field(700, ge=1)
+    turn_max_tokens: int = Field(200, ge=1)
+    supervisor_max_tokens: int = Field(160, ge=1)
+    item_max_tokens: int = Field(700, ge=1)
+    scenario_min_words: int = Field(SCENARIO_WORDS[0], ge=0)  # shortest scenario the item schema allows
+    temperature: float = Field(0.8, ge=0)  # background, turns and extraction
+    judge_temperature: float = Field(0.0, ge=0)  # the supervisor: greedy
+    extract_incomplete: bool = True  # extract from dialogues that hit max_turns without meeting every criterion
+    shard_index: int = Field(0, ge=0)
+    num_shards: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        for name in ("eu_items", "ea_items", "background_words"):
+            low, high = getattr(self, name)
+            if not 1 <= low <= high:
+                raise ValueError(f"{name} must be (low, high) with 1 <= low <= high, got {(low, high)}")
+        if self.min_turns > self.max_turns:
+            raise ValueError(f"min_turns ({self.min_turns}) is greater than max_turns ({self.max_turns}); the paper "
+                             f"uses min_turns={MADS_TURNS[0]}, max_turns={MADS_TURNS[1]}")
+        if self.shard_index >= self.num_shards:
+            raise ValueError(f"need 0 <= shard_index < num_shards, got shard_index={self.shard_index}, "
+                             f"num_shards={self.num_shards}")
+        eu_draft_schema(self.item_max_tokens, self.scenario_min_words)  # raises if the budget cannot hold it
+        ea_draft_schema(self.item_max_tokens, self.scenario_min_words)
+        if not MADS_TURNS[0] <= self.min_turns <= self.max_turns <= MADS_TURNS[1]:
+            warnings.warn(f"turn limits {self.min_turns}-{self.max_turns} differ from the paper's "
+                          f"{MADS_TURNS[0]}-{MADS_TURNS[1]}", stacklevel=2)
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Planning: which persona, theme and attributes each dialogue gets (Algorithm 1, line 2)
+
+
+@dataclass(frozen=True)
+class DialoguePlan:
+    index: int
+    dialogue_id: str
+    persona: Persona
+    theme: Theme
+    attributes: AttributeSet
+
+    @property
+    def unit_id(self) -> str:
+        return self.dialogue_id
+
+
+def dialogue_id_for(seed: int, index: int) -> str:
+    return f"mads-s{seed}-{index:05d}"
+
+
+def plan_dialogues(personas: Sequence[Persona], themes: Sequence[Theme], num_dialogues: int, seed: int = 0,
+                   ) -> tuple[list[DialoguePlan], dict[str, Any]]:
+    """Sample ``num_dialogues`` compatible (persona, theme) pairs and each dialogue's attributes (Algorithm 1, l.2).
+
+    Personas are drawn without replacement in a seeded order (a new order each time all are used). For each, the
+    theme is the compatible one whose category, then itself, is least used so far, ties broken at random with
+    more weight for themes whose keywords occur in the persona text. Personas with no compatible theme are
+    skipped and counted in the returned report. The plan depends only on the inputs and ``seed``.
+    """
+    if not personas:
+        raise ValueError("no personas: load some first (notebooks/00_personas.ipynb)")
+    if not themes:
+        raise ValueError("no themes: pass the built-in catalogue (themes.THEMES) or a themes file")
+    rng = random.Random(seed)
+    category_uses, theme_uses = Counter(), Counter()
+    plans: list[DialoguePlan] = []
+    skipped: dict[str, list[str]] = {}
+    order: list[int] = []
+    draws = 0
+    while len(plans) < num_dialogues:
+        if not order:
+            if draws and len(skipped) == len({p.persona_id for p in personas}):
+                raise ValueError(f"none of the {len(personas)} personas is compatible with any of the {len(themes)} "
+                                 "themes; check the themes' age and status limits")
+            order = rng.sample(range(len(personas)), len(personas))
+        persona = personas[order.pop(0)]
+        draws += 1
+        checks = [(t, compatibility(persona, t)) for t in themes]
+        fitting = [(t, c) for t, c in checks if c.ok]
+        if not fitting:
+            skipped[persona.persona_id] = [f"{t.name}: {'; '.join(c.reasons)}" for t, c in checks]
+            continue
+        least = min((category_uses[t.category], theme_uses[t.name]) for t, _ in fitting)
+        candidates = [(t, c) for t, c in fitting if (category_uses[t.category], theme_uses[t.name]) == least]
+        theme = rng.choices([t for t, _ in candidates], weights=[1 + c.keyword_hits for _, c in candidates])[0]
+        category_uses[theme.category] += 1
+        theme_uses[theme.name] += 1
+        index = len(plans)
+        attributes = sample_attributes(rng_for(seed, "attributes", index), persona, theme)
+        plans.append(DialoguePlan(index, dialogue_id_for(seed, index), persona, theme, attributes))
+    report = {"personas_available": len(personas), "personas_skipped_incompatible": len(skipped),
+              "skipped_examples": dict(list(skipped.items())[:5]), "theme_uses": dict(theme_uses),
+              "theme_category_uses": dict(category_uses)}
+    return plans, report
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One dialogue and its agents
+
+
+@dataclass
+class Dialogue(Conversation):
+    """A MADS dialogue in progress: the conversation, the supervisor's verdicts and why it stopped."""
+
+    theme: Theme | None = None
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    turns: int = 0
+    stop_reason: str | None = None
+    extracted: bool = False
+
+    @property
+    def criteria_met(self) -> bool:
+        return bool(self.verdicts) and bool(self.verdicts[-1].get("all_met"))
+
+    def judge(self, turn: int, reply: ChatResult | LLMError) -> None:
+        """Record the supervisor's verdict; a failed check counts as "not yet" and the dialogue goes on."""
+        if isinstance(reply, LLMError):
+            self.verdicts.append({"turn": turn, "error": reply.reason, "message": str(reply)[:300]})
+            return
+        verdict = {"turn": turn, **{k: bool(reply.data[k]) for k in CRITERIA}, "reason": reply.data["reason"]}
+        verdict["all_met"] = all(verdict[k] for k in CRITERIA)
+        self.verdicts.append(verdict)
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "failed"
+        return "ok" if self.extracted else "not_extracted"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one extraction request asks for: an EU category and sub-type, or an EA category and question type."""
+
+    task: str
+    number: int
+    category: str
+    detail: str
+
+    def item_id(self, dialogue_id: str) -> str:
+        return f"{dialogue_id}-{self.task.lower()}{self.number}"
+
+
+class MADSAgents:
+    """The requests of each agent (Background, Client, Therapist, Supervisor, EU and EA extraction) for one run's
+    settings; the extraction agents also turn replies into items, and choose what to ask for (the least
+    represented categories so far)."""
+
+    def __init__(self, config: MADSConfig, generator_model: str):
+        self.config, self.generator_model = config, generator_model
+        self.turn_words = max(15, int(config.turn_max_tokens * 0.6))
+        self.eu_balancer = CategoryBalancer(EU_CATEGORIES)
+        self.fine_balancers = {c: CategoryBalancer(EU_FINEGRAINED[c]) for c in EU_CATEGORIES}
+        self.ea_balancer = CategoryBalancer(EA_CATEGORIES)
+        self.qtype_balancer = CategoryBalancer(EA_QUESTION_TYPES)
+        self.schemas = {"supervisor": supervisor_schema(config.supervisor_max_tokens),
+                        "EU": eu_draft_schema(config.item_max_tokens, config.scenario_min_words),
+                        "EA": ea_draft_schema(config.item_max_tokens, config.scenario_min_words)}
+
+    def background(self, d: Dialogue) -> Request:
+        low, high = self.config.background_words
+        user = prompts.MADS_BACKGROUND_USER.format(
+            min_words=low, max_words=high, persona=d.persona.describe(), theme_title=d.theme.title,
+            theme_description=d.theme.description, attributes=d.attributes.describe())
+        return Request("background", [{"role": "system", "content": prompts.BACKGROUND_SYSTEM},
+                                      {"role": "user", "content": user}],
+                       self.config.temperature, self.config.background_max_tokens, required=True,
+                       timing="background_s")
+
+    def client(self, d: Dialogue, turn: int) -> Request:
+        return Request(f"turn {turn} client", d.client_prompt(self.turn_words), self.config.temperature,
+                       self.config.turn_max_tokens, required=True)
+
+    def therapist(self, d: Dialogue, turn: int) -> Request:
+        return Request(f"turn {turn} therapist", d.therapist_prompt(self.turn_words), self.config.temperature,
+                       self.config.turn_max_tokens, required=True)
+
+    def supervisor(self, d: Dialogue, turn: int) -> Request:
+        user = prompts.SUPERVISOR_USER.format(transcript=transcript(d.messages))
+        return Request(f"supervisor after turn {turn}", [{"role": "system", "content": prompts.SUPERVISOR_SYSTEM},
+                                                         {"role": "user", "content": user}],
+                       self.config.judge_temperature, self.config.supervisor_max_tokens,
+                       schema=self.schemas["supervisor"], timing="supervisor_s")
+
+    def targets(self, d: Dialogue) -> list[Target]:
+        """3-4 EU and 3-4 EA targets (a seeded count per dialogue), each the least represented so far."""
+        n_eu = rng_for(self.config.seed, "eu_items", d.index).randint(*self.config.eu_items)
+        n_ea = rng_for(self.config.seed, "ea_items", d.index).randint(*self.config.ea_items)
+        eu = [(c, self.fine_balancers[c].take(1)[0]) for c in self.eu_balancer.take(n_eu)]
+        ea = list(zip(self.ea_balancer.take(n_ea), self.qtype_balancer.take(n_ea), strict=True))
+        return [Target("EU", k, c, f) for k, (c, f) in enumerate(eu, start=1)] + \
+               [Target("EA", k, c, q) for k, (c, q) in enumerate(ea, start=1)]
+
+    def extractor(self, d: Dialogue, target: Target) -> Request:
+        context = prompts.DIALOGUE_CONTEXT.format(transcript=transcript(d.messages))
+        if target.task == "EU":
+            user = prompts.EU_EXTRACTOR_USER.format(
+                context=context, category=target.category, category_guide=prompts.EU_CATEGORY_GUIDE[target.category],
+                finegrained=target.detail, finegrained_guide=prompts.EU_FINEGRAINED_GUIDE[target.detail])
+        else:
+            user = prompts.EA_EXTRACTOR_USER.format(
+                context=context, category=target.category, category_guide=prompts.EA_CATEGORY_GUIDE[target.category],
+                question_type=target.detail, question_type_guide=prompts.EA_QUESTION_TYPE_GUIDE[target.detail],
+                question_type_word=target.detail.lower())
+        return Request("items", [{"role": "system", "content": prompts.EXTRACTOR_SYSTEM},
+                                 {"role": "user", "content": user}],
+                       self.config.temperature, self.config.item_max_tokens, schema=self.schemas[target.task],
+                       timing="extraction_s",
+                       last=True)
+
+    def add_item(self, d: Dialogue, target: Target, reply: ChatResult | LLMError) -> None:
+        """The item built from an extraction reply, or its rejection, recorded on the dialogue and counted."""
+        item_id = target.item_id(d.unit_id)
+        written = False
+        try:
+            if isinstance(reply, LLMError):
+                raise reply
+            provenance = {"pipeline": "mads", "generator_model": self.generator_model,
+                          "persona_id": d.persona.persona_id, "dialogue_id": d.unit_id, "theme": d.theme.name}
+            rng = rng_for(self.config.seed, "options", item_id)
+            if target.task == "EU":
+                item = build_eu_item(reply.data, item_id=item_id, category=target.category,
+                                     finegrained=target.detail, provenance=provenance, rng=rng, repairs=d.repaired)
+            else:
+                item = build_ea_item(reply.data, item_id=item_id, category=target.category,
+                                     question_type=target.detail, provenance=provenance, rng=rng)
+            d.items.append(item)
+            written = True
+        except (LLMError, ItemRejected) as problem:
+            d.rejected.append(rejection(problem, task=target.task, target=f"{target.category}/{target.detail}",
+                                        item_id=item_id))
+        if target.task == "EU":
+            self.eu_balancer.settle(target.category, written)
+            self.fine_balancers[target.category].settle(target.detail, written)
+        else:
+            self.ea_balancer.settle(target.category, written)
+            self.qtype_balancer.settle(target.detail, written)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Algorithm 1
+
+
+def mads_dialogue(d: Dialogue, agents: MADSAgents, config: MADSConfig) -> Algorithm:
+    """Algorithm 1, lines 4-11, for one (persona, theme) pair. Each ``yield`` asks an agent and gets its reply."""
+    d.set_background((yield agents.background(d)))                              # 4: BackgroundGeneratorAgent
+    for turn in range(1, config.max_turns + 1):                                 # 5-6: client and therapist talk
+        d.say(CLIENT, (yield agents.client(d, turn)), f"turn {turn}")
+        d.say(THERAPIST, (yield agents.therapist(d, turn)), f"turn {turn}")
+        d.turns = turn
+        if turn % config.supervisor_every == 0:                                 # 7: supervisor every 2 turns
+            d.judge(turn, (yield agents.supervisor(d, turn)))
+            if d.criteria_met and turn >= config.min_turns:                     # 8: stop when all criteria hold
+                d.stop_reason = "criteria_met"
+                break
+    else:
+        d.stop_reason = "max_turns"
+    if d.stop_reason == "criteria_met" or config.extract_incomplete:
+        targets = agents.targets(d)                                             # 9-10: extract EU and EA items
+        d.extracted = True
+        d.targets = [f"{t.task}:{t.category}/{t.detail}" for t in targets]
+        replies = yield [agents.extractor(d, t) for t in targets]
+        for target, reply in zip(targets, replies, strict=True):
+            agents.add_item(d, target, reply)                                   # 11: items and category counts
+
+
+def new_dialogue(plan: DialoguePlan) -> Dialogue:
+    return Dialogue(plan.dialogue_id, plan.index, plan.persona, plan.attributes, theme=plan.theme)
+
+
+def run_dialogue(client: LLMClient, plan: DialoguePlan, config: MADSConfig | None = None) -> Dialogue:
+    """Algorithm 1 for a single planned dialogue, request by request (what :func:`run_mads` does in batches)."""
+    config = config or MADSConfig()
+    d = new_dialogue(plan)
+    return run_one(client, d, mads_dialogue(d, MADSAgents(config, client.model), config), seed=config.seed)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The batched, resumable run
+
+
+class MADSRun(BatchedRun):
+    """Algorithm 1 for one shard of a plan, in lockstep batches; see the module docstring for files and resume."""
+
+    unit, description = "dialogue", "MADS dialogues"
+
+    def __init__(self, client: LLMClient, plans: Sequence[DialoguePlan], out_dir: str | Path, config: MADSConfig,
+                 plan_report: dict[str, Any] | None = None, progress: bool = True):
+        super().__init__(client, plans, out_dir, config, progress=progress)
+        self.paths = {k: self.out_dir / v for k, v in FILES.items()}
+        self.agents = MADSAgents(config, client.model)
+        self.plan_report = plan_report or {}
+        self.position = {p.dialogue_id: n for n, p in enumerate(self.plans)}
+        self.existing: dict[str, list[dict[str, Any]]] = {}
+
+    def settings(self) -> dict[str, Any]:
+        settings = self.config.model_dump(mode="json")
+        settings["generator_model"] = self.client.model
+        settings["plan_fingerprint"] = fingerprint(
+            (p.dialogue_id, p.persona.persona_id, p.theme.name, p.attributes.model_dump()) for p in self.all_plans)
+        return settings
+
+    def prepare(self, resume: bool) -> set[str]:
+        files = RunFiles("mads", "dialogue", self.out_dir, self.paths["config"], ledger=self.paths["metadata"],
+                         id_key="dialogue_id", records=[self.paths[k] for k in ("eu", "ea", "dialogues")],
+                         unit_of=lambda record: record["dialogue_id"],
+                         outputs=[self.paths[k] for k in ("eu", "ea", "dialogues", "metadata", "statistics",
+                                                          "config")])
+        complete = {r["dialogue_id"] for r in files.prepare(self.settings(), resume)}
+        for key in ("eu", "ea"):
+            if self.paths[key].is_file():
+                for record in iter_jsonl(self.paths[key]):
+                    self.existing.setdefault(record["dialogue_id"], []).append(record)
+        return complete
+
+    def recount(self, unit_id: str) -> None:
+        for item in self.existing.get(unit_id, []):
+            if item["task"] == "EU":
+                self.agents.eu_balancer.record(item["category"])
+                self.agents.fine_balancers[item["category"]].record(item["finegrained_category"])
+            else:
+                self.agents.ea_balancer.record(item["category"])
+                self.agents.qtype_balancer.record(item["question_type"])
+
+    def start(self, plan: DialoguePlan) -> tuple[Dialogue, Algorithm]:
+        d = new_dialogue(plan)
+        return d, mads_dialogue(d, self.agents, self.config)
+
+    def flush(self, done: list[Dialogue]) -> None:
+        for key in ("dialogues", "eu", "ea", "metadata"):  # every output exists, even when it has no line yet
+            self.paths[key].touch()
+        if done:
+            append_jsonl(self.paths["dialogues"], [self._dialogue_record(d) for d in done])
+            append_jsonl(self.paths["eu"], [i for d in done for i in d.items if i.task == "EU"])
+            append_jsonl(self.paths["ea"], [i for d in done for i in d.items if i.task == "EA"])
+            append_jsonl(self.paths["metadata"], [self._metadata_record(d) for d in done])  # last: "complete"
+        write_json_atomic(self.paths["statistics"], self.finish(None))
+
+    def finish(self, elapsed_s: float | None) -> dict[str, Any]:
+        stats = mads_statistics(self.out_dir, elapsed_s=elapsed_s, plan_report=self.plan_report,
+                                planned=len(self.plans))
+        if elapsed_s is not None:
+            write_json_atomic(self.paths["statistics"], stats)
+        return stats
+
+    def _dialogue_record(self, d: Dialogue) -> dict[str, Any]:
+        return {"dialogue_id": d.unit_id, "persona_id": d.persona.persona_id, "theme": d.theme.name,
+                "background": d.background, "messages": d.messages}
+
+    def _metadata_record(self, d: Dialogue) -> dict[str, Any]:
+        return {
+            "dialogue_id": d.unit_id, "index": d.index, "status": d.status,
+            "persona_id": d.persona.persona_id, "persona": d.persona.text, "theme": d.theme.name,
+            "theme_category": d.theme.category, "attributes": d.attributes.model_dump(),
+            "turns": d.turns, "messages": len(d.messages), "stop_reason": "error" if d.error else d.stop_reason,
+            "criteria_met": d.criteria_met, "supervisor_verdicts": d.verdicts,
+            "background_words": len(d.background.split()), "error": d.error,
+            "eu_targets": [t for t in d.targets if t.startswith("EU:")],
+            "ea_targets": [t for t in d.targets if t.startswith("EA:")],
+            "eu_item_ids": [i.item_id for i in d.items if i.task == "EU"],
+            "ea_item_ids": [i.item_id for i in d.items if i.task == "EA"],
+            "rejected_items": d.rejected, "repaired_items": d.repaired, "usage": d.usage.as_dict(),
+            "timings": d.timings, "generator_model": self.client.model, "seed": self.config.seed,
+            "batch": self.position[d.unit_id] // self.config.concurrency,
+        }
+
+
+def mads_statistics(out_dir: str | Path, *, elapsed_s: float | None = None, plan_report: dict | None = None,
+                    planned: int | None = None) -> dict[str, Any]:
+    """Counts and category distributions of everything a MADS run has written so far."""
+    out_dir = Path(out_dir)
+    paths = {k: out_dir / v for k, v in FILES.items()}
+    meta = list(iter_jsonl(paths["metadata"])) if paths["metadata"].is_file() else []
+    eu = list(iter_jsonl(paths["eu"])) if paths["eu"].is_file() else []
+    ea = list(iter_jsonl(paths["ea"])) if paths["ea"].is_file() else []
+    usage = Counter()
+    for record in meta:
+        usage.update(record["usage"])
+    rejected = [r for record in meta for r in record["rejected_items"]]
+    ok = [r for r in meta if r["status"] != "failed"]
+    stats = {
+        "dialogues_planned": planned, "dialogues_written": len(meta),
+        "status": distribution(r["status"] for r in meta),
+        "stop_reasons": distribution(r["stop_reason"] for r in meta),
+        "failure_reasons": distribution(f"{r['error']['stage']}: {r['error']['reason']}" for r in meta if r["error"]),
+        "turns_mean": round(sum(r["turns"] for r in ok) / len(ok), 2) if ok else None,
+        "turns_distribution": distribution(str(r["turns"]) for r in ok),
+        "eu_items": len(eu), "ea_items": len(ea),
+        "eu_categories": distribution((i["category"] for i in eu), EU_CATEGORIES),
+        "eu_finegrained": distribution(i["finegrained_category"] for i in eu),
+        "ea_categories": distribution((i["category"] for i in ea), EA_CATEGORIES),
+        "ea_question_types": distribution((i["question_type"] for i in ea), EA_QUESTION_TYPES),
+        "items_rejected": len(rejected),
+        "rejection_reasons": distribution(r["reason"] for r in rejected),
+        "items_repaired": sum(len(record.get("repaired_items", [])) for record in meta),
+        "themes": distribution(r["theme"] for r in meta),
+        "usage": dict(usage),
+        "completion_tokens_per_dialogue": round(usage["completion_tokens"] / len(meta), 1) if meta else None,
+        "elapsed_s_this_session": None if elapsed_s is None else round(elapsed_s, 1),
+        "plan": plan_report or {},
+    }
+    return stats
+
+
+def output_dir(base: str | Path | None, config: MADSConfig) -> Path:
+    """``data/mads`` (or ``base``), with a ``shard-KK-of-NN`` folder inside for a sharded run."""
+    folder = Path(base) if base else data_dir() / "mads"
+    if config.num_shards > 1:
+        folder = folder / f"shard-{config.shard_index:02d}-of-{config.num_shards:02d}"
+    return folder
+
+
+def run_mads(client: LLMClient, personas: Sequence[Persona], themes: Sequence[Theme] = THEMES,
+             out_dir: str | Path | None = None, config: MADSConfig | None = None, *, resume: bool = False,
+             progress: bool = True) -> dict[str, Any]:
+    """Algorithm 1 end to end; returns the statistics (also in ``statistics.json``)."""
+    config = config or MADSConfig()
+    plans, report = plan_dialogues(personas, themes, config.num_dialogues, config.seed)
+    run = MADSRun(client, plans, output_dir(out_dir, config), config, report, progress=progress)
+    stats = run.run(resume=resume)
+    stats["out_dir"] = str(run.out_dir)
+    stats["files"] = {k: str(p) for k, p in run.paths.items()}
+    return stats
+
+
+def run_plan(num_dialogues: int, dialogues_per_hour_per_server: float, *, servers: int = 1,
+             shards: int | None = None) -> dict[str, Any]:
+    """Wall-clock hours for a run, from a *measured* per-server rate (e.g. ``benchmarks/generation.py``).
+
+    Shards split the dialogues over machines or Colab sessions; each shard needs its own server(s), so the hours
+    are the dialogues per shard divided by that shard's rate. Nothing here is measured: it is arithmetic on the
+    figure you pass in.
+    """
+    if dialogues_per_hour_per_server <= 0:
+        raise ValueError("dialogues_per_hour_per_server must be > 0 (measure it first)")
+    shards = shards or servers
+    if servers < shards:
+        raise ValueError(f"each shard needs a server: servers ({servers}) < shards ({shards})")
+    per_shard = -(-num_dialogues // shards)
+    rate = dialogues_per_hour_per_server * (servers / shards)
+    return {"num_dialogues": num_dialogues, "servers": servers, "shards": shards, "dialogues_per_shard": per_shard,
+            "dialogues_per_hour_per_shard": round(rate, 1), "hours": round(per_shard / rate, 2)}

@@ -1,0 +1,91 @@
+"""The batched, resumable run around an algorithm (shared by MADS and concise).
+
+A run takes its planned units (dialogues or personas), keeps this shard's, and runs them ``concurrency`` at a time
+through :func:`~ec2er_utils.generation.lockstep.run_lockstep`. Every ``checkpoint_every`` units the results are
+appended to the run's files; a resumed run skips complete units (:class:`~.run_files.RunFiles`), and a run whose
+model went away stops with :class:`~.run_files.ModelUnreachable`. The pipelines supply what differs: how a unit
+starts, what its records are, and how its items are counted for balancing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..llm import LLMClient
+from .dialogue import Conversation
+from .lockstep import Algorithm, call_seed, run_lockstep
+from .run_files import UnreachableWatch
+
+
+class BatchedRun:
+    """Runs one shard of a plan in lockstep batches; subclasses define the unit, its files and its records."""
+
+    unit = "unit"  # "dialogue" / "persona": used in messages
+    description = "units"  # the progress bar's label
+
+    def __init__(self, client: LLMClient, plans: Sequence[Any], out_dir: str | Path, config: Any, *,
+                 progress: bool = True):
+        self.client, self.config, self.progress = client, config, progress
+        self.all_plans = list(plans)
+        self.plans = [p for p in self.all_plans if p.index % config.num_shards == config.shard_index]
+        self.out_dir = Path(out_dir)
+
+    # -- what a pipeline defines ------------------------------------------------------------------------------
+
+    def prepare(self, resume: bool) -> set[str]:
+        """Make the files ready (fresh or resumed); return the ids of complete units, whose items are counted."""
+        raise NotImplementedError
+
+    def recount(self, unit_id: str) -> None:
+        """Count a complete unit's written items for balancing (a batch skipped on resume)."""
+        raise NotImplementedError
+
+    def start(self, plan: Any) -> tuple[Conversation, Algorithm]:
+        """A unit's conversation and its algorithm, ready to run."""
+        raise NotImplementedError
+
+    def flush(self, done: list[Conversation]) -> None:
+        """Append the records of finished units (the ledger last: it marks them complete)."""
+        raise NotImplementedError
+
+    def finish(self, elapsed_s: float) -> dict[str, Any]:
+        """The run's statistics (and any final files)."""
+        raise NotImplementedError
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        complete = self.prepare(resume)
+        started = time.perf_counter()
+        size = self.config.concurrency
+        batches = [self.plans[i:i + size] for i in range(0, len(self.plans), size)]
+        buffer: list[Conversation] = []
+        watch = UnreachableWatch(self.unit, self.out_dir, size)
+        with tqdm(total=len(self.plans), desc=self.description, unit=self.unit, disable=not self.progress) as bar:
+            bar.update(sum(p.unit_id in complete for p in self.plans))
+            for number, batch in enumerate(batches):
+                if all(p.unit_id in complete for p in batch):
+                    for plan in batch:
+                        self.recount(plan.unit_id)
+                    continue
+                # A batch runs whole, even when resumed: the same batch gets the same targets and sampling seeds.
+                label = f"batch {number + 1}: "
+                ran = run_lockstep(self.client, [self.start(p) for p in batch],
+                                   seed=call_seed(self.config.seed, number),
+                                   on_step=lambda step, label=label: bar.set_postfix_str(label + step))
+                new = [c for c in ran if c.unit_id not in complete]
+                bar.update(len(new))
+                buffer += new
+                if watch.tripped(c.error for c in new) and number + 1 < len(batches):
+                    self.flush(buffer)
+                    raise watch.error()
+                if len(buffer) >= self.config.checkpoint_every:
+                    self.flush(buffer)
+                    buffer = []
+            self.flush(buffer)
+        return self.finish(time.perf_counter() - started)
