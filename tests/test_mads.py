@@ -24,7 +24,8 @@ PERSONAS = grid_personas(40, seed=1)
 
 
 def config(**changes) -> MADSConfig:
-    settings = dict(num_dialogues=4, concurrency=2, checkpoint_every=2, eu_items=(3, 4), ea_items=(3, 4))
+    settings = dict(num_dialogues=4, concurrency=2, checkpoint_every=2, eu_items=(3, 4), ea_items=(3, 4),
+                    max_turns=14, item_max_tokens=700)  # the paper's turns and items (the defaults are the CPU demo's)
     settings.update(changes)
     return MADSConfig(**settings)
 

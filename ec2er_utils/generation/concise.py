@@ -52,20 +52,20 @@ FILES = {"personas_final": "personas_final.json", "items_final": "items_final.js
 
 
 class ConciseConfig(StageConfig):
-    """Every setting of a concise run. Defaults are CPU-demo sized where the paper's would take hours; the paper's
-    values are in ``recipes/paper/02_concise.yaml``."""
+    """Every setting of a concise run. The defaults are notebook 02's: the CPU demo. The paper's set-up is
+    ``recipes/paper/02_concise.yaml`` (papermill ``-f``)."""
 
     num_samples: int = Field(2, ge=1)
     rounds: int = Field(CONCISE_ROUNDS, ge=1, le=CONCISE_ROUNDS)  # "5 rounds, max 10 messages"
     eu_items: int = Field(1, ge=0)  # EU questions per persona
     ea_items: int = Field(1, ge=0)  # EA questions per persona
-    concurrency: int = Field(8, ge=1)
+    concurrency: int = Field(2, ge=1)
     checkpoint_every: int = Field(10, ge=1)
     seed: int = 0
-    background_words: tuple[int, int] = (80, 150)
-    background_max_tokens: int = Field(260, ge=1)
-    turn_max_tokens: int = Field(150, ge=1)
-    item_max_tokens: int = Field(500, ge=1)
+    background_words: tuple[int, int] = (30, 60)
+    background_max_tokens: int = Field(80, ge=1)
+    turn_max_tokens: int = Field(40, ge=1)
+    item_max_tokens: int = Field(400, ge=1)
     scenario_min_words: int = Field(SCENARIO_WORDS[0], ge=0)  # shortest scenario the item schema allows
     temperature: float = Field(0.8, ge=0)
     shard_index: int = Field(0, ge=0)

@@ -98,23 +98,23 @@ FILES = {"eu": "eu_items.jsonl", "ea": "ea_items.jsonl", "dialogues": "dialogues
 
 
 class MADSConfig(StageConfig):
-    """Every setting of a MADS run. Defaults are CPU-demo sized where the paper's would take hours (counts, token
-    budgets); the paper's values are in ``recipes/paper/01_mads.yaml``."""
+    """Every setting of a MADS run. The defaults are notebook 01's: the CPU demo (2 short dialogues, small token
+    budgets). The paper's set-up is ``recipes/paper/01_mads.yaml`` (papermill ``-f``)."""
 
     num_dialogues: int = Field(2, ge=1)
     min_turns: int = Field(MADS_TURNS[0], ge=1)
-    max_turns: int = Field(MADS_TURNS[1], ge=1)
+    max_turns: int = Field(4, ge=1)  # the paper: MADS_TURNS[1] (14); 4 keeps the CPU demo short
     supervisor_every: int = Field(2, ge=1)
-    eu_items: tuple[int, int] = (3, 4)  # items per dialogue: drawn uniformly from this inclusive range
-    ea_items: tuple[int, int] = (3, 4)
-    concurrency: int = Field(8, ge=1)  # dialogues in flight (one lockstep batch)
+    eu_items: tuple[int, int] = (1, 1)  # items per dialogue: drawn uniformly from this inclusive range
+    ea_items: tuple[int, int] = (1, 1)
+    concurrency: int = Field(2, ge=1)  # dialogues in flight (one lockstep batch)
     checkpoint_every: int = Field(50, ge=1)  # dialogues between appends to the output files
     seed: int = 0
-    background_words: tuple[int, int] = (200, 400)
-    background_max_tokens: int = Field(700, ge=1)
-    turn_max_tokens: int = Field(200, ge=1)
-    supervisor_max_tokens: int = Field(160, ge=1)
-    item_max_tokens: int = Field(700, ge=1)
+    background_words: tuple[int, int] = (40, 70)
+    background_max_tokens: int = Field(96, ge=1)
+    turn_max_tokens: int = Field(40, ge=1)
+    supervisor_max_tokens: int = Field(64, ge=1)
+    item_max_tokens: int = Field(400, ge=1)
     scenario_min_words: int = Field(SCENARIO_WORDS[0], ge=0)  # shortest scenario the item schema allows
     temperature: float = Field(0.8, ge=0)  # background, turns and extraction
     judge_temperature: float = Field(0.0, ge=0)  # the supervisor: greedy
