@@ -274,3 +274,6 @@ def validate_choice(kind: str, value: str) -> str:
     close = difflib.get_close_matches(str(value), options, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(f"Invalid {key} value {value!r}{hint}; valid options: {', '.join(options)}")
+
+
+SCENARIO_WORDS = (50, 500)  # §3.3: shortest and longest scenario, in whitespace-separated words
