@@ -20,6 +20,7 @@ from .filters import TASK_CATEGORIES
 from .questions import question_slots
 from .steps import StepReport, StepResult, drop
 
+
 def category_cap(counts: Sequence[int], ratio: float = 1.5, min_cap: int = 0) -> int:
     """The largest per-category count m such that, with every category cut to min(count, m), no category holds
     more than ``ratio`` times its expected share (1/len(counts)) of the total; at least ``min_cap``."""
