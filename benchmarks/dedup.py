@@ -2,8 +2,8 @@
 
 Builds a synthetic corpus with planted near-duplicates, then prints
 
-(a) the time ``ec2er_utils.dedup.similar_pairs(method="lsh")`` takes on 100,000 scenarios (target <= 60 s on
-    2 cores) and the recall of the planted duplicates (target >= 0.99), and
+(a) the time ``ec2er_utils.preprocess.dedup.similar_pairs(method="lsh")`` takes on 100,000 scenarios (target
+    <= 60 s on 2 cores) and the recall of the planted duplicates (target >= 0.99), and
 (b) on a 5,000-scenario sample, the agreement of LSH with exhaustive all-pairs comparison (rapidfuzz ``cdist``).
 
 Synthetic scenarios are word-level Markov-chain text trained on EmoBench's English scenarios (``shared/emobench``,
@@ -31,7 +31,7 @@ from collections import defaultdict
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from ec2er_utils.dedup import (
+from ec2er_utils.preprocess.dedup import (
     DEFAULT_THRESHOLD,
     LSHParams,
     first_occurrences,

@@ -117,7 +117,7 @@ BASELINE_DISPOSITIONS: tuple[str, ...] = (  # §3.2 "baseline emotional disposit
     "expressive",
 )
 
-# --- Dialogue preprocessing (§3.3: speaker tags are normalised to these identifiers) ---
+# --- Dialogue speaker tags (§3.3: generation writes every turn under one of these) ---
 
 SPEAKER_TAGS: tuple[str, ...] = ("CLIENT", "THERAPIST", "SUPERVISOR")
 

@@ -7,7 +7,7 @@ import random
 import pytest
 from rapidfuzz.distance import Levenshtein
 
-from ec2er_utils.dedup import (
+from ec2er_utils.preprocess.dedup import (
     LSHParams,
     SimilarPair,
     best_reference_matches,

@@ -60,32 +60,33 @@ def write_evaluations(results: Path, runs: Path, monkeypatch, limit: int = 12) -
     evaluate("mistral", adapter=adapter, scorer=SeededScorer(0.6, 2), **options)
 
 
-def mcq_record(number: int, category: str, words: int = 60) -> dict:
+def mcq_item(number: int, category: str, words: int = 60) -> dict:
+    """An item as the concise pipeline writes it (``schemas.DatasetItem``, source_format "mcq"), as a JSON row."""
     rng = random.Random(number)
     vocabulary = ["river", "letter", "sister", "garden", "promise", "morning", "window", "market", "silence",
                   "ticket", "kitchen", "friend", "winter", "office", "message", "doctor", "street", "teacher"]
     scenario = f"Scenario {number}: " + " ".join(rng.choice(vocabulary) for _ in range(words)) + "."
-    return {"item_id": f"m{number}", "task": "EU", "category": category, "scenario": scenario,
-            "question": "Which emotion does the person most likely feel at the end?",
+    return {"item_id": f"m{number}", "task": "EU", "category": category, "source_format": "mcq",
+            "scenario": scenario, "question": "Which emotion does the person most likely feel at the end?",
             "options": ["Relief", "Anger", "Fear", "Boredom"], "correct_answer": "Relief",
-            "explanation": "The good news lifts the weight off them, and the long breath shows relief."}
+            "explanation": "The good news lifts the weight off them, and the long breath shows relief.",
+            "pipeline": "concise", "generator_model": "hand-written", "persona_id": f"p{number % 3}"}
 
 
 def write_preprocess_report(data: Path) -> Path:
-    """data/processed/preprocess_report.json through the real preprocessing steps and save_processed."""
+    """data/processed/preprocess_report.json by the real chapter 03 (``run_preprocess``) from a fixture file."""
     from ec2er_utils import preprocess as pp
 
     categories = ["complex_emotions", "emotional_cues", "perspective_taking", "personal_beliefs_and_experiences"]
-    rows = [mcq_record(n, categories[n % 4]) for n in range(14)]
-    rows += [mcq_record(100, "emotional_cues", words=5),  # too short: dropped by validation
-             mcq_record(0, "complex_emotions") | {"item_id": "dup"}]  # a duplicate scenario: dropped by dedup
-    records = [pp.RawRecord(f"fixture.jsonl:{n}", row, "concise") for n, row in enumerate(rows, 1)]
-    items, merge_report = pp.merge_records(records)
-    final, report = pp.preprocess_items(items, [], min_cap=1, workers=1)
-    split, notes = pp.split_train_validation(final, validation_fraction=0.25)
-    paths = pp.save_processed(split, [merge_report, *report.notes["reports"]], notes, data / "processed",
-                              inputs=["fixture.jsonl"])
-    return paths["report"]
+    rows = [mcq_item(n, categories[n % 4]) for n in range(14)]
+    rows += [mcq_item(100, "emotional_cues", words=5),  # too short: dropped by validation
+             mcq_item(0, "complex_emotions") | {"item_id": "dup"}]  # a duplicate scenario: dropped by dedup
+    fixture = data / "concise" / "fixture.jsonl"
+    fixture.parent.mkdir(parents=True, exist_ok=True)
+    fixture.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    config = pp.PreprocessConfig(inputs=[str(fixture)], output_dir=str(data / "processed"), balance_min_cap=1,
+                                 validation_fraction=0.25, workers=1)
+    return pp.run_preprocess(config, references=[]).paths["report"]
 
 
 def write_mads_metadata(data: Path) -> None:

@@ -1,4 +1,5 @@
-"""Preprocessing steps (issue 4): every filter rejects its bad item for the stated reason and keeps the good one."""
+"""Preprocessing (notebook 03): loading names every bad line, each filter rejects its bad item for the stated reason
+and keeps the good ones, and the whole chapter runs end to end on files as the generators write them."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 
 from ec2er_utils import preprocess as pp
 from ec2er_utils.emobench import EmoBenchDataError
-from ec2er_utils.formatting import user_prompt
+from ec2er_utils.formatting import EA_QUESTION, EU_EMOTION_QUESTION, user_prompt
 from ec2er_utils.jsonl import JSONLError
+from ec2er_utils.parameters import ParameterError
 from ec2er_utils.paths import shared_dir
-from ec2er_utils.schemas import GeneratedEAItem, GeneratedEUItem, MCQItem, Provenance
+from ec2er_utils.schemas import DatasetItem
+from ec2er_utils.taxonomy import SCENARIO_WORDS
 
 PROVENANCE = {"pipeline": "mads", "generator_model": "hand-written", "persona_id": "p1", "dialogue_id": "d1",
               "theme": "family"}
@@ -29,201 +32,147 @@ MCQ_SCENARIO = ("Malik had been waiting for the results of his medical test for 
                 "and checking his phone every hour. On Friday afternoon his doctor finally called and told him that "
                 "everything was normal and there was nothing to treat. Malik put the phone down, leaned back in his "
                 "chair and let out a long breath while staring at the ceiling for a while.")
+EMOTIONS = ["Delight", "Anger", "Embarrassment", "Hopeless", "Pride", "Disappointment"]
+CAUSES = ["Her daughter enjoyed the baklava despite how it looked", "The baklava turned out perfectly crisp",
+          "Her daughter just arrived home", "She wanted to throw the pastry away"]
+ACTIONS = ["Promise to keep the secret", "Inform their parents without telling him", "Confront the bullies herself",
+           "Encourage her brother to talk to a school counselor"]
 
 
-def eu_record(**changes) -> dict:
-    record = {"qid": "1", "coarse_category": "complex_emotions", "finegrained_category": "emotion_transition",
-              "scenario": EU_SCENARIO, "subject": "Dorea",
-              "emotion_choices": ["Delight", "Anger", "Embarrassment", "Hopeless", "Pride", "Disappointment"],
-              "emotion_label": "Delight",
-              "cause_choices": ["Her daughter enjoyed the baklava despite how it looked",
-                                "The baklava turned out perfectly crisp", "Her daughter just arrived home",
-                                "She wanted to throw the pastry away"],
-              "cause_label": "Her daughter enjoyed the baklava despite how it looked",
-              "emotion_explanation": "The baklava looked ruined, but her daughter's obvious enjoyment turns the "
-                                     "moment around, so Dorea ends up feeling delight.",
+def eu_item(**changes) -> DatasetItem:
+    """An EU item as MADS writes it (source_format emobench_eu); emotion_* mirror the training fields."""
+    fields = {"item_id": "eu1", "task": "EU", "category": "complex_emotions", "source_format": "emobench_eu",
+              "scenario": EU_SCENARIO, "question": EU_EMOTION_QUESTION.format(subject="Dorea"),
+              "options": EMOTIONS, "correct_answer": "Delight",
+              "explanation": "The baklava looked ruined, but her daughter's obvious enjoyment turns the moment "
+                             "around, so Dorea ends up feeling delight.",
+              "subject": "Dorea", "finegrained_category": "emotion_transition", "cause_choices": CAUSES,
+              "cause_label": CAUSES[0],
               "cause_explanation": "Her daughter enjoyed the baklava and asked for more, despite how it looked.",
-              "provenance": PROVENANCE}
-    return record | changes
+              **PROVENANCE} | changes
+    return DatasetItem(**fields, emotion_choices=fields["options"], emotion_label=fields["correct_answer"],
+                       emotion_explanation=fields["explanation"])
 
 
-def ea_record(**changes) -> dict:
-    record = {"qid": "1", "category": "Personal-Others", "question type": "Action", "scenario": EA_SCENARIO,
-              "subject": "Sarah",
-              "choices": ["Promise to keep the secret", "Inform their parents without telling him",
-                          "Confront the bullies herself", "Encourage her brother to talk to a school counselor"],
-              "label": "Encourage her brother to talk to a school counselor",
+def ea_item(**changes) -> DatasetItem:
+    """An EA item as MADS writes it (source_format emobench_ea); choices/label mirror options/correct_answer."""
+    fields = {"item_id": "ea1", "task": "EA", "category": "Personal-Others", "source_format": "emobench_ea",
+              "scenario": EA_SCENARIO, "question": EA_QUESTION.format(question_type="action", subject="Sarah"),
+              "options": ACTIONS, "correct_answer": ACTIONS[3],
               "explanation": "A school counselor can support her brother and stop the bullying without Sarah "
                              "breaking his trust, so encouraging him to talk to the counselor is most effective.",
-              "provenance": PROVENANCE | {"dialogue_id": "d2"}}
-    return record | changes
+              "subject": "Sarah", "question_type": "Action", **PROVENANCE, "dialogue_id": "d2"} | changes
+    return DatasetItem(**fields, choices=fields["options"], label=fields["correct_answer"])
 
 
-def mcq_record(**changes) -> dict:
-    record = {"item_id": "m1", "task": "EU", "category": "emotional_cues", "scenario": MCQ_SCENARIO,
-              "question": "Which emotion does Malik most likely feel at the end?",
+def mcq_item(**changes) -> DatasetItem:
+    """An item as the concise pipeline writes it (source_format mcq)."""
+    fields = {"item_id": "m1", "task": "EU", "category": "emotional_cues", "source_format": "mcq",
+              "scenario": MCQ_SCENARIO, "question": "Which emotion does Malik most likely feel at the end?",
               "options": ["Relief", "Anger", "Fear", "Boredom"], "correct_answer": "Relief",
               "explanation": "After two weeks of waiting, the normal result lifts the weight off him, and the "
-                             "long breath shows relief."}
-    return record | changes
-
-
-def merged(*records: dict, hint: str = "mads") -> list[pp.DatasetItem]:
-    items, report = pp.merge_records([pp.RawRecord(f"test.jsonl:{n}", r, hint) for n, r in enumerate(records, 1)])
-    assert not report.dropped, report.dropped
-    return items
-
-
-def eu_item(**changes) -> pp.DatasetItem:
-    return merged(eu_record(**changes))[0]
-
-
-def ea_item(**changes) -> pp.DatasetItem:
-    return merged(ea_record(**changes))[0]
-
-
-def mcq_item(**changes) -> pp.DatasetItem:
-    return merged(mcq_record(**changes), hint="concise")[0]
+                             "long breath shows relief.",
+              **PROVENANCE, "pipeline": "concise", "dialogue_id": "c1"}
+    return DatasetItem(**fields | changes)
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
+    """Lines as a generator writes them: DatasetItems as JSON, strings verbatim (for broken lines)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    lines = [r if isinstance(r, str) else r.model_dump_json() if isinstance(r, DatasetItem) else json.dumps(r)
+             for r in rows]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
 
 
-# --- fixtures are what the shared schemas accept ---------------------------------------------------------------
-
-def test_fixture_records_are_valid_generator_outputs():
-    GeneratedEUItem.model_validate(eu_record())
-    GeneratedEAItem.model_validate(ea_record())
-    MCQItem.model_validate(mcq_record())
-    Provenance.model_validate(PROVENANCE)
+def without_source(items: list[DatasetItem]) -> list[dict]:
+    return sorted((i.model_dump(exclude={"source"}) for i in items), key=lambda d: d["item_id"])
 
 
-# --- 1. reading and merging --------------------------------------------------------------------------------------
+# --- 1. loading ---------------------------------------------------------------------------------------------------
 
-def test_merge_detects_all_three_shapes_and_keeps_native_and_training_fields():
-    eu, ea, mcq = merged(eu_record(), ea_record(), mcq_record() | {"provenance": None})
-    assert (eu.source_format, ea.source_format, mcq.source_format) == ("emobench_eu", "emobench_ea", "mcq")
-    assert eu.item_id == "mads:EU:1" and ea.item_id == "mads:EA:1" and mcq.item_id == "mads:EU:m1"
-    assert eu.options == eu.emotion_choices and eu.correct_answer == "Delight" and eu.cause_label.startswith("Her")
-    assert eu.question == "What emotion(s) would Dorea ultimately feel in this situation?"
-    assert ea.question_type == "Action" and ea.choices == ea.options and ea.label == ea.correct_answer
-    assert (eu.pipeline, eu.persona_id, eu.dialogue_id, eu.theme, eu.generator_model) == \
-        ("mads", "p1", "d1", "family", "hand-written")
-    assert mcq.pipeline == "mads" and mcq.persona_id is None  # no provenance: the file's pipeline hint
-    assert eu.source == "test.jsonl:1"
-
-
-def test_merge_drops_unknown_shapes_and_schema_errors_with_file_and_line():
-    records = [pp.RawRecord("a.jsonl:1", {"hello": "world"}, "mads"),
-               pp.RawRecord("a.jsonl:2", {k: v for k, v in eu_record().items() if k != "scenario"}, "mads"),
-               pp.RawRecord("a.jsonl:3", eu_record(coarse_category="happiness"), "mads"),
-               pp.RawRecord("a.jsonl:4", ea_record(category="personal-others"), "mads")]
-    items, report = pp.merge_records(records)
-    assert [d.reason for d in report.dropped] == ["unknown_record_shape", "schema_error", "unknown_category"]
-    assert [d.source for d in report.dropped] == ["a.jsonl:1", "a.jsonl:2", "a.jsonl:3"]
-    assert "scenario" in report.dropped[1].detail
-    assert [i.category for i in items] == ["Personal-Others"]  # paper spelling normalised to EmoBench's
-    assert report.n_in == 4 and report.n_out == 1
+def test_load_reads_the_generators_files_line_by_line_with_file_and_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("EC2ER_DATA_DIR", str(tmp_path))
+    eu = write_jsonl(tmp_path / "mads" / "eu_items.jsonl", [eu_item(), "", eu_item(item_id="eu2")])
+    ea = write_jsonl(tmp_path / "mads" / "ea_items.jsonl", [ea_item()])
+    concise = write_jsonl(tmp_path / "concise" / "items_final.jsonl", [mcq_item()])
+    items, report = pp.load_items()
+    assert [i.item_id for i in items] == ["eu1", "eu2", "ea1", "m1"]
+    assert [i.source for i in items] == [f"{eu}:1", f"{eu}:3", f"{ea}:1", f"{concise}:1"]
+    assert items[0] == eu_item(source=f"{eu}:1")  # nothing converted: the record is the item
+    assert report.notes["files"] == {str(eu): {"lines": 2, "items": 2}, str(ea): {"lines": 1, "items": 1},
+                                     str(concise): {"lines": 1, "items": 1}}
+    assert (report.step, report.n_in, report.n_out, report.dropped) == ("load", 4, 4, [])
 
 
-def test_merge_leaves_content_errors_to_the_validation_filters():
-    items = merged(eu_record(emotion_label="Joy"))  # the schema's "label not in choices" is a content error
-    result = pp.check_answer_in_options(items)
-    assert result.items == [] and result.report.dropped[0].reason == "answer_not_in_options"
+def test_lines_that_are_not_dataset_items_are_dropped_with_the_fields_named(tmp_path):
+    mismatched = eu_item().model_dump() | {"emotion_label": "Anger"}  # mirror differs from correct_answer
+    path = write_jsonl(tmp_path / "items.jsonl", [
+        {"hello": "world"}, eu_item().model_dump(exclude={"scenario"}), ea_item().model_dump() | {"area": "x"},
+        mismatched, mcq_item().model_dump() | {"task": "XY"}, mcq_item()])
+    items, report = pp.read_items(path)
+    assert [i.item_id for i in items] == ["m1"]
+    assert report.by_reason == {"schema_error": 5}
+    assert [d.source for d in report.dropped] == [f"{path}:{n}" for n in range(1, 6)]
+    details = [d.detail for d in report.dropped]
+    assert "item_id: Field required" in details[0] and "scenario: Field required" in details[1]
+    assert "area: Extra inputs are not permitted" in details[2] and "emotion_label" in details[3]
+    assert details[4].startswith("task:")
+    assert report.dropped[1].item_id == "eu1"  # the record's id when it has one, else file:line
 
 
-def test_unknown_extra_fields_are_counted_not_fatal():
-    items, report = pp.merge_records([pp.RawRecord("x:1", ea_record(area="boundary_setting"), "mads")])
-    assert len(items) == 1 and report.notes["ignored_fields"] == {"area": 1}
-
-
-def test_colliding_ids_are_renamed_not_lost():
-    items, report = pp.merge_records([pp.RawRecord(f"x:{n}", eu_record(), "mads") for n in (1, 2)])
-    assert [i.item_id for i in items] == ["mads:EU:1", "mads:EU:1~2"]
-    assert report.notes["renamed_ids"] == {"mads:EU:1~2": "x:2"}
-
-
-def test_malformed_lines_raise_with_file_and_line_or_are_counted(tmp_path):
-    path = write_jsonl(tmp_path / "eu.jsonl", [eu_record(), "{not json", "", "[1, 2]", ea_record()])
-    with pytest.raises(JSONLError, match=r"eu\.jsonl, line 2: not valid JSON.*on_error='skip'"):
-        pp.read_records(path)
-    records, report = pp.read_records(path, pipeline_hint="mads", on_error="skip")
-    assert len(records) == 2 and [d.reason for d in report.dropped] == ["malformed_json", "malformed_json"]
+def test_malformed_lines_raise_with_file_and_line_or_are_dropped(tmp_path):
+    path = write_jsonl(tmp_path / "eu.jsonl", [eu_item(), "{not json", "", "[1, 2]", ea_item()])
+    with pytest.raises(JSONLError, match=r"eu\.jsonl, line 2: not valid JSON.*on_error = 'skip'"):
+        pp.read_items(path)
+    items, report = pp.read_items(path, on_error="skip")
+    assert len(items) == 2 and [d.reason for d in report.dropped] == ["malformed_json", "malformed_json"]
     assert [d.source for d in report.dropped] == [f"{path}:2", f"{path}:4"]
     assert report.n_in == 4 and report.n_out == 2  # the blank line is not a record
     with pytest.raises(ValueError, match="on_error"):
-        pp.read_records(path, on_error="ignore")
+        pp.read_items(path, on_error="ignore")
 
 
 def test_missing_inputs_name_the_notebook_to_run_first(tmp_path, monkeypatch):
     monkeypatch.setenv("EC2ER_DATA_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="notebooks/01"):
-        pp.resolve_input("mads/eu_items.jsonl", "mads")
-    write_jsonl(tmp_path / "mads" / "EU_items_run1.jsonl", [eu_record()])
-    write_jsonl(tmp_path / "mads" / "clean.jsonl", [ea_record()])
-    assert pp.resolve_input("mads/eu_items.jsonl", "mads", fallback_token="eu") == \
-        [tmp_path / "mads" / "EU_items_run1.jsonl"]
-    with pytest.raises(FileNotFoundError, match="notebooks/01"):
-        pp.resolve_input("mads/ea_items.jsonl", "mads", fallback_token="ea")  # "clean" is not an EA file
-    assert len(pp.resolve_input("mads/*.jsonl", "mads")) == 2
-    records, reports, files = pp.read_inputs([("mads/*.jsonl", "mads", None), ("mads/clean.jsonl", "mads", None),
-                                              ("", "concise", None)])
-    assert len(records) == 2 and len(reports) == 2 and files[0].name == "EU_items_run1.jsonl"
-    assert pp.optional_inputs("mads/*dialogue*.jsonl, mads/clean.jsonl,") == [tmp_path / "mads" / "clean.jsonl"]
-    assert pp.optional_inputs("") == []
+    with pytest.raises(FileNotFoundError, match="notebooks/01_mads.ipynb.*inputs"):
+        pp.input_files("mads/eu_items.jsonl")
+    write_jsonl(tmp_path / "mads" / "eu_items.jsonl", [eu_item()])
+    write_jsonl(tmp_path / "mads" / "ea_items.jsonl", [ea_item()])
+    with pytest.raises(FileNotFoundError, match="notebooks/02_concise.ipynb"):
+        pp.load_items()
+    items, report = pp.load_items(["mads/*_items.jsonl"])  # globs, and an explicit list skips the concise file
+    assert [i.item_id for i in items] == ["ea1", "eu1"] and len(report.notes["files"]) == 2
 
 
-# --- 2. dialogue cleaning -----------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("tag, expected", [
-    ("CLIENT", "CLIENT"), ("client:", "CLIENT"), ("Patient", "CLIENT"), ("Therapist (Dr. Lee):", "THERAPIST"),
-    ("therapist_agent", "THERAPIST"), ("Dr. Lee (counsellor)", "THERAPIST"), ("Quality Supervisor", "SUPERVISOR"),
-    ("SUPERVISOR AGENT", "SUPERVISOR"), ("narrator", None), ("client and therapist", None)])
-def test_speaker_tags_are_normalised(tag, expected):
-    assert pp.normalise_speaker(tag) == expected
-
-
-def test_unknown_speakers_are_reported_and_aliases_fix_them():
-    turns = [{"speaker": "Maria", "text": "I can't sleep."}, {"speaker": "Therapist", "text": "Since when?"}]
-    kept, report = pp.normalise_speakers(turns, dialogue_id="d9")
-    assert [t["speaker"] for t in kept] == ["THERAPIST"]
-    assert report.dropped[0].reason == "unknown_speaker" and report.dropped[0].item_id == "d9#0"
-    kept, report = pp.normalise_speakers(turns, {"maria": "CLIENT"})
-    assert [t["speaker"] for t in kept] == ["CLIENT", "THERAPIST"] and not report.dropped
+def test_shards_are_read_beside_their_file_and_records_read_twice_are_dropped(tmp_path, monkeypatch):
+    monkeypatch.setenv("EC2ER_DATA_DIR", str(tmp_path))
+    shards = [write_jsonl(tmp_path / "mads" / f"shard-{n}" / "eu_items.jsonl", [eu_item(item_id=f"eu{n}")])
+              for n in (10, 2)]
+    assert pp.input_files("mads/eu_items.jsonl") == shards[::-1]  # shard-2 before shard-10
+    merged = write_jsonl(tmp_path / "mads" / "eu_items.jsonl", [eu_item(item_id="eu2"), eu_item(item_id="eu10")])
+    assert pp.input_files("mads/eu_items.jsonl") == [merged, *shards[::-1]]
+    items, report = pp.load_items(["mads/eu_items.jsonl"])
+    assert [i.item_id for i in items] == ["eu2", "eu10"] and report.by_reason == {"duplicate_record": 2}
+    assert report.dropped[0].source == f"{shards[1]}:1" and f"{merged}:1" in report.dropped[0].detail
 
 
-def test_redundant_turns_are_removed_and_informative_ones_kept():
-    turns = [{"speaker": "client", "text": "I feel so tired and sad since my mother moved away."},
-             {"speaker": "Client", "text": "Sad and tired, yes."},  # adds nothing to the previous client turn
-             {"speaker": "THERAPIST", "text": "That sounds really hard. When did she move?"},
-             {"speaker": "CLIENT", "text": "Last spring, right after my birthday."},
-             {"speaker": "THERAPIST", "text": "That sounds really hard.  When did she move?"},  # repeated
-             {"speaker": "CLIENT", "text": "   "},  # empty
-             {"speaker": "CLIENT", "text": "Yes."},
-             {"speaker": "THERAPIST", "text": "Yes."},  # another speaker's short reply is not compared
-             {"speaker": "SUPERVISOR", "text": "Good pacing; ask about her support network next."}]
-    kept, report = pp.clean_dialogue(turns)
-    assert [t["text"] for t in kept] == [turns[0]["text"], turns[2]["text"], turns[3]["text"], "Yes.", "Yes.",
-                                         turns[8]["text"]]
-    assert [d.reason for d in report.dropped] == ["adds_no_information", "repeated_turn", "empty_turn"]
-    assert [t["speaker"] for t in kept] == ["CLIENT", "THERAPIST", "CLIENT", "CLIENT", "THERAPIST", "SUPERVISOR"]
-    again, report_again = pp.clean_dialogue(kept)
-    assert again == kept and not report_again.dropped
+def test_colliding_ids_are_renamed_not_lost(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [eu_item(), eu_item(scenario=EU_SCENARIO + " Then she laughed.")])
+    items, report = pp.load_items([str(path)])
+    assert [i.item_id for i in items] == ["eu1", "eu1~2"]
+    assert report.notes["renamed_ids"] == {"eu1~2": f"{path}:2"}
 
 
-def test_dialogue_records_with_any_key_names_are_cleaned():
-    records = [pp.RawRecord("d.jsonl:1", {"dialogue_id": "d1", "messages": [
-                   {"role": "client", "content": "Hello."}, {"role": "client", "content": "Hello."}]}, "mads"),
-               pp.RawRecord("d.jsonl:2", {"id": "d2", "turns": ["THERAPIST: How are you?", "CLIENT: Fine."]}, "mads"),
-               pp.RawRecord("d.jsonl:3", {"persona_id": "p1", "n_items": 4}, "mads")]
-    cleaned, report = pp.clean_dialogue_records(records)
-    assert [c["dialogue_id"] for c in cleaned] == ["d1", "d2"]
-    assert cleaned[1]["turns"] == [{"speaker": "THERAPIST", "text": "How are you?"},
-                                   {"speaker": "CLIENT", "text": "Fine."}]
-    assert report.notes["records_without_transcript"] == 1 and report.by_reason == {"repeated_turn": 1}
+def test_config_names_bad_parameters():
+    config = pp.PreprocessConfig.from_parameters({"seed": 3, "inputs": None, "pd": object()})
+    assert config.seed == 3 and config.inputs is None and config.on_error == "skip"
+    with pytest.raises(ParameterError) as caught:
+        pp.PreprocessConfig.from_parameters({"on_error": "ignore", "validation_fraction": 1.0, "inputs": []})
+    message = str(caught.value)
+    assert all(f"'{name}'" in message for name in ("on_error", "validation_fraction", "inputs"))
+    assert "min_words" not in pp.PreprocessConfig.model_fields  # the paper's limits are one constant
+    assert SCENARIO_WORDS == (50, 500)
 
 
 # --- 3. validation filters: a good and a bad item for each ------------------------------------------------------
@@ -231,7 +180,7 @@ def test_dialogue_records_with_any_key_names_are_cleaned():
 GOOD = [eu_item(), ea_item(), mcq_item()]
 
 
-def assert_filter(step, bad: pp.DatasetItem, reason: str, **kwargs):
+def assert_filter(step, bad: DatasetItem, reason: str, **kwargs):
     kept, report = step([*GOOD, bad], **kwargs)
     assert [i.item_id for i in kept] == [i.item_id for i in GOOD], report.dropped
     assert len(report.dropped) == 1 and report.dropped[0].reason == reason
@@ -242,18 +191,22 @@ def assert_filter(step, bad: pp.DatasetItem, reason: str, **kwargs):
 def test_required_fields():
     assert_filter(pp.check_required_fields, mcq_item(item_id="bad").model_copy(update={"explanation": " "}),
                   "missing_field")
-    five = eu_item(qid="bad")
+    five = eu_item(item_id="bad")
     five = five.model_copy(update={"options": five.options[:5], "emotion_choices": five.options[:5]})
     assert "expected 6" in assert_filter(pp.check_required_fields, five, "option_count").detail
+    wrong = assert_filter(pp.check_required_fields, ea_item(item_id="bad", category="personal-others"),
+                          "unknown_category")
+    assert "Personal-Others" in wrong.detail and wrong.source is None  # built here, not read from a file
 
 
 def test_answer_in_options_and_case_repair():
     assert_filter(pp.check_answer_in_options, mcq_item(item_id="bad", correct_answer="Joy"), "answer_not_in_options")
-    assert_filter(pp.check_answer_in_options, eu_item(qid="bad", cause_label="Because of the weather"),
+    assert_filter(pp.check_answer_in_options, eu_item(item_id="bad", cause_label="Because of the weather"),
                   "answer_not_in_options")
-    kept, report = pp.check_answer_in_options([ea_item(label="encourage her brother to talk to a SCHOOL counselor")])
+    kept, report = pp.check_answer_in_options([ea_item(correct_answer="encourage her brother to talk to a SCHOOL "
+                                                                      "counselor")])
     assert kept[0].correct_answer == kept[0].label == "Encourage her brother to talk to a school counselor"
-    assert report.notes["repaired"] == ["mads:EA:1"]
+    assert report.notes["repaired"] == ["ea1"]
 
 
 def test_options_distinct():
@@ -262,14 +215,14 @@ def test_options_distinct():
 
 
 def test_emotion_labels_in_taxonomy():
-    bad = eu_item(qid="bad", emotion_choices=["Delight", "Flabbergasted", "Embarrassment", "Hopeless", "Pride",
-                                              "Disappointment"])
+    bad = eu_item(item_id="bad", options=["Delight", "Flabbergasted", "Embarrassment", "Hopeless", "Pride",
+                                          "Disappointment"])
     assert "Flabbergasted" in assert_filter(pp.check_emotion_labels, bad, "emotion_not_in_taxonomy").detail
     cause_mcq = mcq_item(question="What caused this emotion?", options=["His test came back normal", "He lost his "
                          "phone"], correct_answer="His test came back normal", explanation="The normal result.")
     assert not pp.is_emotion_question(cause_mcq) and pp.check_emotion_labels([cause_mcq]).items == [cause_mcq]
-    compound = eu_item(emotion_choices=["Delight & Pride", "Anger", "Embarrassment", "Hopeless", "Pride",
-                                        "Disappointment"], emotion_label="Delight & Pride")
+    compound = eu_item(options=["Delight & Pride", "Anger", "Embarrassment", "Hopeless", "Pride",
+                                        "Disappointment"], correct_answer="Delight & Pride")
     assert pp.check_emotion_labels([compound]).items == [compound]  # EmoBench-style compounds are known
 
 
@@ -277,14 +230,14 @@ def test_scenario_length():
     assert_filter(pp.check_scenario_length, mcq_item(item_id="bad", scenario="Malik got good news."),
                   "scenario_too_short")
     assert_filter(pp.check_scenario_length, mcq_item(item_id="bad", scenario=MCQ_SCENARIO * 8), "scenario_too_long")
-    assert pp.check_scenario_length([mcq_item(scenario="Malik got good news.")], min_words=3).items
-    with pytest.raises(ValueError, match="min_words"):
-        pp.check_scenario_length([], min_words=10, max_words=5)
+    assert pp.check_scenario_length([mcq_item(scenario="Malik got good news.")], (3, 500)).items
+    with pytest.raises(ValueError, match="shortest is larger"):
+        pp.check_scenario_length([], (10, 5))
 
 
 def test_label_leak():
     leak = EU_SCENARIO.replace("smiled widely", "and Dorea was delighted")
-    assert_filter(pp.check_label_leak, eu_item(qid="bad", scenario=leak), "label_leak")
+    assert_filter(pp.check_label_leak, eu_item(item_id="bad", scenario=leak), "label_leak")
     assert_filter(pp.check_label_leak, mcq_item(item_id="bad", scenario=MCQ_SCENARIO + " What a relief."),
                   "label_leak")
     negated = EU_SCENARIO.replace("smiled widely", "and Dorea was not delighted at first")
@@ -292,7 +245,7 @@ def test_label_leak():
 
 
 def test_no_letter_references():
-    bad = ea_item(qid="bad", explanation="Option D is best because a counselor can help him.")
+    bad = ea_item(item_id="bad", explanation="Option D is best because a counselor can help him.")
     assert_filter(pp.check_no_letter_references, bad, "explanation_cites_letter")
     assert_filter(pp.check_no_letter_references, mcq_item(item_id="bad", explanation="Relief (A) fits the sigh."),
                   "explanation_cites_letter")
@@ -301,16 +254,16 @@ def test_no_letter_references():
 
 
 def test_explanation_consistency():
-    angry = eu_item(qid="bad", emotion_explanation="Seeing the ruined pastry, Dorea feels anger at herself.")
+    angry = eu_item(item_id="bad", explanation="Seeing the ruined pastry, Dorea feels anger at herself.")
     assert "Anger" in assert_filter(pp.check_explanation_consistency, angry, "self_contradiction").detail
-    wrong_cause = eu_item(qid="bad2", cause_explanation="She wanted to throw the pastry away, so the pastry made "
+    wrong_cause = eu_item(item_id="bad2", cause_explanation="She wanted to throw the pastry away, so the pastry made "
                                                         "her want to throw it away.")
     assert_filter(pp.check_explanation_consistency, wrong_cause, "self_contradiction")
-    tell_parents = ea_item(qid="bad", explanation="Sarah should inform their parents without telling him, since "
+    tell_parents = ea_item(item_id="bad", explanation="Sarah should inform their parents without telling him, since "
                                                   "parents must know.")
     assert_filter(pp.check_explanation_consistency, tell_parents, "self_contradiction")
     # mentioning a distractor to reject it, next to the answer, is not a contradiction
-    both = eu_item(emotion_explanation="Not anger or disappointment: her daughter's thumbs-up brings delight.")
+    both = eu_item(explanation="Not anger or disappointment: her daughter's thumbs-up brings delight.")
     assert pp.check_explanation_consistency([both]).items == [both]
 
 
@@ -337,11 +290,19 @@ def test_decontamination_drops_copies_and_padded_copies_of_emobench():
 
 
 def test_emobench_loader_reads_a_folder_and_the_environment(tmp_path, monkeypatch):
-    def emobench_row(record: dict) -> dict:
-        return {k: v for k, v in record.items() if "explanation" not in k and k != "provenance"}
-    write_jsonl(tmp_path / "EU.jsonl", [emobench_row(eu_record(qid=9, language="en"))])
-    chinese = ea_record(qid="2", language="zh", scenario="莎拉发现弟弟被欺负。")
-    write_jsonl(tmp_path / "EA.jsonl", [emobench_row(ea_record(language="en")), emobench_row(chinese)])
+    def eu_row(item: DatasetItem, qid, language="en") -> dict:  # EmoBench's EU.jsonl fields
+        return {"qid": qid, "language": language, "coarse_category": item.category, "finegrained_category":
+                item.finegrained_category, "scenario": item.scenario, "subject": item.subject, "emotion_choices":
+                item.options, "emotion_label": item.correct_answer, "cause_choices": item.cause_choices,
+                "cause_label": item.cause_label}
+
+    def ea_row(item: DatasetItem, qid, language="en") -> dict:  # EmoBench's EA.jsonl fields
+        return {"qid": qid, "language": language, "category": item.category, "question type": item.question_type,
+                "scenario": item.scenario, "subject": item.subject, "choices": item.options, "label":
+                item.correct_answer}
+    write_jsonl(tmp_path / "EU.jsonl", [eu_row(eu_item(), 9)])
+    chinese = ea_row(ea_item(scenario="莎拉发现弟弟被欺负。"), "2", "zh")
+    write_jsonl(tmp_path / "EA.jsonl", [ea_row(ea_item(), "1"), chinese])
     assert pp.load_emobench_scenarios(tmp_path) == [("EU:9", EU_SCENARIO), ("EA:1", EA_SCENARIO)]
     monkeypatch.setenv("EMOBENCH_DIR", str(tmp_path))
     assert pp.load_emobench_scenarios(language="all")[-1] == ("EA:2", "莎拉发现弟弟被欺负。")
@@ -355,16 +316,16 @@ def test_real_emobench_scenarios_are_caught():
     assert len(references) == 400  # 200 EU + 200 EA English items
     copied = mcq_item(item_id="copied", scenario=references[0][1])
     kept, report = pp.decontaminate([*GOOD, copied], references)
-    assert kept == GOOD and report.dropped[0].item_id == "concise:EU:copied"
+    assert kept == GOOD and report.dropped[0].item_id == "copied"
 
 
 def test_deduplication_drops_near_duplicates_within_a_question_kind():
     near = EU_SCENARIO.replace("whole afternoon", "entire afternoon").replace("widely", "broadly")
-    twin = eu_item(qid="2", scenario=near)
-    ea_same_moment = ea_item(qid="2", scenario=EU_SCENARIO)  # an EA item about the same moment teaches other things
+    twin = eu_item(item_id="eu2", scenario=near)
+    ea_same_moment = ea_item(item_id="ea2", scenario=EU_SCENARIO)  # an EA item on the same moment teaches other things
     kept, report = pp.deduplicate([*GOOD, twin, ea_same_moment])
-    assert [i.item_id for i in kept] == [*[i.item_id for i in GOOD], "mads:EA:2"]
-    assert report.dropped[0].reason == "near_duplicate" and "mads:EU:1" in report.dropped[0].detail
+    assert [i.item_id for i in kept] == [*[i.item_id for i in GOOD], "ea2"]
+    assert report.dropped[0].reason == "near_duplicate" and "eu1" in report.dropped[0].detail
 
 
 def test_deduplication_recall_on_planted_duplicates():
@@ -404,7 +365,7 @@ def test_balancing_keeps_the_earliest_items_and_reports_paper_counts():
     items = [mcq_item(item_id=f"m{n}", category=c) for n, c in enumerate(categories)]
     kept, report = pp.balance_categories(items)
     assert report.notes["caps"]["EU"] == 3
-    assert [i.item_id for i in kept if i.category == "complex_emotions"] == [f"concise:EU:m{n}" for n in range(3)]
+    assert [i.item_id for i in kept if i.category == "complex_emotions"] == [f"m{n}" for n in range(3)]
     assert report.by_reason == {"over_category_cap": 7} and report.notes["after"]["EU"]["complex_emotions"] == 3
     eu_rows = [r for r in pp.counts_vs_paper(kept) if r["task"] == "EU"]
     assert {r["category"]: (r["ours"], r["paper"]) for r in eu_rows}["complex_emotions"] == (3, 382)
@@ -414,7 +375,7 @@ def test_balancing_keeps_the_earliest_items_and_reports_paper_counts():
 # --- 7. answer positions --------------------------------------------------------------------------------------------
 
 def test_answer_positions_become_uniform_deterministic_and_idempotent():
-    items = [mcq_item(item_id=f"m{n}") for n in range(40)] + [ea_item(qid=str(n)) for n in range(40)]
+    items = [mcq_item(item_id=f"m{n}") for n in range(40)] + [ea_item(item_id=f"ea{n}") for n in range(40)]
     assert pp.answer_letter_counts(items)["MCQ-EU/4"] == {"A": 40, "B": 0, "C": 0, "D": 0}
     shuffled, report = pp.balance_answer_positions(items, seed=1)
     counts = pp.answer_letter_counts(shuffled)
@@ -429,14 +390,14 @@ def test_answer_positions_become_uniform_deterministic_and_idempotent():
 
 
 def test_eu_items_shuffle_both_questions_and_keep_mirrors():
-    items = [eu_item(qid=str(n)) for n in range(12)]
+    items = [eu_item(item_id=f"eu{n}") for n in range(12)]
     shuffled, _ = pp.balance_answer_positions(items)
     counts = pp.answer_letter_counts(shuffled)
     assert counts["EU-emotion/6"] == dict.fromkeys("ABCDEF", 2) and counts["EU-cause/4"] == dict.fromkeys("ABCD", 3)
     assert all(i.emotion_choices == i.options and i.cause_label in i.cause_choices for i in shuffled)
 
 
-# --- 8. split, outputs, contract for training --------------------------------------------------------------------
+# --- 7. split, outputs, the whole chapter ---------------------------------------------------------------------------
 
 def test_split_is_stratified_when_possible_and_falls_back_otherwise():
     categories = ["complex_emotions", "emotional_cues", "perspective_taking", "personal_beliefs_and_experiences"]
@@ -452,7 +413,7 @@ def test_split_is_stratified_when_possible_and_falls_back_otherwise():
         assert split == {"train": few, "validation": []} and notes["method"] == "none"
 
 
-def test_item_questions_for_each_record_shape():
+def test_item_questions_for_each_source_format():
     emotion, cause = pp.item_questions(eu_item())
     assert (emotion.kind, emotion.options[emotion.answer_index], emotion.explanation.endswith("delight.")) == \
         ("EU-emotion", "Delight", True)
@@ -460,47 +421,66 @@ def test_item_questions_for_each_record_shape():
     (action,) = pp.item_questions(ea_item())
     assert action.question == "In this scenario, what is the most effective action for Sarah?"
     (generic,) = pp.item_questions(mcq_item())
-    assert generic.question == mcq_record()["question"] and generic.answer_letter == "A"
+    assert generic.question == mcq_item().question and generic.answer_letter == "A"
     assert "<options>\nA) Relief" in user_prompt(generic)
 
 
-def run_everything(raw_files: list[Path], out: Path, references) -> list[pp.DatasetItem]:
-    records = [r for path in raw_files for r in pp.read_records(path, pipeline_hint="mads").items]
-    items, merge_report = pp.merge_records(records)
-    final, report = pp.preprocess_items(items, references, min_cap=1)
-    split, notes = pp.split_train_validation(final, validation_fraction=0.25)
-    pp.save_processed(split, [merge_report, *report.notes["reports"]], notes, out, inputs=[str(p) for p in raw_files])
-    return final
+def generator_outputs(data: Path) -> None:
+    """data/mads/ (EA items in a shard) and data/concise/ as the generators write them: one clean item per EU and
+    EA category, a contaminated copy, a near-duplicate, a too-short scenario and a broken line."""
+    eu_categories = ["complex_emotions", "personal_beliefs_and_experiences", "perspective_taking"]  # + m1's
+    ea_categories = ["Personal-Others", "Personal-Self", "Social-Others", "Social-Self"]
+    words = (EU_SCENARIO + " " + EA_SCENARIO + " " + MCQ_SCENARIO).replace("relief", "").split()
+
+    def scenario(n: int) -> str:
+        return " ".join(random.Random(n).sample(words, 60))
+    write_jsonl(data / "mads" / "eu_items.jsonl",
+                [eu_item(), *[eu_item(item_id=f"eu{n}", category=c, scenario=scenario(n))
+                              for n, c in enumerate(eu_categories, 2)], "{broken"])
+    write_jsonl(data / "mads" / "shard-0" / "ea_items.jsonl",
+                [ea_item(item_id=f"ea{n}", category=c, scenario=scenario(10 + n)) for n, c in enumerate(ea_categories)])
+    write_jsonl(data / "concise" / "items_final.jsonl",
+                [mcq_item(scenario=scenario(20)), mcq_item(item_id="m2", scenario=scenario(20) + " Later."),
+                 mcq_item(item_id="short", scenario="Malik got good news.")])
 
 
-def test_end_to_end_outputs_and_idempotence(tmp_path):
-    references = [("EU:1", EU_SCENARIO)]
-    rows = [eu_record(qid="1"), eu_record(qid="2", scenario=EA_SCENARIO, emotion_label="Anger",
-                                          emotion_explanation="Sarah feels anger at the bullies."),
-            ea_record(qid="1"), ea_record(qid="2", category="Social-Self"), mcq_record(),
-            mcq_record(item_id="m2", category="perspective_taking", scenario=EA_SCENARIO)]
-    raw = write_jsonl(tmp_path / "raw.jsonl", rows)
-    final = run_everything([raw], tmp_path / "once", references)
-    assert "mads:EU:1" not in {i.item_id for i in final}  # contaminated
-    files = {p.name: p.read_bytes() for p in (tmp_path / "once").glob("*.*")}
+def test_run_preprocess_end_to_end_is_idempotent_and_reads_its_own_output(tmp_path, monkeypatch):
+    monkeypatch.setenv("EC2ER_DATA_DIR", str(tmp_path))
+    generator_outputs(tmp_path)
+    references = [("EU:7", EU_SCENARIO)]
+    config = pp.PreprocessConfig(balance_min_cap=1, validation_fraction=0.25, workers=1)
+    run = pp.run_preprocess(config, references=references)
+    assert [Path(f).relative_to(tmp_path).as_posix() for f in run.files] == [
+        "mads/eu_items.jsonl", "mads/shard-0/ea_items.jsonl", "concise/items_final.jsonl"]
+    assert run.report("load").by_reason == {"malformed_json": 1}
+    assert run.report("validation").by_reason == {"scenario_too_short": 1}
+    assert run.report("decontamination").dropped[0].item_id == "eu1"
+    assert run.report("de-duplication").dropped[0].item_id == "m2"
+    assert run.report("category balance").dropped == []
+    assert sorted(i.item_id for i in run.items) == ["ea0", "ea1", "ea2", "ea3", "eu2", "eu3", "eu4", "m1"]
+    out = tmp_path / "processed"
+    assert run.paths["train"] == out / "train.jsonl" and sum(map(len, run.split.values())) == 8
+    files = {p.name: p.read_bytes() for p in out.glob("*.*")}
     assert set(files) == {"train.jsonl", "validation.jsonl", "README.md", "preprocess_report.json"}
-    # running again on the same input, and on its own output, changes nothing
-    run_everything([raw], tmp_path / "twice", references)
-    assert files == {p.name: p.read_bytes() for p in (tmp_path / "twice").glob("*.*")}
-    processed = [tmp_path / "once" / "train.jsonl", tmp_path / "once" / "validation.jsonl"]
-    again = run_everything(processed, tmp_path / "thrice", references)
-    assert sorted(again, key=lambda i: i.item_id) == sorted(final, key=lambda i: i.item_id)
-    # the contract for training and the saved artefacts
-    loaded = pp.load_split("train", tmp_path / "once") + pp.load_split("validation", tmp_path / "once")
-    assert sorted(i.item_id for i in loaded) == sorted(i.item_id for i in final)
-    from datasets import load_from_disk
-    hf = load_from_disk(str(tmp_path / "once" / "hf"))
-    assert hf["train"].num_rows + hf["validation"].num_rows == len(final)
     report = json.loads(files["preprocess_report.json"])
-    assert [s["step"] for s in report["steps"]][:2] == ["merge", "validation"]
-    assert report["steps"][2]["by_reason"] == {"emobench_overlap": 1}
+    assert [s["step"] for s in report["steps"]] == ["load", "validation", "decontamination", "de-duplication",
+                                                    "category balance", "answer positions"]
+    assert report["inputs"] == run.files and report["parameters"]["balance_min_cap"] == 1
     card = files["README.md"].decode()
-    assert "| EU | complex_emotions |" in card and "License" in card and "decontamination" in card
+    assert "| EU | complex_emotions |" in card and "License" in card and "shard-0/ea_items.jsonl" in card
+    # the same run again writes the same bytes
+    pp.run_preprocess(config, references=references)
+    assert files == {p.name: p.read_bytes() for p in out.glob("*.*")}
+    # the processed splits are DatasetItems too: reading them back gives the same items
+    again = pp.run_preprocess(config.model_copy(update={"inputs": [str(out / "*.jsonl")],
+                                                        "output_dir": str(tmp_path / "again")}),
+                              references=references)
+    assert not again.report("load").dropped and without_source(again.items) == without_source(run.items)
+    loaded = pp.load_split("train", out) + pp.load_split("validation", out)
+    assert without_source(loaded) == without_source(run.items)
+    from datasets import load_from_disk
+    hf = load_from_disk(str(out / "hf"))
+    assert hf["train"].num_rows + hf["validation"].num_rows == len(run.items)
 
 
 def test_empty_input_does_not_crash(tmp_path):

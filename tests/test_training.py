@@ -47,7 +47,7 @@ def sample_questions() -> list[Question]:
 
 
 def dataset_items() -> list[DatasetItem]:
-    """The same items as notebook 03 writes them (``preprocess.DatasetItem``)."""
+    """The same items as notebook 03 writes them (``schemas.DatasetItem``)."""
     eu = DatasetItem(item_id="t-eu", task="EU", category="complex_emotions", source_format="emobench_eu",
                      scenario=EU_SCENARIO, question="What emotion(s) would Mia ultimately feel?", options=EMOTIONS,
                      correct_answer=EMOTIONS[0], explanation=EMOTION_EXPLANATION, subject="Mia",

@@ -1,4 +1,7 @@
-"""Fuzzy de-duplication of texts by Levenshtein similarity (paper §3.3), fast enough for 100,000 scenarios.
+"""Step 4, fuzzy de-duplication (paper §3.3): near-identical scenarios, found fast enough for 100,000 of them.
+
+:func:`deduplicate` is the preprocessing step on items; the functions above it work on plain texts (also used by
+decontamination and ``benchmarks/dedup.py``).
 
 Two texts are *near-duplicates* when the normalised Levenshtein similarity of their casefolded, whitespace-collapsed
 forms, ``rapidfuzz.distance.Levenshtein.normalized_similarity`` = 1 - edit distance / length of the longer text,
@@ -23,6 +26,7 @@ Everything is deterministic: hashes are seeded, never Python's randomised ``hash
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -30,6 +34,10 @@ from typing import Literal
 import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
+
+from ..schemas import DatasetItem
+from .questions import is_emotion_question
+from .steps import StepReport, StepResult, drop
 
 DEFAULT_THRESHOLD = 0.9
 EXHAUSTIVE_MAX = 3000  # "auto" compares all pairs up to this many texts (about 4.5M comparisons)
@@ -344,3 +352,43 @@ def best_reference_matches(queries: Sequence[str], references: Sequence[str],
                 col = int(np.where(usable, partial[row], -1).argmax())
                 results[row] = (col, float(partial[row, col]) / 100, "contained")
     return results
+
+
+# --- the preprocessing step ---------------------------------------------------------------------------------------
+
+
+def dedup_groups(item: DatasetItem) -> tuple[str, ...]:
+    """Kinds of question an item asks. Scenarios are compared only within a kind: an emotion item and an EA item
+    written about the same moment of a dialogue teach different things, so both are kept."""
+    if item.source_format == "emobench_eu":
+        return ("EU-emotion", "EU-cause")
+    if item.task == "EA":
+        return ("EA",)
+    return ("EU-emotion",) if is_emotion_question(item) else ("EU-cause",)
+
+
+def deduplicate(items: Sequence[DatasetItem], *, threshold: float = DEFAULT_THRESHOLD, method: Method = "auto",
+                workers: int = -1) -> StepResult:
+    """Drop items whose scenario is a near-duplicate (normalised Levenshtein >= ``threshold``) of an earlier kept
+    item asking the same kind of question; the earliest item is kept. Reason ``near_duplicate``."""
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        for group in dedup_groups(item):
+            by_group[group].append(index)
+    earlier: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for members in by_group.values():
+        pairs = similar_pairs([items[i].scenario for i in members], threshold, method=method, workers=workers)
+        for pair in pairs:
+            earlier[members[pair.second]].append((members[pair.first], pair.similarity))
+    kept_flags = [True] * len(items)
+    kept, dropped = [], []
+    for index, item in enumerate(items):
+        matches = [(first, score) for first, score in earlier.get(index, ()) if kept_flags[first]]
+        if matches:
+            first, score = max(matches, key=lambda m: (m[1], -m[0]))
+            kept_flags[index] = False
+            dropped.append(drop(item, "near_duplicate", f"{score:.2f} similar to {items[first].item_id}"))
+        else:
+            kept.append(item)
+    return StepResult(kept, StepReport(step="de-duplication", n_in=len(items), n_out=len(kept), dropped=dropped,
+                                       notes={"threshold": threshold, "method": method}))

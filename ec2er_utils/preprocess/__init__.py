@@ -1,0 +1,71 @@
+"""Preprocessing (paper §3.3-3.4): from the generators' items to a clean, balanced, decontaminated training set.
+
+Notebook 03 calls :func:`run_preprocess` with a :class:`PreprocessConfig`. The steps, one module each, in order;
+every step returns ``StepResult(items, report)``: the items it kept and a :class:`StepReport` naming every dropped
+item with its reason and "file:line", so nothing disappears silently.
+
+1. ``load``: read the generators' JSONL (MADS's and the concise pipeline's ``DatasetItem`` records, shards
+   included) and validate each line.
+2. ``filters``: validation (fields and category, answer among the options, distinct options, emotion taxonomy,
+   scenario length, no label leak, no letter references, explanation consistent with the answer).
+3. ``decontaminate``: drop scenarios that are near-copies of EmoBench's.
+4. ``dedup``: fuzzy de-duplication of near-identical scenarios (Levenshtein; MinHash-LSH candidates at scale).
+5. ``balance``: no EU/EA sub-category above 1.5x its expected share;
+6. ``balance``: options re-ordered so the gold letters are uniform.
+7. ``split``: stratified train/validation split; ``report``: dataset card and report; ``pipeline``: all of it.
+
+Departures from the paper, chosen and documented here:
+
+- Decontamination runs *before* de-duplication and balancing (the paper lists it last), so the 1.5x cap holds on
+  the final set.
+- The paper balanced categories *during* generation by regenerating; after the fact we can only reject (the
+  earliest items are kept; see :mod:`~ec2er_utils.preprocess.balance`).
+- "Linguistic quality" checks beyond scenario length (grammaticality, distractor plausibility) need an LLM judge;
+  they are not automated. The label-leak, letter-reference and self-contradiction checks are our additions that
+  make §3.3's "self-contradictory explanations" filter concrete.
+- Near-duplicates are only compared within the same kind of question (emotion, cause, EA).
+"""
+
+from .balance import (
+    answer_letter_counts,
+    balance_answer_positions,
+    balance_categories,
+    category_cap,
+    category_counts,
+    letter_uniformity,
+)
+from .config import OnError, PreprocessConfig
+from .decontaminate import decontaminate, load_emobench_scenarios
+from .dedup import dedup_groups, deduplicate
+from .filters import (
+    EMOTION_FORMS,
+    TASK_CATEGORIES,
+    check_answer_in_options,
+    check_emotion_labels,
+    check_explanation_consistency,
+    check_label_leak,
+    check_no_letter_references,
+    check_options_distinct,
+    check_required_fields,
+    check_scenario_length,
+    explanation_contradiction,
+    validate_items,
+)
+from .load import DEFAULT_INPUTS, find_inputs, input_files, load_items, read_items
+from .pipeline import PreprocessRun, preprocess_items, run_preprocess, save_processed
+from .questions import is_emotion_question, item_questions, question_slots
+from .report import PAPER_COUNTS, counts_vs_paper, dataset_card, skew_summary, steps_table
+from .split import SPLITS, load_split, processed_dir, split_train_validation, write_splits
+from .steps import Drop, StepReport, StepResult
+
+__all__ = [
+    "DEFAULT_INPUTS", "EMOTION_FORMS", "PAPER_COUNTS", "SPLITS", "TASK_CATEGORIES", "Drop", "OnError",
+    "PreprocessConfig", "PreprocessRun", "StepReport", "StepResult", "answer_letter_counts",
+    "balance_answer_positions", "balance_categories", "category_cap", "category_counts", "check_answer_in_options",
+    "check_emotion_labels", "check_explanation_consistency", "check_label_leak", "check_no_letter_references",
+    "check_options_distinct", "check_required_fields", "check_scenario_length", "counts_vs_paper", "dataset_card",
+    "decontaminate", "dedup_groups", "deduplicate", "explanation_contradiction", "find_inputs", "input_files",
+    "is_emotion_question", "item_questions", "letter_uniformity", "load_emobench_scenarios", "load_items",
+    "load_split", "preprocess_items", "processed_dir", "question_slots", "read_items", "run_preprocess",
+    "save_processed", "skew_summary", "split_train_validation", "steps_table", "validate_items", "write_splits",
+]

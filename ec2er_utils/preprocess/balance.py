@@ -1,0 +1,150 @@
+"""Steps 5 and 6, balance: no sub-category above 1.5x its expected share (§3.3), and gold answer letters uniform.
+
+The paper's category rule acts *during generation* ("subsequent samples are rejected and regenerated"). After the
+fact we can only reject: the earliest items of a sub-category are kept (generation order), later ones above the
+cap are dropped. The expected share of each sub-category is uniform (1/4 of its task), the paper's target. A
+``min_cap`` floor keeps tiny demo runs from being emptied by integer rounding; it never binds at paper scale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..formatting import LETTERS
+from ..schemas import DatasetItem
+from .filters import TASK_CATEGORIES
+from .questions import question_slots
+from .steps import StepReport, StepResult, drop
+
+
+def category_cap(counts: Sequence[int], ratio: float = 1.5, min_cap: int = 0) -> int:
+    """The largest per-category count m such that, with every category cut to min(count, m), no category holds
+    more than ``ratio`` times its expected share (1/len(counts)) of the total; at least ``min_cap``."""
+    k = len(counts)
+    best = 0
+    for m in range(max(counts, default=0), -1, -1):
+        total = sum(min(c, m) for c in counts)
+        if all(min(c, m) <= ratio * total / k + 1e-9 for c in counts):
+            best = m
+            break
+    return max(best, min_cap)
+
+
+def category_counts(items: Iterable[DatasetItem]) -> dict[str, dict[str, int]]:
+    """Items per task and category, every EmoBench category listed (zeros included)."""
+    counts = {task: dict.fromkeys(categories, 0) for task, categories in TASK_CATEGORIES.items()}
+    for item in items:
+        counts[item.task][item.category] = counts[item.task].get(item.category, 0) + 1
+    return counts
+
+
+def balance_categories(items: Sequence[DatasetItem], *, ratio: float | None = 1.5, min_cap: int = 0) -> StepResult:
+    """No EU/EA sub-category above ``ratio`` x its expected share (uniform over the task's 4 categories).
+
+    Within an over-full category the earliest items are kept, later ones dropped (``over_category_cap``), as the
+    paper rejected later samples during generation. ``ratio=None`` disables the step. ``notes`` hold the counts
+    before and after, each task's cap, and whether ``min_cap`` overrode the rule.
+    """
+    before = category_counts(items)
+    if ratio is None:
+        return StepResult(list(items), StepReport(step="category balance", n_in=len(items), n_out=len(items),
+                                                  notes={"disabled": True, "before": before, "after": before}))
+    caps = {}
+    floor_used = {}
+    for task, categories in TASK_CATEGORIES.items():
+        counts = [before[task][c] for c in categories]
+        caps[task] = category_cap(counts, ratio, min_cap)
+        floor_used[task] = caps[task] > category_cap(counts, ratio, 0)
+    seen: Counter = Counter()
+    kept, dropped = [], []
+    for item in items:
+        seen[(item.task, item.category)] += 1
+        if seen[(item.task, item.category)] > caps[item.task]:
+            dropped.append(drop(item, "over_category_cap",
+                                 f"{item.task} {item.category} already has {caps[item.task]} items (cap)"))
+        else:
+            kept.append(item)
+    notes = {"ratio": ratio, "min_cap": min_cap, "caps": caps, "min_cap_overrode_rule": floor_used,
+             "before": before, "after": category_counts(kept)}
+    return StepResult(kept, StepReport(step="category balance", n_in=len(items), n_out=len(kept), dropped=dropped,
+                                       notes=notes))
+
+
+def _stable_key(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def answer_letter_counts(items: Iterable[DatasetItem]) -> dict[str, dict[str, int]]:
+    """Gold-letter counts per question group ("EU-emotion/6", "EU-cause/4", "EA/4", "MCQ-EU/5", ...)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for item in items:
+        for slot, options, answer, _ in question_slots(item):
+            if answer in options:
+                counts[_position_group(item, slot, len(options))][LETTERS[options.index(answer)]] += 1
+    return {group: {LETTERS[i]: c[LETTERS[i]] for i in range(int(group.rsplit("/", 1)[1]))}
+            for group, c in sorted(counts.items())}
+
+
+def _position_group(item: DatasetItem, slot: str, n_options: int) -> str:
+    if item.source_format == "emobench_eu":
+        name = "EU-emotion" if slot == "main" else "EU-cause"
+    elif item.source_format == "emobench_ea":
+        name = "EA"
+    else:
+        name = f"MCQ-{item.task}"
+    return f"{name}/{n_options}"
+
+
+def letter_uniformity(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+    """Chi-square goodness-of-fit of each group's gold letters against uniform (``scipy.stats.chisquare``)."""
+    from scipy.stats import chisquare
+
+    out = {}
+    for group, letters in counts.items():
+        observed = list(letters.values())
+        n = sum(observed)
+        if n == 0:
+            out[group] = {"n": 0, "counts": letters, "chi2": None, "p_value": None}
+            continue
+        result = chisquare(observed)
+        out[group] = {"n": n, "counts": letters, "chi2": float(result.statistic), "p_value": float(result.pvalue)}
+    return out
+
+
+def balance_answer_positions(items: Sequence[DatasetItem], *, seed: int = 0) -> StepResult:
+    """Re-order every question's options so the gold letters are uniform, deterministically.
+
+    Within each question group (see :func:`answer_letter_counts`) the items are ranked by a seeded hash of their
+    id; the gold answer goes to position ``rank mod n_options``, so letter counts differ by at most one. The
+    other options are sorted, then shuffled with a generator seeded by the item id. The result depends only on the
+    items' ids, their option *sets* and the seed, so running the step again changes nothing. Drops nothing;
+    ``notes`` hold the letter counts and chi-square tests before and after.
+    """
+    before = answer_letter_counts(items)
+    ranked: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for index, item in enumerate(items):
+        for slot, options, _, _ in question_slots(item):
+            ranked[f"{_position_group(item, slot, len(options))}|{slot}"].append(
+                (_stable_key(seed, item.item_id, slot), index))
+    target: dict[tuple[int, str], int] = {}
+    for key, members in ranked.items():
+        n_options = int(key.split("|")[0].rsplit("/", 1)[1])
+        for rank, (_, index) in enumerate(sorted(members)):
+            target[(index, key.split("|")[1])] = rank % n_options
+    out = []
+    for index, item in enumerate(items):
+        orders = {}
+        for slot, options, answer, _ in question_slots(item):
+            others = sorted((o for o in options if o != answer), key=lambda o: (o.casefold(), o))
+            random.Random(_stable_key(seed, item.item_id, slot, "order")).shuffle(others)
+            if answer in options:
+                others.insert(target[(index, slot)], answer)
+            orders[slot] = others
+        out.append(item.with_options(orders["main"], orders.get("cause")))
+    after = answer_letter_counts(out)
+    notes = {"seed": seed, "before": letter_uniformity(before), "after": letter_uniformity(after)}
+    return StepResult(out, StepReport(step="answer positions", n_in=len(items), n_out=len(out), notes=notes))

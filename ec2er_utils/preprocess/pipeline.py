@@ -1,0 +1,104 @@
+"""The whole chapter in one call: :func:`run_preprocess` (notebook 03), its item steps :func:`preprocess_items`,
+and :func:`save_processed` (splits, dataset card, report)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..jsonl import write_json_atomic
+from ..schemas import DatasetItem
+from .balance import balance_answer_positions, balance_categories
+from .config import PreprocessConfig
+from .decontaminate import decontaminate, load_emobench_scenarios
+from .dedup import deduplicate
+from .filters import validate_items
+from .load import load_items
+from .report import counts_vs_paper, dataset_card, skew_summary
+from .split import SPLITS, processed_dir, split_train_validation, write_splits
+from .steps import StepReport, StepResult
+
+
+def preprocess_items(items: Sequence[DatasetItem], references: Sequence[tuple[str, str]] = (),
+                     config: PreprocessConfig | None = None) -> StepResult:
+    """Steps 2-6 on loaded items: validation, decontamination against ``references`` (``(id, scenario)`` pairs),
+    de-duplication, category balance, answer positions. ``notes["reports"]`` holds every step's report."""
+    config = config or PreprocessConfig()
+    steps = (validate_items,
+             lambda xs: decontaminate(xs, references, threshold=config.contamination_threshold,
+                                      containment=config.containment, workers=config.workers),
+             lambda xs: deduplicate(xs, threshold=config.dedup_threshold, workers=config.workers),
+             lambda xs: balance_categories(xs, ratio=config.balance_ratio, min_cap=config.balance_min_cap),
+             lambda xs: balance_answer_positions(xs, seed=config.seed))
+    reports = []
+    current = list(items)
+    for step in steps:
+        current, report = step(current)
+        reports.append(report)
+    return StepResult(current, StepReport(step="preprocess", n_in=len(items), n_out=len(current),
+                                          dropped=[d for r in reports for d in r.dropped],
+                                          notes={"reports": reports}))
+
+
+def save_processed(split: dict[str, list[DatasetItem]], reports: Sequence[StepReport], split_notes: dict[str, Any],
+                   folder: str | os.PathLike | None = None, *, inputs: Sequence[str] = (),
+                   extra_report: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write the splits (:func:`~ec2er_utils.preprocess.split.write_splits`), ``README.md`` (dataset card) and
+    ``preprocess_report.json`` (every step's counts and drops, plus ``extra_report``) into ``folder``
+    (default ``data/processed``)."""
+    paths = write_splits(split, folder)
+    out = processed_dir(folder)
+    paths["card"] = out / "README.md"
+    paths["card"].write_text(dataset_card(split, reports, split_notes, inputs=inputs), encoding="utf-8")
+    paths["report"] = out / "preprocess_report.json"
+    report = {"inputs": list(inputs),
+              "steps": [r.model_dump() | {"by_reason": r.by_reason} for r in reports],
+              "split": split_notes | {name: len(split.get(name, [])) for name in SPLITS},
+              "counts_vs_paper": counts_vs_paper([i for part in split.values() for i in part])}
+    write_json_atomic(paths["report"], report | (extra_report or {}))
+    return paths
+
+
+@dataclass
+class PreprocessRun:
+    """What :func:`run_preprocess` did: the files read, every step's report, the final items, the split and the
+    files written."""
+
+    config: PreprocessConfig
+    files: list[str]
+    reports: list[StepReport]
+    items: list[DatasetItem]
+    split: dict[str, list[DatasetItem]]
+    split_notes: dict[str, Any]
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def report(self, step: str) -> StepReport:
+        """The report of the step named ``step`` ("load", "validation", "decontamination", ...)."""
+        for report in self.reports:
+            if report.step == step:
+                return report
+        raise KeyError(f"no step {step!r}; steps: {[r.step for r in self.reports]}")
+
+
+def run_preprocess(config: PreprocessConfig | None = None, *,
+                   references: Sequence[tuple[str, str]] | None = None) -> PreprocessRun:
+    """Chapter 03: load the generators' items, run steps 2-6, split, and save to ``config.output_dir``.
+
+    ``references`` are the ``(id, scenario)`` pairs to decontaminate against; by default EmoBench's English
+    scenarios (:func:`~ec2er_utils.preprocess.decontaminate.load_emobench_scenarios`, ``config.emobench_dir``).
+    """
+    config = config or PreprocessConfig()
+    items, load_report = load_items(config.inputs, on_error=config.on_error)
+    if references is None:
+        references = load_emobench_scenarios(config.emobench_dir)
+    final, steps = preprocess_items(items, references, config)
+    split, split_notes = split_train_validation(final, validation_fraction=config.validation_fraction,
+                                                seed=config.seed)
+    reports = [load_report, *steps.notes["reports"]]
+    files = list(load_report.notes["files"])
+    extra = {"parameters": config.model_dump(), "skew": skew_summary(final)}
+    paths = save_processed(split, reports, split_notes, config.output_dir, inputs=files, extra_report=extra)
+    return PreprocessRun(config, files, reports, final, split, split_notes, paths)
