@@ -32,6 +32,7 @@ import random
 import re
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,7 +40,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .jsonl import JSONLError, iter_jsonl, write_jsonl_atomic
+from .parameters import StageConfig
 from .taxonomy import (
+    AGE_BANDS,
     AGE_RANGE,
     BASELINE_DISPOSITIONS,
     COMMUNICATION_STYLES,
@@ -58,12 +61,10 @@ from .taxonomy import (
     VIEWPOINT_TYPES,
     validate_choice,
 )
-from .themes import AGE_BANDS
+from .themes import THEMES, Theme
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from .themes import Theme
 
 PERSONAHUB_DATASET = "proj-persona/PersonaHub"
 PERSONAHUB_CONFIG = "persona"
@@ -341,6 +342,21 @@ def grid_personas(n: int, seed: int = 0) -> list[Persona]:
 # One entry point and the personas file
 
 
+class PersonasConfig(StageConfig):
+    """Chapter 00's settings: where personas come from, how many, and where they are written."""
+
+    persona_source: str = "auto"  # "auto", "grid", "shared-sample", "personahub" or a JSONL path (load_personas)
+    num_personas: int = Field(300, ge=1)
+    seed: int = 0
+    output_dir: str | None = None  # None: data/personas/
+
+    def resolved_source(self) -> str:
+        """``"auto"`` as the shared PersonaHub sample where it is present, else the paper's grid."""
+        if self.persona_source != "auto":
+            return self.persona_source
+        return "shared-sample" if shared_sample_path() else "grid"
+
+
 def load_personas(source: str | os.PathLike | None = None, *, n: int | None = None, seed: int = 0,
                   ) -> list[Persona]:
     """Personas from ``source``; ``n`` of them (all of a file when ``n`` is None), reproducible from ``seed``.
@@ -546,3 +562,55 @@ def coverage(records: Sequence[BaseModel | Mapping[str, Any]], fields: Mapping[s
 
 def attribute_fields() -> dict[str, tuple[str, ...]]:
     return {name: values for name, (_, values) in ATTRIBUTE_LISTS.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Which themes fit a persona (Algorithm 1, line 2: "check compatibility")
+
+
+@dataclass(frozen=True)
+class Compatibility:
+    """Whether a persona fits a theme, why not, and how strongly its text matches the theme's keywords."""
+
+    ok: bool
+    reasons: tuple[str, ...] = ()
+    keyword_hits: int = 0
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _age_bounds(persona: Persona) -> tuple[int, int] | None:
+    if persona.age is not None:
+        return persona.age, persona.age
+    if persona.age_band is not None:
+        return AGE_BANDS[persona.age_band]
+    return None
+
+
+def keyword_hits(text: str, theme: Theme) -> int:
+    """How many of the theme's keywords occur in ``text`` as whole words (case-insensitive)."""
+    lowered = text.lower()
+    return sum(bool(re.search(rf"\b{re.escape(k.lower())}", lowered)) for k in theme.keywords)
+
+
+def compatibility(persona: Persona, theme: Theme) -> Compatibility:
+    """Check the theme's age, relationship-status and occupation limits against what is known about the persona."""
+    reasons = []
+    bounds = _age_bounds(persona)
+    if bounds is not None:
+        lo, hi = bounds
+        if hi < theme.min_age or lo > theme.max_age:
+            age = persona.age if persona.age is not None else f"{persona.age_band} ({lo}-{hi})"
+            reasons.append(f"age {age} outside {theme.min_age}-{theme.max_age}")
+    if theme.relationship_statuses and persona.relationship_status is not None \
+            and persona.relationship_status not in theme.relationship_statuses:
+        reasons.append(f"relationship status {persona.relationship_status!r} not in "
+                       f"{list(theme.relationship_statuses)}")
+    if persona.occupation is not None and persona.occupation in theme.excluded_occupations:
+        reasons.append(f"occupation {persona.occupation!r} excluded")
+    return Compatibility(not reasons, tuple(reasons), keyword_hits(persona.text, theme))
+
+
+def compatible_themes(persona: Persona, themes: tuple[Theme, ...] | list[Theme] = THEMES) -> list[Theme]:
+    return [t for t in themes if compatibility(persona, t).ok]

@@ -76,6 +76,8 @@ VIEWPOINT_TYPES: tuple[str, ...] = (  # §3.2 "VIEWPOINT_TYPES"
 # --- Persona grid (§3.2 "Persona and attribute diversity") ---
 
 AGE_RANGE: tuple[int, int] = (18, 75)  # inclusive bounds, §3.2 "age ranges (18-75)"
+# Age bands used when a persona's exact age is unknown (PersonaHub texts); bounds are inclusive.
+AGE_BANDS: dict[str, tuple[int, int]] = {"young_adult": (18, 29), "adult": (30, 59), "older_adult": (60, 75)}
 # The paper lists these six and then says "etc.".
 OCCUPATIONS_FROM_PAPER: tuple[str, ...] = (
     "student",

@@ -14,25 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .jsonl import JSONLError, write_json_atomic
 from .taxonomy import AGE_RANGE, CONFLICT_DOMAINS, OCCUPATIONS, RELATIONSHIP_STATUSES, RELATIONSHIP_TYPES
 
-if TYPE_CHECKING:
-    from .personas import Persona
-
 THEME_CATEGORIES: tuple[str, ...] = (
     "loss", "work", "family", "identity", "relationships", "health", "finances", "life_transition", "social",
 )
 
-# Age bands used when a persona's exact age is unknown (PersonaHub texts); bounds are inclusive.
-AGE_BANDS: dict[str, tuple[int, int]] = {"young_adult": (18, 29), "adult": (30, 59), "older_adult": (60, 75)}
 
 
 class Theme(BaseModel):
@@ -189,55 +181,3 @@ def load_themes(path: str | os.PathLike | None = None) -> tuple[Theme, ...]:
     if duplicates:
         raise JSONLError(f"{path}: duplicate theme name(s) {duplicates}")
     return tuple(themes)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Compatibility
-
-
-@dataclass(frozen=True)
-class Compatibility:
-    """Whether a persona fits a theme, why not, and how strongly its text matches the theme's keywords."""
-
-    ok: bool
-    reasons: tuple[str, ...] = ()
-    keyword_hits: int = 0
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-
-def _age_bounds(persona: Persona) -> tuple[int, int] | None:
-    if persona.age is not None:
-        return persona.age, persona.age
-    if persona.age_band is not None:
-        return AGE_BANDS[persona.age_band]
-    return None
-
-
-def keyword_hits(text: str, theme: Theme) -> int:
-    """How many of the theme's keywords occur in ``text`` as whole words (case-insensitive)."""
-    lowered = text.lower()
-    return sum(bool(re.search(rf"\b{re.escape(k.lower())}", lowered)) for k in theme.keywords)
-
-
-def compatibility(persona: Persona, theme: Theme) -> Compatibility:
-    """Check the theme's age, relationship-status and occupation limits against what is known about the persona."""
-    reasons = []
-    bounds = _age_bounds(persona)
-    if bounds is not None:
-        lo, hi = bounds
-        if hi < theme.min_age or lo > theme.max_age:
-            age = persona.age if persona.age is not None else f"{persona.age_band} ({lo}-{hi})"
-            reasons.append(f"age {age} outside {theme.min_age}-{theme.max_age}")
-    if theme.relationship_statuses and persona.relationship_status is not None \
-            and persona.relationship_status not in theme.relationship_statuses:
-        reasons.append(f"relationship status {persona.relationship_status!r} not in "
-                       f"{list(theme.relationship_statuses)}")
-    if persona.occupation is not None and persona.occupation in theme.excluded_occupations:
-        reasons.append(f"occupation {persona.occupation!r} excluded")
-    return Compatibility(not reasons, tuple(reasons), keyword_hits(persona.text, theme))
-
-
-def compatible_themes(persona: Persona, themes: tuple[Theme, ...] | list[Theme] = THEMES) -> list[Theme]:
-    return [t for t in themes if compatibility(persona, t).ok]

@@ -247,18 +247,18 @@ def test_compatibility_rules():
     retirement, romance, work = (T.theme_by_name(n) for n in ("retirement_transition", "romantic_trust",
                                                               "workplace_stress"))
     young = grid_persona(age=25, age_band="young_adult", occupation="teacher", relationship_status="single")
-    check = T.compatibility(young, retirement)
+    check = P.compatibility(young, retirement)
     assert not check and "age 25 outside 55-75" in check.reasons[0]
-    assert not T.compatibility(young, romance)
-    assert T.compatibility(grid_persona(age=25, age_band="young_adult", relationship_status="married"), romance)
+    assert not P.compatibility(young, romance)
+    assert P.compatibility(grid_persona(age=25, age_band="young_adult", relationship_status="married"), romance)
     retiree = grid_persona(age=70, age_band="older_adult", occupation="retiree", relationship_status="married")
-    assert not T.compatibility(retiree, work) and T.compatibility(retiree, retirement)
+    assert not P.compatibility(retiree, work) and P.compatibility(retiree, retirement)
     unknown = P.persona_from_text("A die-hard fan of a TV show.", "personahub")
-    assert all(T.compatibility(unknown, t) for t in T.THEMES)  # nothing known rules nothing out
+    assert all(P.compatibility(unknown, t) for t in T.THEMES)  # nothing known rules nothing out
     veteran = P.persona_from_text("A WWII veteran who misses his wife.", "personahub")
-    assert not T.compatibility(veteran, T.theme_by_name("academic_pressure"))
-    assert T.compatibility(veteran, T.theme_by_name("grief")).ok
-    assert T.compatibility(P.persona_from_text("A nurse caring for her elderly father.", "personahub"),
+    assert not P.compatibility(veteran, T.theme_by_name("academic_pressure"))
+    assert P.compatibility(veteran, T.theme_by_name("grief")).ok
+    assert P.compatibility(P.persona_from_text("A nurse caring for her elderly father.", "personahub"),
                            T.theme_by_name("caregiving")).keyword_hits >= 2
 
 
@@ -282,7 +282,7 @@ def test_dialogue_plans_pair_only_compatible_themes_and_spread_categories():
     personas = P.grid_personas(60, seed=3)
     plans, report = plan_dialogues(personas, T.THEMES, 40, seed=9)
     assert [p.index for p in plans] == list(range(40))
-    assert all(T.compatibility(p.persona, p.theme) for p in plans)
+    assert all(P.compatibility(p.persona, p.theme) for p in plans)
     assert len({p.persona.persona_id for p in plans}) == 40  # without replacement while personas last
     categories = Counter(p.theme.category for p in plans)
     assert max(categories.values()) - min(categories.values()) <= 2

@@ -251,7 +251,7 @@ def http_client(server: FaultyOpenAIServer, **options):
 
 def mads_config(**changes) -> MADSConfig:
     settings = dict(num_dialogues=4, concurrency=1, checkpoint_every=1, eu_items=(2, 2), ea_items=(2, 2),
-                    min_turns=2, max_turns=2, temperature=0)
+                    min_turns=2, max_turns=2, temperature=0, item_max_tokens=700)
     settings.update(changes)
     return quiet_config(MADSConfig, **settings)
 
