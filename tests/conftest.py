@@ -21,10 +21,10 @@ def embedded_model_path() -> Path:
 def openai_server(embedded_model_path: Path, tmp_path_factory: pytest.TempPathFactory):
     """A real ``transformers serve --continuous-batching`` on a free loopback port with the embedded model preloaded.
 
-    Yields a started :class:`ec2er_utils.serve.LocalOpenAIServer` (``base_url``, ``model``, ``port``, ``log_path``,
+    Yields a started :class:`tools.local_server.LocalOpenAIServer` (``base_url``, ``model``, ``port``, ``log_path``,
     ``process``, ``log_tail()``); stopped at the end of the session.
     """
-    from ec2er_utils.serve import LocalOpenAIServer, ServerStartError
+    from tools.local_server import LocalOpenAIServer, ServerStartError
 
     server = LocalOpenAIServer(str(embedded_model_path), port=free_loopback_port(),
                                log_path=tmp_path_factory.mktemp("transformers_serve") / "serve.log")

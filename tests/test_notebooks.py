@@ -6,9 +6,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ec2er_utils.notebooks import (NOTEBOOKS_DIR, convention_problems, main, numbered_notebooks, run_all,
-                                   strip_outputs)
+from ec2er_utils.notebooks import NOTEBOOKS_DIR, numbered_notebooks
 from ec2er_utils.paths import REPO_ROOT
+from tools.notebook_conventions import convention_problems, main, strip_outputs
+from tools.notebook_runner import run_all
 
 COMMITTED = sorted([*NOTEBOOKS_DIR.glob("*.ipynb"), *(REPO_ROOT / "colab").glob("*.ipynb")])
 

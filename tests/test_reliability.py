@@ -705,7 +705,7 @@ def test_server_killed_mid_run_then_restarted_and_resumed(embedded_model_path, s
     """kill -9 the server while the second dialogue waits for it: that dialogue is recorded as failed (transport),
     nothing is torn; restart the server, resume: only that dialogue is generated again, and the files hold what the
     uninterrupted run wrote. The run uses a fake API key (environment and parameter) that must appear nowhere."""
-    from ec2er_utils.serve import LocalOpenAIServer
+    from tools.local_server import LocalOpenAIServer
 
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
     server = LocalOpenAIServer(str(embedded_model_path), port=free_loopback_port(),

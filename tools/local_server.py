@@ -1,10 +1,14 @@
 """A local OpenAI-compatible server for the embedded model: ``transformers serve --continuous-batching``.
 
-Used by the integration and fault tests (started and stopped by a fixture), by ``benchmarks/llm_client.py``, and
-by anyone who wants the notebooks' ``openai`` backend without vLLM::
+Developer tooling (not in the installed package). Used by the integration and fault tests (started and stopped by
+a fixture), by ``benchmarks/llm_client.py`` and ``benchmarks/generation.py``, and by anyone who wants the notebooks'
+``openai`` backend without vLLM::
 
     with local_openai_server() as server:
         client = make_client("openai", model=server.model, base_url=server.base_url)
+
+From a shell, ``python -m tools.local_server [--model PATH] [--port N]`` serves until Ctrl-C and prints the
+``OPENAI_BASE_URL`` to use.
 
 The server is pinned to one model (its FORCE_MODEL argument) and accepts exactly that string as ``model``.
 It accepts ``response_format`` but does not enforce it, so the client's own validation and re-ask do the work.
@@ -12,6 +16,7 @@ It accepts ``response_format`` but does not enforce it, so the client's own vali
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -25,9 +30,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-
-class ServerStartError(RuntimeError):
-    """The server exited or did not answer ``/health`` in time; the message carries its log tail."""
+from ec2er_utils.colab import ServerStartError
 
 
 def free_loopback_port() -> int:
@@ -41,7 +44,7 @@ class LocalOpenAIServer:
 
     def __init__(self, model: str | None = None, *, port: int | None = None, log_path: Path | None = None,
                  start_timeout_s: float = 180.0):
-        from .models import checkpoint_path
+        from ec2er_utils.models import checkpoint_path
 
         self.model = model if model and Path(model).is_dir() else checkpoint_path(model)
         self.port = port or free_loopback_port()
@@ -124,3 +127,21 @@ def local_openai_server(model: str | None = None, **options):
     server = LocalOpenAIServer(model, **options)
     with server:
         yield server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a checkpoint folder or a registry name (default: the embedded model)")
+    parser.add_argument("--port", type=int, help="loopback port (default: a free one)")
+    args = parser.parse_args(argv)
+    with local_openai_server(args.model, port=args.port) as server:
+        print(f"serving {server.model}\nOPENAI_BASE_URL={server.base_url}  (log: {server.log_path}); Ctrl-C stops it",
+              flush=True)
+        try:
+            return server.process.wait()  # the server's exit code when it ends by itself
+        except KeyboardInterrupt:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
