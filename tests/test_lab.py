@@ -19,7 +19,7 @@ import pytest
 
 from ec2er_utils.notebooks import NOTEBOOKS_DIR
 from ec2er_utils.paths import REPO_ROOT
-from ec2er_utils.serve import free_loopback_port
+from tools.local_server import free_loopback_port
 
 KERNEL_NAME = "ec2er"  # the Makefile's KERNEL
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
