@@ -35,20 +35,9 @@ from typing import Any
 
 from .notebooks import NOTEBOOKS_DIR, numbered_notebooks
 
-GENERATOR_MODEL = "openai/gpt-oss-20b"
 PAPER_MODELS = ("mistral", "qwen", "gemma", "llama")
 # vLLM runs while these run: 01 and 02 call the generator; 00 (personas, no LLM) comes before them.
 GENERATION_CHAPTERS = ("00", "01", "02")
-# The paper-sized values the generation notebooks' parameters cells give in their comments (CPU defaults are
-# tiny). gpt-oss spends completion tokens on its reasoning too (the notebooks say so), hence the 2000-token
-# background budgets: an unmeasured guess, as are all of these for gpt-oss; extra_parameters overrides them.
-PAPER_SIZED: dict[str, dict[str, Any]] = {
-    "01": {"min_turns": 4, "max_turns": 14, "supervisor_every": 2, "background_words": [200, 400],
-           "background_max_tokens": 2000, "turn_max_tokens": 250, "supervisor_max_tokens": 300,
-           "item_max_tokens": 1500, "eu_items": [3, 4], "ea_items": [3, 4], "top_p": 1.0},
-    "02": {"rounds": 5, "background_words": [80, 150], "background_max_tokens": 2000, "turn_max_tokens": 150,
-           "item_max_tokens": 1000, "top_p": 1.0},
-}
 ADAPTER_FOLDER = "adapter"  # training.ADAPTER_DIR (not imported: importing training imports Unsloth)
 
 
@@ -158,11 +147,16 @@ def hf_token_from_colab_secrets(name: str = "HF_TOKEN") -> bool:
 # vLLM
 
 
-def vllm_command(model: str = GENERATOR_MODEL, *, port: int = 8000, host: str = "127.0.0.1",
+def vllm_command(model: str | None = None, *, port: int = 8000, host: str = "127.0.0.1",
                  gpu_memory_utilization: float = 0.85, max_model_len: int | None = 16384,
                  extra_args: Sequence[str] = (), executable: str | os.PathLike | None = None) -> list[str]:
-    """``vllm serve MODEL ...``: loopback only; ``max_model_len`` caps the context (our prompts are short) so the KV
-    cache leaves room for many dialogues at once. vLLM picks the A100 kernels for gpt-oss by itself."""
+    """``vllm serve MODEL ...`` (default: the paper's generator, from ``recipes/paper/01_mads.yaml``): loopback only;
+    ``max_model_len`` caps the context (our prompts are short) so the KV cache leaves room for many dialogues at
+    once. vLLM picks the A100 kernels for gpt-oss by itself."""
+    if model is None:
+        from .recipes import load_recipe
+
+        model = load_recipe("paper", "01")["generator_model"]
     if executable is None:
         beside = Path(sys.executable).parent / "vllm"
         executable = str(beside) if beside.exists() else shutil.which("vllm")
@@ -175,7 +169,7 @@ def vllm_command(model: str = GENERATOR_MODEL, *, port: int = 8000, host: str = 
     return command + list(extra_args)
 
 
-def start_vllm_server(model: str = GENERATOR_MODEL, *, port: int = 8000, log_path: str | os.PathLike = "vllm.log",
+def start_vllm_server(model: str | None = None, *, port: int = 8000, log_path: str | os.PathLike = "vllm.log",
                       gpu_memory_utilization: float = 0.85, max_model_len: int | None = 16384,
                       extra_args: Sequence[str] = (), executable: str | os.PathLike | None = None
                       ) -> subprocess.Popen:
@@ -287,39 +281,32 @@ def _assigned_parameters(notebook: Path) -> dict[str, str]:
     return found
 
 
-def paper_sized_parameters(model: str, *, base_url: str, run_id: str, runs_root: str | os.PathLike | None = None,
-                           generator_model: str = GENERATOR_MODEL, num_personas: int = 3000,
-                           num_dialogues: int = 3000, num_samples: int = 3000, concurrency: int = 64,
-                           eval_protocol: str = "paper", figures_dir: str | None = None,
-                           extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """What each chapter is asked to use for the paper's set-up, keyed by chapter number (``"00"``..``"06"``).
-
-    00 draws ``num_personas`` PersonaHub personas (the paper's source; the concise pipeline samples at most that
-    many); 01 and 02 generate with the vLLM server; 04 trains ``model`` on all epochs into
-    ``runs/<model>/<run_id>``; 05 evaluates the base model and that adapter in-process on all English EmoBench
-    items; 06 draws the figures.
+def paper_parameters(model: str, *, base_url: str, run_id: str, runs_root: str | os.PathLike | None = None,
+                     figures_dir: str | None = None, extra: Mapping[str, Mapping[str, Any]] | None = None,
+                     ) -> dict[str, dict[str, Any]]:
+    """What each chapter is asked to use for the paper's set-up, keyed by chapter number (``"00"``..``"06"``):
+    the paper's recipes (``recipes/paper/``), plus what only this launch knows: the vLLM server's ``base_url``,
+    the ``model`` to fine-tune and evaluate, the ``run_id`` of its training run (so chapter 05 evaluates exactly
+    that adapter) and where figures go. ``extra`` overrides or adds per chapter, e.g. ``{"01": {"max_turns": 10}}``.
     Names a notebook does not declare are dropped by :func:`chapter_parameters` (and reported by
-    :func:`run_chapters`). ``extra`` overrides or adds per chapter, e.g. ``{"01": {"max_turns": 10}}``.
+    :func:`run_chapters`).
     """
     from .models import MODEL_REGISTRY
     from .paths import runs_dir
+    from .recipes import load_recipe
 
     if model not in MODEL_REGISTRY:
         raise ValueError(f"model must be one of {', '.join(MODEL_REGISTRY)} (the paper's: {', '.join(PAPER_MODELS)})"
                          f", got {model!r}")
     adapter = Path(runs_root) if runs_root is not None else runs_dir()
-    generation = {"backend": "openai", "base_url": base_url, "generator_model": generator_model,
-                  "concurrency": concurrency}
-    parameters = {
-        "00": {"persona_source": "personahub", "num_personas": num_personas},
-        "01": {**generation, "num_dialogues": num_dialogues, **PAPER_SIZED["01"]},
-        "02": {**generation, "num_samples": num_samples, **PAPER_SIZED["02"]},
-        "03": {},
-        "04": {"model": model, "run_id": run_id, "max_steps": -1, "max_eval_questions": -1},
-        "05": {"model": model, "adapter": str(adapter / model / run_id / ADAPTER_FOLDER), "backend": "local",
-               "protocol": eval_protocol, "language": "en", "limit": None},
-        "06": {"figures_dir": figures_dir} if figures_dir else {},
-    }
+    parameters = {chapter: load_recipe("paper", chapter) for chapter in ("00", "01", "02", "03", "04", "05", "06")}
+    for chapter in GENERATION_CHAPTERS:
+        if "base_url" in parameters[chapter]:
+            parameters[chapter]["base_url"] = base_url
+    parameters["04"].update(model=model, run_id=run_id)
+    parameters["05"].update(model=model, adapter=str(adapter / model / run_id / ADAPTER_FOLDER))
+    if figures_dir:
+        parameters["06"]["figures_dir"] = figures_dir
     for chapter, values in (extra or {}).items():
         parameters.setdefault(str(chapter).zfill(2), {}).update(values)
     return parameters

@@ -323,19 +323,26 @@ def test_run_chapters_gives_each_notebook_its_own_parameters(tmp_path, capsys):
         colab.select_chapters(["05"], folder)
 
 
-def test_paper_sized_parameters_are_all_declared_by_the_real_notebooks(tmp_path):
-    parameters = colab.paper_sized_parameters("qwen", base_url="http://127.0.0.1:8000/v1", run_id="colab-1",
-                                              runs_root=tmp_path, figures_dir="/drive/figures",
-                                              extra={"1": {"max_turns": 10}})
+def test_paper_parameters_are_the_recipes_plus_this_launch_and_declared_by_the_real_notebooks(tmp_path):
+    from ec2er_utils.recipes import load_recipe
+
+    parameters = colab.paper_parameters("qwen", base_url="http://127.0.0.1:8123/v1", run_id="colab-1",
+                                        runs_root=tmp_path, figures_dir="/drive/figures",
+                                        extra={"1": {"max_turns": 10}})
     assert parameters["05"]["adapter"] == str(tmp_path / "qwen" / "colab-1" / "adapter")
-    assert parameters["04"]["run_id"] == "colab-1" and parameters["01"]["max_turns"] == 10
-    assert parameters["01"]["generator_model"] == "openai/gpt-oss-20b" and parameters["01"]["backend"] == "openai"
+    assert parameters["04"]["run_id"] == "colab-1" and parameters["04"]["model"] == "qwen"
+    assert parameters["01"]["max_turns"] == 10 and parameters["01"]["base_url"] == "http://127.0.0.1:8123/v1"
+    paper = load_recipe("paper", "01")
+    assert parameters["01"]["generator_model"] == paper["generator_model"] == "openai/gpt-oss-20b"
+    assert {k: v for k, v in parameters["02"].items() if k != "base_url"} == \
+        {k: v for k, v in load_recipe("paper", "02").items() if k != "base_url"}
+    assert colab.vllm_command(executable="/bin/vllm")[2] == paper["generator_model"]
     available = {path.name[:2]: path for path in numbered_notebooks()}
     for chapter, wanted in parameters.items():
         if chapter in available:  # nothing the launcher asks for may be dropped by the real notebooks
             assert colab.chapter_parameters(available[chapter], wanted) == wanted, chapter
     with pytest.raises(ValueError, match="model must be one of"):
-        colab.paper_sized_parameters("gpt2", base_url="u", run_id="r")
+        colab.paper_parameters("gpt2", base_url="u", run_id="r")
 
 
 # --------------------------------------------------------------------------------------------------------------
