@@ -126,6 +126,15 @@ class ScriptedGenerationClient(LLMClient):
                     "emotion_explanation": "He blames himself.", "cause_label": "He missed the call",
                     "cause_distractors": ["He lost a bet", "He was tired", "He disliked dinner"],
                     "cause_explanation": "The missed call is what he keeps returning to."}
+        if title == "EUMixedItemDraft":
+            return {"scenario": f"Alex [{key}] left the job he hated and went quiet at the farewell.",
+                    "subject": "Alex", "emotion_label": ["Relief", "Guilt"],
+                    "emotion_distractors": [["Joy", "Anger"], ["Pride", "Fear"], ["Sadness", "Joy"],
+                                            ["Anger", "Fear"], ["Pride", "Sadness"]],
+                    "emotion_explanation": "He is glad to go and sorry to leave them.",
+                    "cause_label": "He left his team behind",
+                    "cause_distractors": ["He lost a bet", "He was tired", "He disliked dinner"],
+                    "cause_explanation": "Leaving the team is what he keeps returning to."}
         if title == "EAItemDraft":
             return {"scenario": f"Alex [{key}] must decide whether to call his sister.", "subject": "Alex",
                     "best_choice": "Call and apologise", "other_choices": ["Ignore it", "Send a meme", "Move away"],

@@ -16,7 +16,7 @@ from ec2er_utils.jsonl import read_jsonl
 from ec2er_utils.generation.mads import MADSConfig, plan_dialogues, run_mads, run_plan
 from ec2er_utils.personas import grid_personas
 from ec2er_utils.schemas import DatasetItem
-from ec2er_utils.taxonomy import EA_CATEGORIES, EU_CATEGORIES
+from ec2er_utils.taxonomy import EA_CATEGORIES, EU_CATEGORIES, is_known_emotion
 from ec2er_utils.themes import THEMES
 from tests.generation_backend import InjectedCrash, ScriptedGenerationClient, agent_of, request_error, turns_in
 
@@ -63,7 +63,7 @@ def test_min_turns_above_max_turns_is_a_clear_error():
     with pytest.warns(UserWarning, match="differ from the paper"):
         MADSConfig(min_turns=2, max_turns=4)
     with pytest.raises(ValueError, match=r"item_max_tokens=200 cannot hold an? EU item .* at least 50 words; "
-                                         r"raise item_max_tokens to >= 350"):
+                                         r"raise item_max_tokens to >= 380"):  # a mixed-emotion EU item's pairs need the most
         MADSConfig(item_max_tokens=200)
 
 
@@ -147,7 +147,7 @@ def test_each_step_is_one_batched_call_over_the_active_dialogues(tmp_path):
     # Extraction: every EU and EA request of the batch in one call, each with its own schema.
     (extraction,) = [c for c in client.calls if c["agents"][0] == "extractor"]
     requested = sum(len(r["eu_targets"]) + len(r["ea_targets"]) for r in metadata(tmp_path))
-    assert extraction["schema"] == "EAItemDraft+EUItemDraft" and extraction["size"] == requested > 3
+    assert extraction["schema"] == "EAItemDraft+EUItemDraft+EUMixedItemDraft" and extraction["size"] == requested > 3
 
 
 def _dialogue_key(conversation) -> str:
@@ -203,8 +203,8 @@ def test_a_failed_supervisor_check_is_recorded_and_the_dialogue_goes_on(tmp_path
 def test_invalid_items_are_rejected_counted_and_never_written(tmp_path):
     def override(title, draft, conversation):
         request = conversation[1]["content"]  # the extractor's request (a re-ask appends messages after it)
-        if title == "EUItemDraft" and "Category: emotional_cues" in request:
-            return {**draft, "cause_distractors": ["He missed the call", "b", "c"]}  # repeats the cause label
+        if title in ("EUItemDraft", "EUMixedItemDraft") and "Category: emotional_cues" in request:
+            return {**draft, "cause_distractors": [draft["cause_label"], "b", "c"]}  # repeats the cause label
         if title == "EAItemDraft" and "Category: Social-Self" in request:
             return "not json at all"  # every attempt, re-asks included
         return draft
@@ -232,7 +232,10 @@ def test_written_items_are_valid_emobench_items_with_provenance(tmp_path):
     records = {r["dialogue_id"]: r for r in metadata(tmp_path)}
     for item in eu:
         assert len(item.emotion_choices) == 6 and len(item.cause_choices) == 4
-        assert item.emotion_label == "Guilt" and item.cause_label == "He missed the call"
+        if " & " in item.emotion_label:  # a mixed-emotion item (always for mixture_of_emotions)
+            assert item.emotion_label == "Relief & Guilt" and item.cause_label == "He left his team behind"
+        else:
+            assert item.emotion_label == "Guilt" and item.cause_label == "He missed the call"
         assert item.source_format == "emobench_eu" and item.options == item.emotion_choices
         assert item.pipeline == "mads" and item.dialogue_id in records
         assert item.theme == records[item.dialogue_id]["theme"]
@@ -281,7 +284,7 @@ def test_repeated_emotion_options_are_replaced_from_the_vocabulary_and_recorded(
         return draft
 
     stats, _ = run(tmp_path, ScriptedGenerationClient(draft_override=override), num_dialogues=2, eu_items=(1, 1),
-                   ea_items=(1, 1))
+                   ea_items=(1, 1), mixed_share=0)
     eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", DatasetItem)
     assert len(eu) == 2 and stats["items_rejected"] == 0 and stats["items_repaired"] == 2
     for item in eu:
@@ -291,8 +294,30 @@ def test_repeated_emotion_options_are_replaced_from_the_vocabulary_and_recorded(
     assert [r["item_id"] for r in repairs] == [i.item_id for i in eu]
     assert all(r["repair"] == "repeated_emotions_replaced" for r in repairs)
     again, _ = run(tmp_path / "again", ScriptedGenerationClient(draft_override=override), num_dialogues=2,
-                   eu_items=(1, 1), ea_items=(1, 1))
+                   eu_items=(1, 1), ea_items=(1, 1), mixed_share=0)
     assert read_jsonl(tmp_path / "again" / "run" / "eu_items.jsonl", DatasetItem) == eu  # seeded repair
+
+
+def test_mixed_emotion_items_have_pairs_in_emobench_spelling(tmp_path):
+    from ec2er_utils.emobench import load_emobench
+    from ec2er_utils.generation.items import emotion_options
+
+    run(tmp_path, num_dialogues=4, eu_items=(4, 4), mixed_share=0)
+    eu = read_jsonl(tmp_path / "run" / "eu_items.jsonl", DatasetItem)
+    mixed = [i for i in eu if i.finegrained_category == "mixture_of_emotions"]
+    assert mixed and all(" & " not in o for i in eu if i not in mixed for o in i.options)
+    for item in mixed:  # every option a pair, as in EmoBench: all six compound, or none
+        assert all(len(o.split(" & ")) == 2 and is_known_emotion(o) for o in item.options)
+    requests = [r for m in metadata(tmp_path) for r in m["eu_targets"] if "mixture_of_emotions" in r]
+    assert len(requests) == len(mixed)
+    # EmoBench's own compound labels pass the same vocabulary check, and a pair named twice is one option
+    compound = [i for i in load_emobench("EU", "en") if "&" in i.emotion_label]
+    assert len(compound) == 63 and all(is_known_emotion(c) for i in compound for c in i.emotion_choices)
+    rng = __import__("random").Random(0)
+    options = emotion_options(["Guilt", "Relief"], [["Relief", "Guilt"], ["Joy", "Joy"], ["Anger", "Fear"],
+                                                     ["Pride", "Sadness"], ["Fear", "Joy"]], rng)
+    assert options[0] == "Guilt & Relief" and len(options) == 6
+    assert len({frozenset(o.split(" & ")) for o in options}) == 6  # the repeat and "Joy & Joy" were replaced
 
 
 def test_targeting_makes_up_for_rejected_items(tmp_path):

@@ -21,7 +21,7 @@ from typing import Any
 from ..formatting import EA_QUESTION, EU_EMOTION_QUESTION
 from ..llm import ChatResult, LLMError
 from ..schemas import DatasetItem
-from ..taxonomy import EMOTION_LABELS, is_known_emotion
+from ..taxonomy import EMOTION_LABELS, is_known_emotion, split_emotion_label
 
 # EmoBench's English EU fine-grained categories under each coarse category (read from EU.jsonl).
 EU_FINEGRAINED: dict[str, tuple[str, ...]] = {
@@ -88,8 +88,14 @@ def _strings(n: int, max_chars: int) -> dict[str, Any]:
     return {"type": "array", "items": _string(max_chars), "minItems": n, "maxItems": n}
 
 
-def _emotions(n: int) -> dict[str, Any]:
-    return {"type": "array", "items": {"enum": list(EMOTION_OPTIONS)}, "minItems": n, "maxItems": n}
+def _emotion(mixed: bool = False) -> dict[str, Any]:
+    """One emotion from the vocabulary, or (``mixed``) a pair felt at once, joined as EmoBench writes it: "X & Y"."""
+    one = {"enum": list(EMOTION_OPTIONS)}
+    return {"type": "array", "items": one, "minItems": 2, "maxItems": 2} if mixed else one
+
+
+def _emotions(n: int, mixed: bool = False) -> dict[str, Any]:
+    return {"type": "array", "items": _emotion(mixed), "minItems": n, "maxItems": n}
 
 
 def _object(title: str, properties: dict[str, Any]) -> dict[str, Any]:
@@ -129,15 +135,17 @@ def scenario_budget(max_tokens: int, overhead_chars: int, share: float, min_word
     return scenario, rest
 
 
-def eu_draft_schema(max_tokens: int, scenario_min_words: int = 0) -> dict[str, Any]:
-    """One schema for every EU request (the category and sub-type are in the prompt), so the requests of a whole
-    batch of dialogues share one batched, grammar-constrained generate call on the local backend."""
-    scenario, rest = scenario_budget(max_tokens, 240, 0.35, scenario_min_words, "an EU item")  # 240: keys, enums
-    return _object("EUItemDraft", {
+def eu_draft_schema(max_tokens: int, scenario_min_words: int = 0, *, mixed: bool = False) -> dict[str, Any]:
+    """One schema for every EU request of a kind (the category and sub-type are in the prompt), so the requests of
+    a whole batch of dialogues share one batched, grammar-constrained generate call on the local backend. ``mixed``:
+    every emotion option is a pair felt at once ("Guilt & Relief"), as in EmoBench's mixed-emotion items."""
+    overhead = 300 if mixed else 240  # keys, enums and brackets
+    scenario, rest = scenario_budget(max_tokens, overhead, 0.35, scenario_min_words, "an EU item")
+    return _object("EUMixedItemDraft" if mixed else "EUItemDraft", {
         "scenario": _string(scenario, max(20, scenario_min_words * CHARS_PER_WORD)),
         "subject": _string(40),
-        "emotion_label": {"enum": list(EMOTION_OPTIONS)},
-        "emotion_distractors": _emotions(5),
+        "emotion_label": _emotion(mixed),
+        "emotion_distractors": _emotions(5, mixed),
         "emotion_explanation": _string(int(rest * 0.23)),
         "cause_label": _string(int(rest * 0.11)),
         "cause_distractors": _strings(3, int(rest * 0.11)),
@@ -212,27 +220,46 @@ def _shuffled(options: list[str], rng: random.Random) -> list[str]:
     return options
 
 
-def emotion_options(label: str, distractors: Sequence[str], rng: random.Random,
+def _emotion_text(value: str | Sequence[str]) -> str:
+    """An option as EmoBench writes it: one emotion, or a pair joined with " & "."""
+    return value if isinstance(value, str) else " & ".join(value)
+
+
+def _emotion_key(option: str) -> frozenset[str] | None:
+    """What makes two options the same ("Guilt & Relief" = "relief & guilt"); None for a pair of one emotion twice."""
+    parts = split_emotion_label(option)
+    return frozenset(parts) if len(set(parts)) == len(parts) else None
+
+
+def emotion_options(label: str | Sequence[str], distractors: Sequence[str | Sequence[str]], rng: random.Random,
                     repairs: list[dict[str, Any]] | None = None, item_id: str = "") -> list[str]:
     """The gold emotion first, then the distractors; repeated distractors are replaced by other emotions.
 
     A grammar can force emotions from the vocabulary but not distinct ones, and small models repeat one (often the
-    label itself). Each repeat (or copy of the label) is replaced by an emotion drawn, with ``rng``, from the
-    vocabulary words not yet among the options; the repair is appended to ``repairs`` so runs can count it.
-    Free-text options (causes, EA choices) are never invented: repeats there reject the item.
+    label itself). Each repeat (or copy of the label) is replaced by an option drawn, with ``rng``, from the
+    vocabulary: an unused emotion, or for mixed items an unused pair. The repair is appended to ``repairs`` so runs
+    can count it. Free-text options (causes, EA choices) are never invented: repeats there reject the item.
     """
-    options = [label]
-    for emotion in distractors:
-        if emotion.casefold() not in {o.casefold() for o in options}:
-            options.append(emotion)
+    mixed = not isinstance(label, str)
+    gold = _emotion_text(label)
+    if _emotion_key(gold) is None:
+        raise ItemRejected("duplicate_options", f"the emotion pair {gold!r} names one emotion twice")
+    options, seen = [gold], {_emotion_key(gold)}
+    for value in distractors:
+        option = _emotion_text(value)
+        key = _emotion_key(option)
+        if key is not None and key not in seen:
+            options.append(option)
+            seen.add(key)
     missing = len(distractors) + 1 - len(options)
-    if missing:
-        unused = [e for e in EMOTION_OPTIONS if e.casefold() not in {o.casefold() for o in options}]
-        replacements = rng.sample(unused, missing)
-        options += replacements
-        if repairs is not None:
-            repairs.append({"item_id": item_id, "repair": "repeated_emotions_replaced",
-                            "detail": f"{list(distractors)} -> {options[1:]}"})
+    while len(options) < len(distractors) + 1:
+        drawn = rng.sample(EMOTION_OPTIONS, 2 if mixed else 1)
+        if frozenset(e.casefold() for e in drawn) not in seen:
+            options.append(_emotion_text(drawn) if mixed else drawn[0])
+            seen.add(frozenset(e.casefold() for e in drawn))
+    if missing and repairs is not None:
+        repairs.append({"item_id": item_id, "repair": "repeated_emotions_replaced",
+                        "detail": f"{[_emotion_text(v) for v in distractors]} -> {options[1:]}"})
     return options
 
 

@@ -116,6 +116,9 @@ class MADSConfig(StageConfig):
     supervisor_max_tokens: int = Field(64, ge=1)
     item_max_tokens: int = Field(400, ge=1)
     scenario_min_words: int = Field(SCENARIO_WORDS[0], ge=0)  # shortest scenario the item schema allows
+    # EU items whose emotion options are pairs felt at once ("Guilt & Relief"): always for the mixture_of_emotions
+    # sub-type, and this share of the others (EmoBench's English EU items outside that sub-type: 49 of 186).
+    mixed_share: float = Field(0.26, ge=0, le=1)
     temperature: float = Field(0.8, ge=0)  # background, turns and extraction
     judge_temperature: float = Field(0.0, ge=0)  # the supervisor: greedy
     extract_incomplete: bool = True  # extract from dialogues that hit max_turns without meeting every criterion
@@ -134,7 +137,7 @@ class MADSConfig(StageConfig):
         if self.shard_index >= self.num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got shard_index={self.shard_index}, "
                              f"num_shards={self.num_shards}")
-        eu_draft_schema(self.item_max_tokens, self.scenario_min_words)  # raises if the budget cannot hold it
+        eu_draft_schema(self.item_max_tokens, self.scenario_min_words, mixed=True)  # raises if it cannot fit
         ea_draft_schema(self.item_max_tokens, self.scenario_min_words)
         if not MADS_TURNS[0] <= self.min_turns <= self.max_turns <= MADS_TURNS[1]:
             warnings.warn(f"turn limits {self.min_turns}-{self.max_turns} differ from the paper's "
@@ -245,12 +248,14 @@ class Dialogue(Conversation):
 
 @dataclass(frozen=True)
 class Target:
-    """What one extraction request asks for: an EU category and sub-type, or an EA category and question type."""
+    """What one extraction request asks for: an EU category and sub-type (``mixed``: emotion options are pairs),
+    or an EA category and question type."""
 
     task: str
     number: int
     category: str
     detail: str
+    mixed: bool = False
 
     def item_id(self, dialogue_id: str) -> str:
         return f"{dialogue_id}-{self.task.lower()}{self.number}"
@@ -270,6 +275,7 @@ class MADSAgents:
         self.qtype_balancer = CategoryBalancer(EA_QUESTION_TYPES)
         self.schemas = {"supervisor": supervisor_schema(config.supervisor_max_tokens),
                         "EU": eu_draft_schema(config.item_max_tokens, config.scenario_min_words),
+                        "EU-mixed": eu_draft_schema(config.item_max_tokens, config.scenario_min_words, mixed=True),
                         "EA": ea_draft_schema(config.item_max_tokens, config.scenario_min_words)}
 
     def background(self, d: Dialogue) -> Request:
@@ -303,15 +309,21 @@ class MADSAgents:
         n_ea = rng_for(self.config.seed, "ea_items", d.index).randint(*self.config.ea_items)
         eu = [(c, self.fine_balancers[c].take(1)[0]) for c in self.eu_balancer.take(n_eu)]
         ea = list(zip(self.ea_balancer.take(n_ea), self.qtype_balancer.take(n_ea), strict=True))
-        return [Target("EU", k, c, f) for k, (c, f) in enumerate(eu, start=1)] + \
+        return [Target("EU", k, c, f, self._mixed(d, k, f)) for k, (c, f) in enumerate(eu, start=1)] + \
                [Target("EA", k, c, q) for k, (c, q) in enumerate(ea, start=1)]
+
+    def _mixed(self, d: Dialogue, number: int, finegrained: str) -> bool:
+        if finegrained == "mixture_of_emotions":
+            return True
+        return rng_for(self.config.seed, "mixed", d.index, number).random() < self.config.mixed_share
 
     def extractor(self, d: Dialogue, target: Target) -> Request:
         context = prompts.DIALOGUE_CONTEXT.format(transcript=transcript(d.messages))
         if target.task == "EU":
             user = prompts.EU_EXTRACTOR_USER.format(
                 context=context, category=target.category, category_guide=prompts.EU_CATEGORY_GUIDE[target.category],
-                finegrained=target.detail, finegrained_guide=prompts.EU_FINEGRAINED_GUIDE[target.detail])
+                finegrained=target.detail, finegrained_guide=prompts.EU_FINEGRAINED_GUIDE[target.detail],
+                emotion_fields=prompts.EU_MIXED_EMOTION_FIELDS if target.mixed else prompts.EU_SINGLE_EMOTION_FIELDS)
         else:
             user = prompts.EA_EXTRACTOR_USER.format(
                 context=context, category=target.category, category_guide=prompts.EA_CATEGORY_GUIDE[target.category],
@@ -319,7 +331,8 @@ class MADSAgents:
                 question_type_word=target.detail.lower())
         return Request("items", [{"role": "system", "content": prompts.EXTRACTOR_SYSTEM},
                                  {"role": "user", "content": user}],
-                       self.config.temperature, self.config.item_max_tokens, schema=self.schemas[target.task],
+                       self.config.temperature, self.config.item_max_tokens,
+                       schema=self.schemas["EU-mixed" if target.mixed else target.task],
                        timing="extraction_s",
                        last=True)
 

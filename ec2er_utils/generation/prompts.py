@@ -123,11 +123,17 @@ Sub-type: {finegrained} - {finegrained_guide}.
 - scenario: two to four sentences in the third person that tell the situation using the client's first name; do \
 not name the emotion.
 - subject: the person whose emotion is asked about.
-- emotion_label: the emotion the subject most likely feels; emotion_distractors: five other emotions that are \
-plausible but wrong.
+{emotion_fields}
 - emotion_explanation: step-by-step reasoning from the cues in the scenario to that emotion.
 - cause_label: the true reason for the emotion; cause_distractors: three plausible but wrong reasons.
 - cause_explanation: why that reason is right and the others are not."""
+
+# What the EU extractor is asked for the emotion question: one emotion, or (mixed items, as EmoBench's
+# "Guilt & Relief") two emotions felt at once, each option a pair.
+EU_SINGLE_EMOTION_FIELDS = ("- emotion_label: the emotion the subject most likely feels; emotion_distractors: five "
+                            "other emotions that are plausible but wrong.")
+EU_MIXED_EMOTION_FIELDS = ("- emotion_label: the two emotions the subject feels at once (a pair, e.g. guilt and "
+                           "relief); emotion_distractors: five other pairs of emotions that are plausible but wrong.")
 
 EA_EXTRACTOR_USER = """{context}
 
