@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -91,3 +92,31 @@ class LoopbackHTTPServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+
+
+class StatusServer(LoopbackHTTPServer):
+    """An OpenAI-compatible endpoint that answers every request with one HTTP error ``status`` (401: a key it
+    rejects, 404: a model it does not know, 500: a broken server) and ``detail`` as the error message; ``requests``
+    counts what it received."""
+
+    def __init__(self, status: int, detail: str = "refused"):
+        self.requests = 0
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    outer.requests += 1
+                data = json.dumps({"error": {"message": detail, "type": "invalid_request_error"}}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(Handler)

@@ -23,6 +23,7 @@ from ec2er_utils.llm import (
     Completion,
     JSONSchema,
     LLMError,
+    LLMFatalError,
     LLMInvalidJSONError,
     LLMRequestError,
     SchemaViolation,
@@ -295,6 +296,18 @@ def test_request_errors_returned_in_place_and_raised_by_chat():
     assert len(client.calls) == 2 and client.usage.calls == 1
 
 
+def test_a_fatal_error_is_raised_not_returned_in_place():
+    """One conversation's configuration error stops the whole call: no result comes back as failed."""
+    fatal = LLMFatalError("HTTP 401 from somewhere", status_code=401, fix="set OPENAI_API_KEY")
+    client = ScriptedClient([[VALID, fatal, VALID]])
+    with pytest.raises(LLMFatalError) as info:
+        client.chat_many([USER, USER, USER], schema=Answer)
+    assert info.value is fatal and fatal.reason == "fatal_configuration" and isinstance(fatal, LLMError)
+    client = ScriptedClient([["bad"], [fatal]])  # met while re-asking
+    with pytest.raises(LLMFatalError):
+        client.chat(USER, schema=Answer)
+
+
 def test_request_error_during_reask_ends_that_conversation():
     failure = LLMRequestError("boom")
     client = ScriptedClient([["bad"], [failure]])
@@ -426,12 +439,22 @@ def chat_completion_body(content: str = "hi", **message_extra) -> dict:
 class CannedServer(LoopbackHTTPServer):
     """A loopback HTTP server answering every POST with the next canned (status, headers, body); the last repeats."""
 
-    def __init__(self, responses: list[tuple[int, dict, dict | str]]):
+    def __init__(self, responses: list[tuple[int, dict, dict | str]], models: list[str] | None = None):
         self.responses = responses
         self.requests: list[dict] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - GET /models, when ``models`` is given
+                listing = {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "me"}
+                                                      for m in models or ()]}
+                data = json.dumps(listing).encode()
+                self.send_response(200 if models is not None and self.path.endswith("/models") else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
@@ -501,18 +524,75 @@ def test_placeholder_key_without_one(monkeypatch):
     assert server.requests[0]["headers"].get("authorization") == "Bearer EMPTY"  # servers that ignore keys need one
 
 
-def test_connection_failure_is_typed_and_keeps_key_secret():
+def test_no_server_at_the_first_request_is_fatal_and_keeps_key_secret():
+    """Nothing listens at base_url and nothing ever answered there: after its retries the client stops with the
+    question and the fix, instead of returning a failure per conversation."""
     port = free_loopback_port()  # nothing listens there now
-    client = openai_client(f"http://127.0.0.1:{port}/v1", timeout=2.0, max_retries=0)
-    [result] = client.chat_many([USER])
-    assert isinstance(result, LLMRequestError)
+    client = openai_client(f"http://127.0.0.1:{port}/v1", timeout=2.0, max_retries=1)
+    with pytest.raises(LLMFatalError) as info:
+        client.chat_many([USER, USER])
+    error = info.value
+    assert error.reason == "fatal_configuration" and error.status_code is None
+    assert f"is the server running at http://127.0.0.1:{port}/v1?" in str(error)
+    assert "vllm serve fake-model" in str(error) and "base_url" in error.fix
+    assert_secret_absent(error, error.args)
+    assert SECRET not in "".join(traceback.format_exception(error))
+
+
+def test_connection_failure_after_the_server_answered_is_a_request_error_in_place():
+    """A server that answered and then went away is a transport failure (retried, resumed), not a fatal one."""
+    with CannedServer([(200, {}, chat_completion_body("ok"))]) as server:
+        client = openai_client(server.base_url, timeout=2.0, max_retries=0)
+        assert client.chat(USER).text == "ok"
+    [result] = client.chat_many([USER])  # the server is gone: connection refused
+    assert isinstance(result, LLMRequestError) and not isinstance(result, LLMFatalError)
     assert result.reason == "request_failed" and result.status_code is None
-    assert f"127.0.0.1:{port}" in str(result)
+    assert server.base_url.removesuffix("/v1") in str(result)
     assert_secret_absent(result, result.args)
     with pytest.raises(LLMRequestError) as info:
         client.chat(USER)
     assert_secret_absent(info.value)
     assert SECRET not in "".join(traceback.format_exception(info.value))
+
+
+@pytest.mark.parametrize("status, cause, fix", [
+    (401, "rejected the API key", "set OPENAI_API_KEY to a key that"),
+    (403, "rejected the API key", "set OPENAI_API_KEY to a key that"),
+    (404, "does not know the model 'fake-model'", "a base_url that ends in /v1"),
+])
+def test_fatal_answers_are_not_retried_and_name_cause_and_fix(status, cause, fix):
+    """401, 403 and 404 are sent once per conversation, even with retries left and a server asking for a retry
+    (x-should-retry), and end the call with the cause and the fix; a key the body echoes is masked."""
+    body = {"error": {"message": f"no access for {SECRET}", "type": "invalid_request_error"}}
+    with CannedServer([(status, {"x-should-retry": "true"}, body)]) as server:
+        client = openai_client(server.base_url, max_retries=3)
+        with pytest.raises(LLMFatalError) as info:
+            client.chat_many([USER, USER])
+    assert len(server.requests) == 2  # one each, no retry
+    error = info.value
+    assert error.status_code == status and error.reason == "fatal_configuration"
+    assert f"HTTP {status} from {server.base_url}" in str(error) and cause in str(error) and fix in error.fix
+    assert "no access for **********" in str(error)
+    assert_secret_absent(error, error.args, error.fix)
+
+
+def test_unknown_model_error_lists_the_models_the_server_serves():
+    body = {"object": "error", "message": "The model `fake-model` does not exist.", "type": "NotFoundError"}
+    with CannedServer([(404, {}, body)], models=["openai/gpt-oss-20b"]) as server:
+        with pytest.raises(LLMFatalError) as info:
+            openai_client(server.base_url).chat(USER)
+    assert "The model `fake-model` does not exist" in str(info.value)
+    assert "The server serves: 'openai/gpt-oss-20b'." in str(info.value)
+
+
+def test_client_errors_other_than_fatal_ones_stay_in_place():
+    """A 400 (one request the server refuses) fails that conversation only; the call goes on."""
+    with CannedServer([(400, {}, {"error": {"message": "too long"}}), (200, {}, chat_completion_body("ok"))]) \
+            as server:
+        client = openai_client(server.base_url, concurrency=1)
+        results = client.chat_many([USER, USER])
+    assert isinstance(results[0], LLMRequestError) and results[0].status_code == 400
+    assert isinstance(results[1], ChatResult) and results[1].text == "ok"
 
 
 @pytest.mark.parametrize("status", [500, 429])

@@ -10,7 +10,10 @@ What each fault does, and where it is tried (the README's "Reliability" table sa
 - broken model output: ``test_broken_model_output_*``;
 - bad input: ``test_corrupted_checkpoint_*`` and ``test_contradictory_or_negative_counts`` here; the others are
   tried where their code lives (see ``BAD_INPUT_TESTS``);
-- secrets: ``test_api_key_*``.
+- secrets: ``test_api_key_*``;
+- configuration errors (HTTP 401/403, 404 for an unknown model, no server at all) stop a run at once, and a run
+  in which every unit failed is an error: ``test_fatal_*``, ``test_no_server_*``, ``test_a_run_in_which_*``,
+  ``test_evaluation_stops_*``, and through notebook 01 ``test_notebook_01_stops_*``.
 
 The fault-injecting server answers with the scripted generation backend (tests/generation_backend.py); what it
 tests is real: the openai SDK's retries and backoff, HTTP, the client's JSON validation and the pipelines' files.
@@ -39,17 +42,21 @@ from typing import Any
 
 import pytest
 
+from ec2er_utils.evaluation.runner import NoAnswers, evaluate
+from ec2er_utils.evaluation.scoring import Prediction
 from ec2er_utils.generation.concise import ConciseConfig, run_concise
 from ec2er_utils.generation import make_generator_client
+from ec2er_utils.generation.run_files import RunFailed
 from ec2er_utils.jsonl import JSONLError, read_jsonl
+from ec2er_utils.llm import LLMFatalError, LLMRequestError, make_client
 from ec2er_utils.llm.base import JSONSchema
 from ec2er_utils.generation.mads import MADSConfig, plan_dialogues, run_mads
-from ec2er_utils.paths import REPO_ROOT
-from ec2er_utils.personas import grid_personas, sample_personas
+from ec2er_utils.paths import REPO_ROOT, shared_dir
+from ec2er_utils.personas import grid_personas, sample_personas, write_personas
 from ec2er_utils.schemas import DatasetItem
-from ec2er_utils.themes import THEMES
+from ec2er_utils.themes import THEMES, save_themes
 from tests.generation_backend import ScriptedGenerationClient, agent_of
-from tests.helpers import LoopbackHTTPServer, free_loopback_port
+from tests.helpers import LoopbackHTTPServer, ScriptedClient, StatusServer, free_loopback_port
 
 PERSONAS = grid_personas(40, seed=1)
 FAKE_KEY = "sk-ec2er-FAKE-RELIABILITY-KEY-5d1c0ffee"
@@ -298,6 +305,8 @@ def test_transient_errors_are_retried_with_backoff_then_recorded_and_resumed(tmp
     assert [r["reason"] for r in records[3]["rejected_items"]] == ["request_failed"] * 2
     assert records[3]["eu_item_ids"] == [] and len(records[3]["ea_item_ids"]) == 2
     assert stats["status"] == {"failed": 2, "ok": 2}
+    assert stats["completed_this_session"] == 2 and stats["failed_this_session"] == 2  # the rate counts 2, not 4
+    assert stats["completed_per_hour"] == pytest.approx(2 * 3600 / stats["elapsed_s_this_session"], rel=0.05)
     assert stats["failure_reasons"] == {"turn 1 client: request_failed": 1, "turn 1 therapist: request_failed": 1}
     assert stats["rejection_reasons"] == {"request_failed": 2}
 
@@ -314,6 +323,7 @@ def test_transient_errors_are_retried_with_backoff_then_recorded_and_resumed(tmp
         resumed = run_mads(http_client(healthy), PERSONAS, THEMES, tmp_path / "faulty", mads_config(), resume=True,
                            progress=False)
     assert resumed["status"] == {"ok": 4} and resumed["failure_reasons"] == {}
+    assert resumed["completed_this_session"] == 3 and resumed["failed_this_session"] == 0  # p[1], p[2], p[3]
     assert {c.persona for c in healthy.calls} == set(p[1:])  # the complete dialogue was not generated again
     assert mads_outputs(tmp_path / "faulty") == mads_outputs(tmp_path / "reference")
     assert damaged_lines(tmp_path / "faulty") == []
@@ -600,8 +610,8 @@ def test_api_key_never_reaches_files_logs_or_output(tmp_path, monkeypatch, capfd
     logging.getLogger().addHandler(handler)
     p = dialogue_personas(2)
     try:
-        def fault(call: Call):
-            return 401 if call.persona == p[1] and call.agent == "background" else None
+        def fault(call: Call):  # one refused request (400), its error body echoing the key
+            return 400 if call.persona == p[1] and call.agent == "background" else None
 
         with FaultyOpenAIServer(fault=fault, echo_key=True) as server:
             stats = run_mads(http_client(server), PERSONAS, THEMES, tmp_path / "mads", mads_config(num_dialogues=2),
@@ -619,7 +629,7 @@ def test_api_key_never_reaches_files_logs_or_output(tmp_path, monkeypatch, capfd
     assert {c.authorization for c in server.calls} == {f"Bearer {FAKE_KEY}"}  # the key was in use
     assert stats["failure_reasons"] == {"background: request_failed": 1} and summary["personas_written"] == 2
     failed = next(r for r in read_jsonl(tmp_path / "mads" / "metadata.jsonl") if r["status"] == "failed")
-    assert "HTTP 401" in failed["error"]["message"] and "**********" in failed["error"]["message"]
+    assert "HTTP 400" in failed["error"]["message"] and "**********" in failed["error"]["message"]
     assert log_file.stat().st_size > 0
     assert files_holding(FAKE_KEY, tmp_path) == []
     assert FAKE_KEY not in captured.out + captured.err
@@ -810,4 +820,177 @@ def test_api_key_not_in_an_executed_notebook(tmp_path, monkeypatch):
                                    cwd=str(REPO_ROOT / "notebooks"), kernel_name="python3", progress_bar=False,
                                    log_output=True, stdout_file=out, stderr_file=err)
     assert (tmp_path / "personas" / "personas.jsonl").is_file() and executed.stat().st_size > 0
+    assert files_holding(FAKE_KEY, tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 7. Configuration errors stop a run at once; a run in which every unit failed is an error
+
+FATAL_CAUSES = {401: "rejected the API key", 403: "rejected the API key",
+                404: "does not know the model 'scripted-model'"}
+
+
+def generated_units(pipeline: str, folder: Path) -> list[dict]:
+    """The ledger: every unit a run recorded (complete or failed)."""
+    if pipeline == "mads":
+        path = folder / "metadata.jsonl"
+        return read_jsonl(path) if path.exists() else []
+    path = folder / "personas_checkpoint.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
+def run_pipeline(pipeline: str, client, folder: Path, units: int = 2, **changes):
+    if pipeline == "mads":
+        return run_mads(client, PERSONAS, THEMES, folder, mads_config(num_dialogues=units, **changes),
+                        progress=False)
+    settings = dict(num_samples=units, concurrency=1, checkpoint_every=1, rounds=1, temperature=0)
+    return run_concise(client, PERSONAS, folder, ConciseConfig(**{**settings, **changes}), progress=False)
+
+
+@pytest.mark.parametrize("pipeline, status", [("mads", 401), ("mads", 403), ("mads", 404), ("concise", 401),
+                                              ("concise", 404)])
+def test_fatal_answers_stop_a_run_before_anything_is_recorded_failed(tmp_path, pipeline, status):
+    """Every request answered 401/403/404 (the body echoing the key): the first step's requests are sent once each,
+    with retries left, and the run stops with the cause and the fix; no unit is recorded, failed or otherwise."""
+    with FaultyOpenAIServer(fault=lambda call: status, echo_key=True) as server:
+        with pytest.raises(LLMFatalError) as info:
+            run_pipeline(pipeline, http_client(server), tmp_path / "run", concurrency=2)
+    message = str(info.value)
+    assert info.value.status_code == status and FATAL_CAUSES[status] in message
+    assert "Fix: " in message and "nothing was written" in message
+    assert [c.agent for c in server.calls] == ["background", "background"]  # one step of one batch
+    assert {c.attempt for c in server.calls} == {1}  # max_retries=2, yet not retried
+    assert generated_units(pipeline, tmp_path / "run") == []
+    assert FAKE_KEY not in message and files_holding(FAKE_KEY, tmp_path) == []
+
+
+def test_a_fatal_answer_mid_run_keeps_the_finished_dialogues_and_resume_completes_the_run(tmp_path):
+    """The key is revoked after two dialogues that are finished but not yet written (checkpoint_every=10): they
+    are saved, the third is not recorded at all, and a resume with a working key writes what an uninterrupted run
+    writes."""
+    p = dialogue_personas(4)
+    with FaultyOpenAIServer() as clean:
+        run_mads(http_client(clean), PERSONAS, THEMES, tmp_path / "reference", mads_config(), progress=False)
+    with FaultyOpenAIServer(fault=lambda call: 401 if call.persona in p[2:] else None) as server:
+        with pytest.raises(LLMFatalError, match=r"the 2 dialogue\(s\) finished before it are saved in .*resume=True"):
+            run_mads(http_client(server), PERSONAS, THEMES, tmp_path / "revoked",
+                     mads_config(checkpoint_every=10), progress=False)
+    assert [(r["persona_id"], r["status"]) for r in read_jsonl(tmp_path / "revoked" / "metadata.jsonl")] == \
+        [(p[0], "ok"), (p[1], "ok")]
+    with FaultyOpenAIServer() as healthy:
+        resumed = run_mads(http_client(healthy), PERSONAS, THEMES, tmp_path / "revoked", mads_config(),
+                           resume=True, progress=False)
+    assert {c.persona for c in healthy.calls} == set(p[2:]) and resumed["completed_this_session"] == 2
+    assert mads_outputs(tmp_path / "revoked") == mads_outputs(tmp_path / "reference")
+    assert damaged_lines(tmp_path / "revoked") == []
+
+
+@pytest.mark.parametrize("pipeline", ["mads", "concise"])
+def test_no_server_at_all_stops_at_the_first_request(tmp_path, pipeline):
+    """A forgotten `vllm serve`: connection refused at the first request, after the client's retries, stops the
+    run; no unit is recorded as failed."""
+    base_url = f"http://127.0.0.1:{free_loopback_port()}/v1"
+    client = make_generator_client("openai", "scripted-model", base_url=base_url, concurrency=2, max_retries=1,
+                                   api_key=FAKE_KEY)
+    with pytest.raises(LLMFatalError, match=rf"is the server running at {re.escape(base_url)}\? .*vllm serve"):
+        run_pipeline(pipeline, client, tmp_path / "run", concurrency=2)
+    assert generated_units(pipeline, tmp_path / "run") == []
+
+
+def test_a_server_gone_after_answering_is_not_fatal(tmp_path):
+    """Once a server has answered, losing it is a transport failure: recorded, and resumed later (not a stop)."""
+    with FaultyOpenAIServer() as server:
+        client = http_client(server, max_retries=0)
+        run_mads(client, PERSONAS, THEMES, tmp_path / "first", mads_config(num_dialogues=1), progress=False)
+    [result] = client.chat_many([[{"role": "user", "content": "still there?"}]])
+    assert isinstance(result, LLMRequestError) and not isinstance(result, LLMFatalError)
+
+
+@pytest.mark.parametrize("pipeline", ["mads", "concise"])
+def test_a_run_in_which_every_unit_failed_is_an_error(tmp_path, pipeline):
+    """Every background refused (HTTP 500 past the retries; too few units to stop the run as unreachable): the
+    failures are recorded, and the run ends in an error naming them instead of returning statistics."""
+    unit = "dialogue" if pipeline == "mads" else "persona"
+    with FaultyOpenAIServer(fault=lambda call: 500 if call.agent == "background" else None) as server:
+        with pytest.raises(RunFailed) as info:
+            run_pipeline(pipeline, http_client(server, max_retries=0), tmp_path / "run", concurrency=2)
+    message = str(info.value)
+    assert f"all 2 {unit}s of this run failed" in message and "background: request_failed (2)" in message
+    assert "HTTP 500" in message and str(tmp_path / "run") in message
+    assert [r["status"] for r in generated_units(pipeline, tmp_path / "run")] == ["failed", "failed"]
+
+
+needs_emobench = pytest.mark.skipif(shared_dir() is None or not (shared_dir() / "emobench").is_dir(),
+                                    reason="needs the shared/ folder beside the checkout")
+
+
+@needs_emobench
+def test_evaluation_stops_at_a_fatal_answer_and_when_no_item_is_answered(tmp_path):
+    """A rejected key stops evaluation before any prediction is written; a chunk in which no item got an answer
+    stops it too, keeping the chunks before it, and running again with a working server resumes after them."""
+    options = dict(backend="openai", protocol="official", tasks=("EA",), data_dir=shared_dir() / "emobench",
+                   out_dir=tmp_path, progress=False, n_resamples=200, attempts=1)
+    predictions = tmp_path / "EA-en.predictions.jsonl"
+    with StatusServer(401, detail=f"bad key {FAKE_KEY}") as server:
+        client = make_client("openai", "served-model", base_url=server.base_url, api_key=FAKE_KEY, max_retries=2,
+                             progress=False)
+        with pytest.raises(LLMFatalError) as info:
+            evaluate("served-model", limit=3, client=client, **options)
+    assert server.requests == 3 and "rejected the API key" in str(info.value)
+    assert "Evaluation stopped: nothing of this chunk was written" in str(info.value)
+    assert not predictions.exists() and FAKE_KEY not in str(info.value) and files_holding(FAKE_KEY, tmp_path) == []
+
+    def dies_after_the_first_chunk(call, index, conversation):
+        return '{"answer": "A"}' if call == 0 else LLMRequestError("cannot reach http://127.0.0.1:9/v1")
+
+    with pytest.raises(NoAnswers, match=r"none of the 2 items .*127.0.0.1:9.* resumes after them"):
+        evaluate("served-model", limit=4, chunk_size=2, client=ScriptedClient(dies_after_the_first_chunk), **options)
+    assert [r.status for r in read_jsonl(predictions, Prediction)] == ["ok", "ok"]
+    healthy = ScriptedClient(lambda call, index, conversation: '{"answer": "A"}')
+    run = evaluate("served-model", limit=4, chunk_size=2, client=healthy, **options)
+    assert sum(len(c) for c in healthy.conversations) == 2 and len(run.predictions["EA"]) == 4
+    assert {r.status for r in read_jsonl(predictions, Prediction)} == {"ok"}
+
+
+# Notebook 01 through papermill, against a server that refuses every request, or none at all. Only the parameters
+# backend, base_url and generator_model are set; the personas and themes come from EC2ER_DATA_DIR.
+
+NOTEBOOK_STOPS = {"401": "rejected the API key", "404": "does not know the model 'scripted-model'",
+                  "no server": "is the server running at"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", list(NOTEBOOK_STOPS))
+def test_notebook_01_stops_with_the_cause_instead_of_finishing_green(tmp_path, monkeypatch, fault):
+    import nbformat
+    import papermill
+
+    data = tmp_path / "data"
+    write_personas(data / "personas" / "personas.jsonl", PERSONAS)
+    save_themes(data / "personas" / "themes.json")
+    monkeypatch.setenv("EC2ER_DATA_DIR", str(data))
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    executed = tmp_path / "01_mads.ipynb"
+
+    def execute(base_url: str) -> papermill.PapermillExecutionError:
+        with pytest.raises(papermill.PapermillExecutionError) as info:
+            papermill.execute_notebook(str(REPO_ROOT / "notebooks" / "01_mads.ipynb"), str(executed),
+                                       parameters={"backend": "openai", "base_url": base_url,
+                                                   "generator_model": "scripted-model"},
+                                       cwd=str(REPO_ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
+        return info.value
+
+    if fault == "no server":
+        failure = execute(f"http://127.0.0.1:{free_loopback_port()}/v1")
+    else:
+        with FaultyOpenAIServer(fault=lambda call: int(fault), echo_key=True) as server:
+            failure = execute(server.base_url)
+        assert server.calls and {c.attempt for c in server.calls} == {1}
+    assert failure.ename == "LLMFatalError", (failure.ename, failure.evalue)
+    assert NOTEBOOK_STOPS[fault] in failure.evalue and "Fix: " in failure.evalue
+    metadata = data / "mads" / "metadata.jsonl"
+    assert not metadata.exists() or metadata.read_text(encoding="utf-8") == ""  # no dialogue recorded as failed
+    cells = [c for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code"]
+    stopped = next(n for n, c in enumerate(cells) if any(o.get("ename") == "LLMFatalError" for o in c.outputs))
+    assert all(not c.outputs for c in cells[stopped + 1:])  # nothing after it ran: no statistics, no rate
     assert files_holding(FAKE_KEY, tmp_path) == []

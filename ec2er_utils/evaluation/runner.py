@@ -16,6 +16,10 @@ sampled at ``retry_temperature`` with a new seed, up to ``attempts`` tries, the 
 (the training format, ``{"reasoning", "answer"}`` JSON, schema-constrained on the local backend) and ``choice``
 (letter log-likelihoods, local models only). Departure: decoding is greedy by default (``temperature=0``) for
 reproducible numbers; the official harness samples API models at 0.6.
+
+A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`: API key rejected, unknown model, no server) stops
+the run at once, and so does a chunk in which no item got an answer at all (:class:`NoAnswers`); either way that
+chunk is not written, the chunks before it are kept, and running again resumes after them.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from ..emobench import (
 )
 from ..formatting import response_schema
 from ..jsonl import JSONLError, append_jsonl, read_json, read_jsonl, repair_jsonl_tail, write_json_atomic
-from ..llm import ChatResult, LLMClient, LLMError, LLMInvalidJSONError, make_client
+from ..llm import ChatResult, LLMClient, LLMError, LLMFatalError, LLMInvalidJSONError, make_client
 from ..paths import results_dir, runs_dir
 from . import parsing
 from .choice import ChoiceScorer, best_letter
@@ -54,6 +58,11 @@ OFFICIAL_RETRY_TEMPERATURE = 0.6  # the temperature the official harness uses fo
 # Settings that change the numbers: a resumed run must match them.
 _RESUME_KEYS = ("model", "adapter", "backend", "protocol", "cot", "temperature", "retry_temperature", "attempts",
                 "max_tokens", "lenient", "seed")
+
+
+class NoAnswers(RuntimeError):
+    """Every item of a chunk failed to get an answer from the model (the server went away): the run stops
+    instead of scoring requests that never reached it as wrong answers."""
 
 
 @dataclass
@@ -214,11 +223,15 @@ def predict_paper(items: Sequence[EmoBenchItem], client: LLMClient, *, temperatu
         for position, reply in zip(positions, replies, strict=True):
             answers[position] = reply
     per_item: list[dict[str, tuple]] = [{} for _ in items]
+    unanswered: list[dict[str, str]] = [{} for _ in items]  # why a request got no answer, per part
     for (index, part, _), answer in zip(questions, answers, strict=True):
         per_item[index][part] = _paper_status(answer)
+        if isinstance(answer, LLMError) and not isinstance(answer, LLMInvalidJSONError):
+            unanswered[index][part] = f" ({str(answer)[:200]})"
     records = []
-    for item, parts in zip(items, per_item, strict=True):
-        failed = [f"{part}: {status}" for part, (_, status, _, _) in parts.items() if status != parsing.OK]
+    for item, parts, why in zip(items, per_item, unanswered, strict=True):
+        failed = [f"{part}: {status}{why.get(part, '')}" for part, (_, status, _, _) in parts.items()
+                  if status != parsing.OK]
         status = next((s for _, s, _, _ in parts.values() if s != parsing.OK), parsing.OK)
         raw = {part: text or "" for part, (_, _, text, _) in parts.items()}
         records.append(_record(item, "paper", predicted={part: letter for part, (letter, *_rest) in parts.items()},
@@ -345,7 +358,7 @@ def evaluate(model: str = "smollm2", *, adapter: str | os.PathLike | None = None
                 predict = predict or predictor()
                 bar = _progress(progress, len(wanted), len(wanted) - len(pending), f"{label} {protocol} {task}-{lang}")
                 for start in range(0, len(pending), chunk_size):
-                    chunk_records = predict(pending[start:start + chunk_size])
+                    chunk_records = _predicted_or_stopped(predict, pending[start:start + chunk_size], path)
                     append_jsonl(path, chunk_records)
                     done.update((r.qid, r) for r in chunk_records)
                     if bar is not None:
@@ -356,6 +369,22 @@ def evaluate(model: str = "smollm2", *, adapter: str | os.PathLike | None = None
         run.predictions[task] = [r for records in by_language.values() for r in records]
         run.leaderboards[task] = _write_leaderboard(out_dir, task, config, by_language, n_resamples, seed)
     return run
+
+
+def _predicted_or_stopped(predict, chunk: list[EmoBenchItem], path: Path) -> list[Prediction]:
+    """``predict(chunk)``; a fatal client error, or a chunk without a single answer, stops the run before the chunk
+    is written (a prediction on file is never asked again)."""
+    kept = (f"nothing of this chunk was written; the predictions made so far are kept in {path}, and running "
+            "again after the fix resumes after them")
+    try:
+        records = predict(chunk)
+    except LLMFatalError as fatal:
+        raise LLMFatalError(f"{fatal} Evaluation stopped: {kept}.", status_code=fatal.status_code,
+                            fix=fatal.fix) from None
+    if records and all(r.status == parsing.REQUEST_FAILED for r in records):
+        raise NoAnswers(f"none of the {len(records)} items of this chunk got an answer from the model (last error: "
+                        f"{records[-1].detail[:300]}); is the server still running? Evaluation stopped: {kept}.")
+    return records
 
 
 def _official_model_name(model: str, backend: str) -> str:

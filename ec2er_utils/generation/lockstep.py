@@ -10,6 +10,8 @@ conversation, which is how the notebooks first show an algorithm.
 
 A failed request whose conversation cannot go on without it (``required``: the background, a turn) ends that
 conversation with its error recorded (:class:`~ec2er_utils.generation.dialogue.UnitFailed`); the others go on.
+A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`, raised by ``chat_many``) ends them all: it leaves
+:func:`run_lockstep` before any conversation is recorded as failed.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A unit (a MADS dialogue, a concise persona) is complete once its record is in the run's ledger; a resumed run keeps
 complete units, removes everything of incomplete ones, and runs again the units that met a transport failure.
-:class:`UnreachableWatch` stops a run whose model has gone away instead of failing every remaining unit.
+:class:`UnreachableWatch` stops a run whose model has gone away instead of failing every remaining unit; a run in
+which every unit failed ends in :class:`RunFailed`.
 """
 
 from __future__ import annotations
@@ -77,6 +78,21 @@ class ModelUnreachable(RuntimeError):
     """A run stopped early because its last units all failed to reach the model (see :class:`UnreachableWatch`)."""
 
 
+class RunFailed(RuntimeError):
+    """A run in which every unit it generated failed: nothing usable came out, so it is an error, not a result."""
+
+
+def failed_run(unit: str, out_dir: Path, errors: Sequence[Mapping[str, str]]) -> RunFailed:
+    """The error of a run whose ``errors`` (one per unit it generated, all failed) leave nothing usable."""
+    reasons = Counter(f"{e['stage']}: {e['reason']}" for e in errors)
+    listing = ", ".join(f"{reason} ({count})" for reason, count in reasons.most_common())
+    return RunFailed(
+        f"all {len(errors)} {unit}s of this run failed, so nothing usable was generated ({listing}); last error: "
+        f"{errors[-1].get('message', '')[:300]}. The failures are recorded in {out_dir}. Fix what the last error "
+        f"names, then run again (resume=False starts afresh; resume=True runs again only the {unit}s that failed "
+        "in transport, request_failed).")
+
+
 class UnreachableWatch:
     """Stops a run whose model has gone away (server killed, network down) instead of letting every remaining unit
     fail only after the client's full retry sequence (seconds per request).
@@ -85,7 +101,8 @@ class UnreachableWatch:
     their own request (background or turn: :data:`TRANSPORT_FAILURE`), the run saves its files and raises
     :meth:`error` (a :class:`ModelUnreachable` saying how to resume). A unit that got its answers resets the count,
     so single failing units between answered ones do not stop a run. The default limit, two full batches, lets a
-    short outage pass within one batch.
+    short outage pass within one batch. (A server that never answered stops the run at its first request instead:
+    the client raises :class:`~ec2er_utils.llm.LLMFatalError`.)
     """
 
     def __init__(self, unit: str, out_dir: Path, concurrency: int, limit: int | None = None):

@@ -5,6 +5,10 @@ through :func:`~ec2er_utils.generation.lockstep.run_lockstep`. Every ``checkpoin
 appended to the run's files; a resumed run skips complete units (:class:`~.run_files.RunFiles`), and a run whose
 model went away stops with :class:`~.run_files.ModelUnreachable`. The pipelines supply what differs: how a unit
 starts, what its records are, and how its items are counted for balancing.
+
+A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`: API key rejected, unknown model, no server) stops
+the run at once: the units finished before it are saved, the batch it hit is not recorded at all (no unit is
+written as failed for it). A run in which every unit failed ends in :class:`~.run_files.RunFailed`.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..llm import LLMClient
+from ..llm import LLMClient, LLMFatalError
 from .dialogue import Conversation
 from .lockstep import Algorithm, call_seed, run_lockstep
-from .run_files import UnreachableWatch
+from .run_files import UnreachableWatch, failed_run
 
 
 class BatchedRun:
@@ -58,6 +62,11 @@ class BatchedRun:
     # -- the loop ---------------------------------------------------------------------------------------------
 
     def run(self, resume: bool = False) -> dict[str, Any]:
+        """Run the shard's units not yet complete; returns :meth:`finish`'s statistics with this session's
+        throughput added: ``completed_this_session`` and ``failed_this_session`` (units this call generated), and
+        ``completed_per_hour``, the completed units per hour of this call's wall time. Failed units are not counted
+        in it: a run whose every request fails is not fast, it is broken (and raises
+        :class:`~.run_files.RunFailed`)."""
         from tqdm.auto import tqdm
 
         complete = self.prepare(resume)
@@ -65,6 +74,7 @@ class BatchedRun:
         size = self.config.concurrency
         batches = [self.plans[i:i + size] for i in range(0, len(self.plans), size)]
         buffer: list[Conversation] = []
+        generated: list[Conversation] = []
         watch = UnreachableWatch(self.unit, self.out_dir, size)
         with tqdm(total=len(self.plans), desc=self.description, unit=self.unit, disable=not self.progress) as bar:
             bar.update(sum(p.unit_id in complete for p in self.plans))
@@ -75,12 +85,17 @@ class BatchedRun:
                     continue
                 # A batch runs whole, even when resumed: the same batch gets the same targets and sampling seeds.
                 label = f"batch {number + 1}: "
-                ran = run_lockstep(self.client, [self.start(p) for p in batch],
-                                   seed=call_seed(self.config.seed, number),
-                                   on_step=lambda step, label=label: bar.set_postfix_str(label + step))
+                try:
+                    ran = run_lockstep(self.client, [self.start(p) for p in batch],
+                                       seed=call_seed(self.config.seed, number),
+                                       on_step=lambda step, label=label: bar.set_postfix_str(label + step))
+                except LLMFatalError as fatal:
+                    self.flush(buffer)
+                    raise self._stopped(fatal, len(complete) + len(generated)) from None
                 new = [c for c in ran if c.unit_id not in complete]
                 bar.update(len(new))
                 buffer += new
+                generated += new
                 if watch.tripped(c.error for c in new) and number + 1 < len(batches):
                     self.flush(buffer)
                     raise watch.error()
@@ -88,4 +103,19 @@ class BatchedRun:
                     self.flush(buffer)
                     buffer = []
             self.flush(buffer)
-        return self.finish(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        stats = self.finish(elapsed)
+        failed = [c.error for c in generated if c.error is not None]
+        if generated and len(failed) == len(generated):
+            raise failed_run(self.unit, self.out_dir, failed)
+        completed = len(generated) - len(failed)
+        stats.update(completed_this_session=completed, failed_this_session=len(failed),
+                     completed_per_hour=round(completed / elapsed * 3600, 1) if completed and elapsed > 0 else None)
+        return stats
+
+    def _stopped(self, fatal: LLMFatalError, saved: int) -> LLMFatalError:
+        """The fatal error, saying what the run kept."""
+        kept = (f"the {saved} {self.unit}(s) finished before it are saved in {self.out_dir}; after the fix, "
+                "resume=True keeps them and generates the rest") if saved else "nothing was written"
+        return LLMFatalError(f"{fatal} The {self.unit}s in flight were not recorded as failed; {kept}.",
+                             status_code=fatal.status_code, fix=fatal.fix)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import (ChatResult, Completion, JSONSchema, LLMClient, LLMError, LLMInvalidJSONError, LLMRequestError,
-                   SchemaViolation, Usage, extract_json_text, run_sync)
+from .base import (ChatResult, Completion, JSONSchema, LLMClient, LLMError, LLMFatalError, LLMInvalidJSONError,
+                   LLMRequestError, SchemaViolation, Usage, extract_json_text, run_sync)
 
 BACKENDS = ("local", "openai")
 
-__all__ = ["BACKENDS", "ChatResult", "Completion", "JSONSchema", "LLMClient", "LLMError", "LLMInvalidJSONError",
-           "LLMRequestError", "SchemaViolation", "Usage", "extract_json_text", "make_client", "run_sync"]
+__all__ = ["BACKENDS", "ChatResult", "Completion", "JSONSchema", "LLMClient", "LLMError", "LLMFatalError",
+           "LLMInvalidJSONError", "LLMRequestError", "SchemaViolation", "Usage", "extract_json_text", "make_client",
+           "run_sync"]
 
 
 def make_client(backend: str = "local", model: str | None = None, **options: Any) -> LLMClient:

@@ -92,6 +92,20 @@ class LLMRequestError(LLMError):
         self.status_code = status_code
 
 
+class LLMFatalError(LLMError):
+    """A configuration error no retry or resume mends: the server rejects the API key (HTTP 401/403), does not know
+    the model or the path (HTTP 404), or was never reachable. ``achat_many`` raises it (never returns it in place),
+    so a run stops at the first one, before anything is recorded as failed; the message names the cause and the
+    fix (``fix`` holds the fix alone)."""
+
+    reason = "fatal_configuration"
+
+    def __init__(self, message: str, *, status_code: int | None = None, fix: str = ""):
+        super().__init__(message)
+        self.status_code = status_code
+        self.fix = fix
+
+
 class LLMInvalidJSONError(LLMError):
     """Every attempt, the first answer and each re-ask, gave text that is not valid JSON for the schema."""
 
@@ -225,7 +239,8 @@ class LLMClient(ABC):
                               temperature: float, max_tokens: int, seed: int | None,
                               ) -> list[Completion | LLMError]:
         """Answer each conversation once, ``schemas[i]`` (or None: free text) constraining conversation ``i``.
-        Failures are returned in place, as :class:`LLMError`, not raised."""
+        Failures are returned in place, as :class:`LLMError`, not raised (:meth:`achat_many` raises the first
+        :class:`LLMFatalError` among them)."""
 
     # -- public API ------------------------------------------------------------------------------------------
 
@@ -238,7 +253,9 @@ class LLMClient(ABC):
         ``schema`` constrains every reply; ``schemas`` instead gives one schema (or None) per conversation, so
         requests of different shapes (e.g. EU and EA items) still share one batch of a batching backend. Replies
         that fail validation are re-asked (all together, so batching backends stay batched) up to ``max_reasks``
-        times; a conversation still invalid after that yields :class:`LLMInvalidJSONError`.
+        times; a conversation still invalid after that yields :class:`LLMInvalidJSONError`. A configuration error
+        (:class:`LLMFatalError`: key rejected, unknown model, no server) is raised instead: no conversation can be
+        answered until it is fixed.
         """
         checked = [validate_conversation(c, i) for i, c in enumerate(conversations)]
         specs = _per_conversation_specs(schema, schemas, len(checked))
@@ -251,6 +268,9 @@ class LLMClient(ABC):
         for attempt in range(1, self.max_reasks + 2):
             answers = await self._complete_batch([history[i] for i in pending], schemas=[specs[i] for i in pending],
                                                  **options)
+            fatal = next((a for a in answers if isinstance(a, LLMFatalError)), None)
+            if fatal is not None:
+                raise fatal
             still_invalid = []
             for i, answer in zip(pending, answers, strict=True):
                 if isinstance(answer, LLMError):
