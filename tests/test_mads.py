@@ -62,8 +62,9 @@ def test_min_turns_above_max_turns_is_a_clear_error():
         MADSConfig(checkpoint_every=0)
     with pytest.warns(UserWarning, match="differ from the paper"):
         MADSConfig(min_turns=2, max_turns=4)
+    # a mixed-emotion EU item (its options are pairs) needs the largest budget
     with pytest.raises(ValueError, match=r"item_max_tokens=200 cannot hold an? EU item .* at least 50 words; "
-                                         r"raise item_max_tokens to >= 380"):  # a mixed-emotion EU item's pairs need the most
+                                         r"raise item_max_tokens to >= 380"):
         MADSConfig(item_max_tokens=200)
 
 
