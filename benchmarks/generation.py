@@ -47,8 +47,8 @@ def measure(client, args, concurrency: int, out: Path) -> dict:
     stats = run_mads(client, grid_personas(max(args.dialogues, 10), seed=args.seed), THEMES, out,
                      settings(args, concurrency), progress=False)
     elapsed = time.perf_counter() - started
-    return {"elapsed_s": elapsed, "dialogues": stats["dialogues_written"],
-            "dialogues_per_hour": stats["dialogues_written"] / elapsed * 3600,
+    return {"elapsed_s": elapsed, "dialogues": stats["completed_this_session"],  # completed ones only
+            "dialogues_per_hour": stats["completed_per_hour"] or 0.0,
             "completion_tokens": stats["usage"].get("completion_tokens", 0),
             "failed": stats["status"].get("failed", 0), "items": stats["eu_items"] + stats["ea_items"]}
 
