@@ -70,6 +70,7 @@ class ScriptedGenerationClient(LLMClient):
         self.draft_override = draft_override
         self.crash_at_call = crash_at_call
         self.calls: list[dict[str, Any]] = []  # per backend call: agents, batch size, schema title
+        self.seen: list[list[Message]] = []  # every conversation sent, in order
 
     def agent_counts(self) -> Counter:
         return Counter(a for call in self.calls for a in call["agents"])
@@ -79,6 +80,7 @@ class ScriptedGenerationClient(LLMClient):
         if self.crash_at_call is not None and len(self.calls) >= self.crash_at_call:
             raise InjectedCrash(f"injected crash at backend call {len(self.calls)}")
         agents = [agent_of(c) for c in conversations]
+        self.seen += conversations
         names = sorted({s.name for s in schemas if s is not None})
         self.calls.append({"agents": agents, "size": len(conversations), "schema": "+".join(names) or None,
                            "seed": seed})

@@ -123,6 +123,21 @@ def test_supervisor_judges_every_two_turns_and_stops_at_the_first_verdict_with_a
     assert len(supervisor_calls) == 3 and all(c["schema"] == "SupervisorVerdict" for c in supervisor_calls)
 
 
+def test_unmet_criteria_steer_the_next_turns_and_are_recorded(tmp_path):
+    client = ScriptedGenerationClient(criteria_at=lambda conversation: 4)  # dilemma etc. unmet at turn 2
+    run(tmp_path, client, num_dialogues=1, max_turns=4)
+    (record,) = metadata(tmp_path)
+    unmet = ["scenario", "emotions", "dilemma"]  # the verdict after turn 2 holds until the next one, after turn 4
+    assert record["supervisor_steering"] == [{"turn": 3, "criteria": unmet}, {"turn": 4, "criteria": unmet}]
+    systems = [c for c in client.seen if "supervisor asks you to explore next" in c[0]["content"]]
+    assert len(systems) == 2 and "the decision the client is struggling with" in systems[0][0]["content"]
+    assert sum("In your next message, open up about" in c[0]["content"] for c in client.seen) == 2
+    quiet = ScriptedGenerationClient(criteria_at=lambda conversation: 4)
+    run(tmp_path, quiet, folder="off", num_dialogues=1, max_turns=4, supervisor_steering=False)
+    assert metadata(tmp_path, "off")[0]["supervisor_steering"] == []
+    assert not any("supervisor asks you" in c[0]["content"] for c in quiet.seen)
+
+
 def test_supervisor_cadence_is_a_parameter(tmp_path):
     client = ScriptedGenerationClient(criteria_at=lambda conversation: None)
     run(tmp_path, client, num_dialogues=1, supervisor_every=3, max_turns=7)

@@ -65,6 +65,11 @@ def speaker_view(system: str, messages: Sequence[Mapping[str, str]], me: str) ->
     return conversation
 
 
+def _topics(criteria: Sequence[str]) -> str:
+    topics = [prompts.STEERING_TOPICS[c] for c in criteria]
+    return "; ".join(topics)
+
+
 def result_usage(result: ChatResult | LLMError) -> Usage:
     return getattr(result, "usage", None) or Usage()
 
@@ -113,18 +118,24 @@ class Conversation:
     def fail(self, stage: str, error: LLMError | str) -> None:
         self.error = error_record(stage, error)
 
-    def client_prompt(self, max_words: int) -> list[dict[str, str]]:
-        """The ClientAgent's next request: its persona, background and therapy attributes, and the dialogue."""
+    def client_prompt(self, max_words: int, steer: Sequence[str] = ()) -> list[dict[str, str]]:
+        """The ClientAgent's next request: its persona, background and therapy attributes, and the dialogue;
+        ``steer``: criteria the supervisor found unmet, for the client to open up about."""
         a = self.attributes
         system = prompts.CLIENT_SYSTEM.format(
             persona=self.persona.describe(), background=self.background, insight=a.insight,
             coping_style=a.coping_style.replace("_", " "),
             communication_style=a.communication_style.replace("_", " "), max_words=max_words)
+        if steer:
+            system += prompts.CLIENT_STEERING.format(topics=_topics(steer))
         return speaker_view(system, self.messages, CLIENT)
 
-    def therapist_prompt(self, max_words: int) -> list[dict[str, str]]:
-        """The TherapistAgent's next request: the client's background and the dialogue."""
+    def therapist_prompt(self, max_words: int, steer: Sequence[str] = ()) -> list[dict[str, str]]:
+        """The TherapistAgent's next request: the client's background and the dialogue; ``steer``: criteria the
+        supervisor found unmet, for the therapist to explore."""
         system = prompts.THERAPIST_SYSTEM.format(background=self.background, max_words=max_words)
+        if steer:
+            system += prompts.THERAPIST_STEERING.format(topics=_topics(steer))
         return speaker_view(system, self.messages, THERAPIST)
 
     def usage_record(self) -> dict[str, int]:

@@ -122,6 +122,7 @@ class MADSConfig(StageConfig):
     temperature: float = Field(0.8, ge=0)  # background, turns and extraction
     judge_temperature: float = Field(0.0, ge=0)  # the supervisor: greedy
     extract_incomplete: bool = True  # extract from dialogues that hit max_turns without meeting every criterion
+    supervisor_steering: bool = True  # the criteria a verdict finds unmet steer the next client and therapist turns
     shard_index: int = Field(0, ge=0)
     num_shards: int = Field(1, ge=1)
 
@@ -225,6 +226,7 @@ class Dialogue(Conversation):
     turns: int = 0
     stop_reason: str | None = None
     extracted: bool = False
+    steered: list[dict[str, Any]] = field(default_factory=list)  # the turns the supervisor's verdict steered
 
     @property
     def criteria_met(self) -> bool:
@@ -238,6 +240,12 @@ class Dialogue(Conversation):
         verdict = {"turn": turn, **{k: bool(reply.data[k]) for k in CRITERIA}, "reason": reply.data["reason"]}
         verdict["all_met"] = all(verdict[k] for k in CRITERIA)
         self.verdicts.append(verdict)
+
+    @property
+    def unmet(self) -> list[str]:
+        """The criteria the last verdict found unmet (none before the first verdict or after a failed check)."""
+        last = self.verdicts[-1] if self.verdicts else {}
+        return [] if "error" in last else [c for c in CRITERIA if c in last and not last[c]]
 
     @property
     def status(self) -> str:
@@ -288,13 +296,19 @@ class MADSAgents:
                        self.config.temperature, self.config.background_max_tokens, required=True,
                        timing="background_s")
 
+    def _steer(self, d: Dialogue) -> list[str]:
+        return d.unmet if self.config.supervisor_steering else []
+
     def client(self, d: Dialogue, turn: int) -> Request:
-        return Request(f"turn {turn} client", d.client_prompt(self.turn_words), self.config.temperature,
-                       self.config.turn_max_tokens, required=True)
+        steer = self._steer(d)
+        if steer:
+            d.steered.append({"turn": turn, "criteria": steer})
+        return Request(f"turn {turn} client", d.client_prompt(self.turn_words, steer),
+                       self.config.temperature, self.config.turn_max_tokens, required=True)
 
     def therapist(self, d: Dialogue, turn: int) -> Request:
-        return Request(f"turn {turn} therapist", d.therapist_prompt(self.turn_words), self.config.temperature,
-                       self.config.turn_max_tokens, required=True)
+        return Request(f"turn {turn} therapist", d.therapist_prompt(self.turn_words, self._steer(d)),
+                       self.config.temperature, self.config.turn_max_tokens, required=True)
 
     def supervisor(self, d: Dialogue, turn: int) -> Request:
         user = prompts.SUPERVISOR_USER.format(transcript=transcript(d.messages))
@@ -481,7 +495,7 @@ class MADSRun(BatchedRun):
             "persona_id": d.persona.persona_id, "persona": d.persona.text, "theme": d.theme.name,
             "theme_category": d.theme.category, "attributes": d.attributes.model_dump(),
             "turns": d.turns, "messages": len(d.messages), "stop_reason": "error" if d.error else d.stop_reason,
-            "criteria_met": d.criteria_met, "supervisor_verdicts": d.verdicts,
+            "criteria_met": d.criteria_met, "supervisor_verdicts": d.verdicts, "supervisor_steering": d.steered,
             "background_words": len(d.background.split()), "error": d.error,
             "eu_targets": [t for t in d.targets if t.startswith("EU:")],
             "ea_targets": [t for t in d.targets if t.startswith("EA:")],

@@ -96,6 +96,17 @@ What you know about the client:
 # --------------------------------------------------------------------------------------------------------------
 # The supervisor (MADS only)
 
+# Steering (our reading of §3.2's "orchestrator that enforces coherence"): what each unmet criterion of the last
+# verdict asks the speakers to bring out next, appended to their system prompts.
+STEERING_TOPICS: dict[str, str] = {
+    "scenario": "what happened and who is involved",
+    "emotions": "the specific emotions the client feels",
+    "causes": "why the client feels this way",
+    "dilemma": "the decision the client is struggling with",
+}
+CLIENT_STEERING = "\n\nIn your next message, open up about {topics}."
+THERAPIST_STEERING = "\n\nYour supervisor asks you to explore next: {topics}."
+
 SUPERVISOR_SYSTEM = ("You supervise therapy role-plays and judge whether a dialogue is rich enough to write "
                      "emotional-reasoning exam questions from. Reply in JSON.")
 
