@@ -198,3 +198,11 @@ def test_summary_names_paths_counts_and_distributions(tmp_path):
     assert set(summary["eu_categories"]) == set(EU_CATEGORIES)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["items"] == summary["items"]
     assert summary["usage"]["completion_tokens"] > 0
+
+
+def test_quotas_end_a_concise_run_once_every_category_is_full(tmp_path):
+    quotas = {c: 1 for c in EU_CATEGORIES} | {c: 2 for c in EA_CATEGORIES}
+    summary, _ = run(tmp_path, num_samples=20, concurrency=2, quotas=quotas)
+    assert summary["eu_categories"] == {c: 1 for c in EU_CATEGORIES}
+    assert summary["ea_categories"] == {c: 2 for c in EA_CATEGORIES}
+    assert summary["stopped_early"] == "quotas_met" and summary["personas_written"] < 20

@@ -336,6 +336,21 @@ def test_mixed_emotion_items_have_pairs_in_emobench_spelling(tmp_path):
     assert len({frozenset(o.split(" & ")) for o in options}) == 6  # the repeat and "Joy & Joy" were replaced
 
 
+def test_quotas_stop_asking_for_full_categories_and_end_the_run(tmp_path):
+    quotas = {c: 2 for c in EU_CATEGORIES} | {c: 3 for c in EA_CATEGORIES}
+    stats, _ = run(tmp_path, num_dialogues=12, concurrency=1, quotas=quotas)
+    assert stats["eu_categories"] == {c: 2 for c in EU_CATEGORIES}
+    assert stats["ea_categories"] == {c: 3 for c in EA_CATEGORIES}
+    assert stats["stopped_early"] == "quotas_met" and stats["dialogues_written"] < 12
+    assert stats["quotas"] == quotas
+    from ec2er_utils.generation.items import resolve_quotas
+    from ec2er_utils.taxonomy import PAPER_EA_COUNTS, PAPER_EU_COUNTS
+
+    assert resolve_quotas("paper") == {**PAPER_EU_COUNTS, **PAPER_EA_COUNTS}
+    with pytest.raises(ValueError, match="unknown categories"):
+        MADSConfig(quotas={"happiness": 3})
+
+
 def test_targeting_makes_up_for_rejected_items(tmp_path):
     seen = Counter()
 

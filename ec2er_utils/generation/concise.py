@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -41,7 +41,7 @@ from ..schemas import DatasetItem
 from ..taxonomy import CONCISE_ROUNDS, EA_CATEGORIES, EU_CATEGORIES, SCENARIO_WORDS
 from . import prompts
 from .dialogue import CLIENT, THERAPIST, Conversation, transcript
-from .items import CategoryBalancer, ItemRejected, build_mcq_item, mcq_draft_schema, rejection
+from .items import CategoryBalancer, ItemRejected, build_mcq_item, mcq_draft_schema, rejection, resolve_quotas
 from .lockstep import Algorithm, Request, run_one
 from .run_files import RunFiles, distribution, fingerprint
 from .runner import BatchedRun
@@ -68,6 +68,9 @@ class ConciseConfig(StageConfig):
     item_max_tokens: int = Field(400, ge=1)
     scenario_min_words: int = Field(SCENARIO_WORDS[0], ge=0)  # shortest scenario the item schema allows
     temperature: float = Field(0.8, ge=0)
+    # Items per category ({"complex_emotions": 382, ...} or "paper"): a full category is no longer asked for, and
+    # the run stops once every quota is met (num_samples is then an upper bound).
+    quotas: dict[str, int] | Literal["paper"] | None = None
     shard_index: int = Field(0, ge=0)
     num_shards: int = Field(1, ge=1)
 
@@ -79,6 +82,7 @@ class ConciseConfig(StageConfig):
         if self.eu_items + self.ea_items < 1:
             raise ValueError(f"need at least one item per persona, got eu_items={self.eu_items}, "
                              f"ea_items={self.ea_items}")
+        resolve_quotas(self.quotas)  # raises on unknown categories
         if self.shard_index >= self.num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got shard_index={self.shard_index}, "
                              f"num_shards={self.num_shards}")
@@ -110,7 +114,8 @@ class ConciseAgents:
     def __init__(self, config: ConciseConfig, generator_model: str):
         self.config, self.generator_model = config, generator_model
         self.turn_words = max(15, int(config.turn_max_tokens * 0.6))
-        self.balancers = {"EU": CategoryBalancer(EU_CATEGORIES), "EA": CategoryBalancer(EA_CATEGORIES)}
+        quotas = resolve_quotas(config.quotas)
+        self.balancers = {"EU": CategoryBalancer(EU_CATEGORIES, quotas), "EA": CategoryBalancer(EA_CATEGORIES, quotas)}
         self.schemas = {task: mcq_draft_schema(task, config.item_max_tokens, config.scenario_min_words)
                         for task in ("EU", "EA")}
 
@@ -233,6 +238,10 @@ class ConciseRun(BatchedRun):
     def recount(self, unit_id: str) -> None:
         for item in self.existing.get(unit_id, []):
             self.agents.balancers[item["task"]].record(item["category"])
+
+    def quotas_met(self) -> bool:
+        balancers = self.agents.balancers.values()
+        return any(b.quota for b in balancers) and all(b.met or not b.quota for b in balancers)
 
     def start(self, plan: SamplePlan) -> tuple[Conversation, Algorithm]:
         c = new_conversation(plan, self.config.seed)

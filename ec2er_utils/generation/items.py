@@ -21,7 +21,15 @@ from typing import Any
 from ..formatting import EA_QUESTION, EU_EMOTION_QUESTION
 from ..llm import ChatResult, LLMError
 from ..schemas import DatasetItem
-from ..taxonomy import EMOTION_LABELS, is_known_emotion, split_emotion_label
+from ..taxonomy import (
+    EA_CATEGORIES,
+    EMOTION_LABELS,
+    EU_CATEGORIES,
+    PAPER_EA_COUNTS,
+    PAPER_EU_COUNTS,
+    is_known_emotion,
+    split_emotion_label,
+)
 
 # EmoBench's English EU fine-grained categories under each coarse category (read from EU.jsonl).
 EU_FINEGRAINED: dict[str, tuple[str, ...]] = {
@@ -50,22 +58,37 @@ class CategoryBalancer:
     :meth:`take` reserves targets for one conversation (preferring categories it has not had yet; ties go to the
     taxonomy order, so targets are deterministic); :meth:`settle` releases a reservation once its item is written
     or rejected, and counts it only if written, so a rejected target is asked for again later. :meth:`record`
-    counts items written earlier (a resumed run).
+    counts items written earlier (a resumed run). With a ``quota`` per category (the paper's counts, say), a full
+    category is no longer asked for, §3.3's "rejected and regenerated until balance is restored" done before
+    generation; :attr:`met` says when every quota is reached.
     """
 
-    def __init__(self, categories: Sequence[str]):
+    def __init__(self, categories: Sequence[str], quota: Mapping[str, int] | None = None):
         self.categories = tuple(categories)
         self.counts = Counter({c: 0 for c in self.categories})
         self.reserved: Counter = Counter()
+        self.quota = {c: n for c, n in (quota or {}).items() if c in self.categories}
+
+    def _open(self, category: str) -> bool:
+        return category not in self.quota or self.counts[category] + self.reserved[category] < self.quota[category]
 
     def take(self, n: int) -> list[str]:
+        """Up to ``n`` targets; fewer when quotas leave fewer categories open."""
         chosen: list[str] = []
         for _ in range(n):
-            fresh = [c for c in self.categories if c not in chosen] or list(self.categories)
+            open_ = [c for c in self.categories if self._open(c)]
+            fresh = [c for c in open_ if c not in chosen] or open_
+            if not fresh:
+                break
             target = min(fresh, key=lambda c: (self.counts[c] + self.reserved[c], self.categories.index(c)))
             self.reserved[target] += 1
             chosen.append(target)
         return chosen
+
+    @property
+    def met(self) -> bool:
+        """Whether every category with a quota has reached it (False without quotas)."""
+        return bool(self.quota) and all(self.counts[c] >= n for c, n in self.quota.items())
 
     def settle(self, category: str, written: bool) -> None:
         self.reserved[category] -= 1
@@ -76,6 +99,23 @@ class CategoryBalancer:
         if category not in self.counts:
             raise ValueError(f"unknown category {category!r}; expected one of {list(self.categories)}")
         self.counts[category] += 1
+
+
+def resolve_quotas(quotas: Mapping[str, int] | str | None) -> dict[str, int]:
+    """Per-category item quotas: a mapping, ``"paper"`` (the paper's counts after preprocessing, §3.3) or None."""
+    if quotas is None:
+        return {}
+    if quotas == "paper":
+        return {**PAPER_EU_COUNTS, **PAPER_EA_COUNTS}
+    if isinstance(quotas, str):
+        raise ValueError(f"quotas must be a mapping of category to count, 'paper' or None, got {quotas!r}")
+    unknown = sorted(set(quotas) - set(EU_CATEGORIES) - set(EA_CATEGORIES))
+    if unknown:
+        raise ValueError(f"quotas name unknown categories {unknown}; use EmoBench's: "
+                         f"{', '.join(EU_CATEGORIES + EA_CATEGORIES)}")
+    if any(n < 1 for n in quotas.values()):
+        raise ValueError(f"quotas must be >= 1 items per category, got {dict(quotas)}")
+    return dict(quotas)
 
 
 def _string(max_chars: int, min_chars: int = 1) -> dict[str, Any]:

@@ -58,7 +58,10 @@ def _advance(conversation: Conversation, algorithm: Algorithm, reply: Any, pendi
         required = [r for r in (pending if isinstance(pending, list) else [pending]) if r is not None and r.required]
         if required and isinstance(reply, LLMError):
             raise UnitFailed(required[0].step, reply)
-        return algorithm.send(reply)
+        following = algorithm.send(reply)
+        while following == []:  # nothing to ask (e.g. every category's quota is full): answer at once
+            following = algorithm.send([])
+        return following
     except UnitFailed as failure:
         conversation.fail(failure.stage, failure.error)
         algorithm.close()

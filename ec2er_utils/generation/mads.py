@@ -64,7 +64,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -86,6 +86,7 @@ from .items import (
     ea_draft_schema,
     eu_draft_schema,
     rejection,
+    resolve_quotas,
     supervisor_schema,
 )
 from .lockstep import Algorithm, Request, run_one
@@ -119,6 +120,9 @@ class MADSConfig(StageConfig):
     # EU items whose emotion options are pairs felt at once ("Guilt & Relief"): always for the mixture_of_emotions
     # sub-type, and this share of the others (EmoBench's English EU items outside that sub-type: 49 of 186).
     mixed_share: float = Field(0.26, ge=0, le=1)
+    # Items to generate per category ({"complex_emotions": 382, ...} or "paper" for §3.3's counts): a full category
+    # is no longer asked for, and the run stops once every quota is met (num_dialogues is then an upper bound).
+    quotas: dict[str, int] | Literal["paper"] | None = None
     temperature: float = Field(0.8, ge=0)  # background, turns and extraction
     judge_temperature: float = Field(0.0, ge=0)  # the supervisor: greedy
     extract_incomplete: bool = True  # extract from dialogues that hit max_turns without meeting every criterion
@@ -135,6 +139,7 @@ class MADSConfig(StageConfig):
         if self.min_turns > self.max_turns:
             raise ValueError(f"min_turns ({self.min_turns}) is greater than max_turns ({self.max_turns}); the paper "
                              f"uses min_turns={MADS_TURNS[0]}, max_turns={MADS_TURNS[1]}")
+        resolve_quotas(self.quotas)  # raises on unknown categories
         if self.shard_index >= self.num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got shard_index={self.shard_index}, "
                              f"num_shards={self.num_shards}")
@@ -277,9 +282,10 @@ class MADSAgents:
     def __init__(self, config: MADSConfig, generator_model: str):
         self.config, self.generator_model = config, generator_model
         self.turn_words = max(15, int(config.turn_max_tokens * 0.6))
-        self.eu_balancer = CategoryBalancer(EU_CATEGORIES)
+        quotas = resolve_quotas(config.quotas)
+        self.eu_balancer = CategoryBalancer(EU_CATEGORIES, quotas)
         self.fine_balancers = {c: CategoryBalancer(EU_FINEGRAINED[c]) for c in EU_CATEGORIES}
-        self.ea_balancer = CategoryBalancer(EA_CATEGORIES)
+        self.ea_balancer = CategoryBalancer(EA_CATEGORIES, quotas)
         self.qtype_balancer = CategoryBalancer(EA_QUESTION_TYPES)
         self.schemas = {"supervisor": supervisor_schema(config.supervisor_max_tokens),
                         "EU": eu_draft_schema(config.item_max_tokens, config.scenario_min_words),
@@ -318,7 +324,8 @@ class MADSAgents:
                        schema=self.schemas["supervisor"], timing="supervisor_s")
 
     def targets(self, d: Dialogue) -> list[Target]:
-        """3-4 EU and 3-4 EA targets (a seeded count per dialogue), each the least represented so far."""
+        """3-4 EU and 3-4 EA targets (a seeded count per dialogue), each the least represented so far; fewer, or
+        none, when quotas leave fewer categories open."""
         n_eu = rng_for(self.config.seed, "eu_items", d.index).randint(*self.config.eu_items)
         n_ea = rng_for(self.config.seed, "ea_items", d.index).randint(*self.config.ea_items)
         eu = [(c, self.fine_balancers[c].take(1)[0]) for c in self.eu_balancer.take(n_eu)]
@@ -464,6 +471,10 @@ class MADSRun(BatchedRun):
                 self.agents.ea_balancer.record(item["category"])
                 self.agents.qtype_balancer.record(item["question_type"])
 
+    def quotas_met(self) -> bool:
+        balancers = (self.agents.eu_balancer, self.agents.ea_balancer)
+        return any(b.quota for b in balancers) and all(b.met or not b.quota for b in balancers)
+
     def start(self, plan: DialoguePlan) -> tuple[Dialogue, Algorithm]:
         d = new_dialogue(plan)
         return d, mads_dialogue(d, self.agents, self.config)
@@ -481,6 +492,7 @@ class MADSRun(BatchedRun):
     def finish(self, elapsed_s: float | None) -> dict[str, Any]:
         stats = mads_statistics(self.out_dir, elapsed_s=elapsed_s, plan_report=self.plan_report,
                                 planned=len(self.plans))
+        stats["quotas"] = resolve_quotas(self.config.quotas)
         if elapsed_s is not None:
             write_json_atomic(self.paths["statistics"], stats)
         return stats

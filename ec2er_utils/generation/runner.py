@@ -51,6 +51,10 @@ class BatchedRun:
         """A unit's conversation and its algorithm, ready to run."""
         raise NotImplementedError
 
+    def quotas_met(self) -> bool:
+        """Whether the run's item quotas are all reached, so no further batch is needed (no quotas: never)."""
+        return False
+
     def flush(self, done: list[Conversation]) -> None:
         """Append the records of finished units (the ledger last: it marks them complete)."""
         raise NotImplementedError
@@ -75,6 +79,7 @@ class BatchedRun:
         batches = [self.plans[i:i + size] for i in range(0, len(self.plans), size)]
         buffer: list[Conversation] = []
         generated: list[Conversation] = []
+        stopped = None
         watch = UnreachableWatch(self.unit, self.out_dir, size)
         with tqdm(total=len(self.plans), desc=self.description, unit=self.unit, disable=not self.progress) as bar:
             bar.update(sum(p.unit_id in complete for p in self.plans))
@@ -83,6 +88,9 @@ class BatchedRun:
                     for plan in batch:
                         self.recount(plan.unit_id)
                     continue
+                if self.quotas_met():
+                    stopped = "quotas_met"
+                    break
                 # A batch runs whole, even when resumed: the same batch gets the same targets and sampling seeds.
                 label = f"batch {number + 1}: "
                 try:
@@ -109,7 +117,7 @@ class BatchedRun:
         if generated and len(failed) == len(generated):
             raise failed_run(self.unit, self.out_dir, failed)
         completed = len(generated) - len(failed)
-        stats.update(completed_this_session=completed, failed_this_session=len(failed),
+        stats.update(stopped_early=stopped, completed_this_session=completed, failed_this_session=len(failed),
                      completed_per_hour=round(completed / elapsed * 3600, 1) if completed and elapsed > 0 else None)
         return stats
 
