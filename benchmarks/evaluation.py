@@ -16,7 +16,7 @@ bfloat16 on this CPU), same English items (half EU, half EA):
    a transformers ``text-generation`` pipeline on its system + user messages with ``max_new_tokens=50`` (its budget
    without chain-of-thought) and ``return_full_text=False``, then JSON parsing. The harness builds its pipeline from
    the checkpoint with transformers' defaults, so its attention is transformers' SDPA; here the pipeline wraps a
-   second copy of the model loaded that way (``EC2ER_ATTENTION=sdpa``) in the same dtype as the choice path
+   second copy of the model loaded that way (CPU speed-ups off) in the same dtype as the choice path
    (bfloat16 on this CPU, the dtype SmolLM2 is published in; the embedded checkpoint, dequantised from a GGUF, is
    stored in float32, which the harness would run slower, at half the matmul speed of bfloat16 here: not used, it
    would flatter the ratio) and the same threads. Other differences, none of which slows the loop:
@@ -24,7 +24,7 @@ bfloat16 on this CPU), same English items (half EU, half EA):
    silenced (one per item about the default ``max_length``); it tries each item once, as the harness does (its retry
    loop returns on the first failure);
 3b. (unless ``--no-same-attention-loop``) the same loop on the choice path's own model, with the CPU attention of
-   :mod:`ec2er_utils.models` (faster decode steps over long contexts and large batches; at one item of ~300
+   :mod:`ec2er_utils.cpu_speedups` (faster decode steps over long contexts and large batches; at one item of ~300
    tokens it makes little difference): the ratio then measures what batching, prefix sharing and not decoding
    buy, nothing else;
 4. (unless ``--no-batched-generate``) the ``official`` protocol batched through the local LLM client.
@@ -46,6 +46,7 @@ import statistics
 import time
 from pathlib import Path
 
+from ec2er_utils import cpu_speedups
 from ec2er_utils.emobench import load_emobench, task_of
 from ec2er_utils.evaluation import ChoiceScorer, official_messages, parse_official_reply, predict_choice
 from ec2er_utils.evaluation.runner import predict_official
@@ -119,15 +120,8 @@ def main() -> None:
     from transformers import pipeline
 
     transformers_logging.set_verbosity_error()  # else a max_length warning per generated reply
-    setting = os.environ.get("EC2ER_ATTENTION")
-    os.environ["EC2ER_ATTENTION"] = "sdpa"  # the harness's attention: transformers' default
-    try:
+    with cpu_speedups.disabled():  # the harness's attention: transformers' default
         harness_model, _ = load_model_and_tokenizer("smollm2", dtype=model.dtype)
-    finally:
-        if setting is None:
-            del os.environ["EC2ER_ATTENTION"]
-        else:
-            os.environ["EC2ER_ATTENTION"] = setting
     loops = {"official harness loop, one item at a time (50 tokens)": harness_model}
     if not args.no_same_attention_loop:
         loops["the same loop on the choice path's model (CPU attention)"] = model

@@ -2,7 +2,7 @@
 (``concurrency`` dialogues in flight, each step one ``chat_many``), against the same backend, side by side.
 
     .venv/bin/python benchmarks/generation.py [--dialogues 8] [--max-turns 2] [--backend local]
-    .venv/bin/python benchmarks/generation.py --dialogues 32     # 4.1x on the 2-core CPU (README, chapter 01)
+    .venv/bin/python benchmarks/generation.py --dialogues 32     # 4.1x on the 2-core CPU (benchmarks/README.md)
     .venv/bin/python -m benchmarks.generation --server              # transformers serve --continuous-batching
     .venv/bin/python benchmarks/generation.py --backend openai --base-url http://HOST:8000/v1 --model openai/gpt-oss-20b
 
@@ -11,8 +11,9 @@ repository root, as shown.
 
 Prints dialogues/hour for both modes and their ratio. Both runs use the same personas, plan, seed and settings;
 sequential means one dialogue at a time and one request at a time (local batch size 1, server concurrency 1).
-Absolute rates on a shared 2-core machine mean little; the ratio is the number to read. The local backend runs the
-CPU attention of :mod:`ec2er_utils.models` (``EC2ER_ATTENTION=sdpa`` in the environment: transformers' default).
+Absolute rates on a shared 2-core machine mean little; the ratio is the number to read. On CPU the local backend
+runs the speed-ups of :mod:`ec2er_utils.cpu_speedups` (``EC2ER_CPU_SPEEDUPS=0`` in the environment: stock
+transformers). Measured runs: benchmarks/README.md.
 The dialogue settings are tiny by default so the benchmark finishes in minutes on a CPU; pass paper-sized values
 against a server.
 """

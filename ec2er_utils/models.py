@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import cpu_speedups
 from .paths import cache_dir
 
 DEFAULT_MODEL = "smollm2"
@@ -260,67 +261,6 @@ def preferred_dtype(device: str | None = None) -> Any:
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
-# On CPU, PyTorch's fused SDPA kernel is slow for a single query row (a decode step: ~2.6 ms per layer at batch 8
-# over 670 cached tokens, two thirds of the step), and eager attention copies the grouped keys/values (repeat_kv).
-# CPU_ATTENTION keeps SDPA for prompts (prefill, choice scoring) and computes decode steps as two batched matmuls on
-# the grouped heads, without copies; the same arithmetic, so the same outputs up to float rounding
-# (tests/test_models.py). ``EC2ER_ATTENTION=sdpa`` restores transformers' default, e.g. to compare with
-# benchmarks/generation.py.
-CPU_ATTENTION = "ec2er_cpu_sdpa"
-
-
-def grouped_decode_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
-                             dropout: float = 0.0, scaling: float | None = None, **kwargs: Any):
-    """A transformers attention function: SDPA when several query positions are computed, else (one position,
-    a decode step) softmax(q k^T) v over each key/value head's group of query heads. ``attention_mask`` is SDPA's
-    (boolean, True = attend, or None)."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    batch, heads, positions, dim = query.shape
-    if positions != 1 or module.training:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
-    kv_heads = key.shape[1]
-    scale = dim ** -0.5 if scaling is None else scaling
-    grouped = query.view(batch, kv_heads, heads // kv_heads, dim)  # query head h reads key/value head h // group
-    scores = torch.matmul(grouped, key.transpose(2, 3)) * scale  # (batch, kv_heads, group, keys)
-    if attention_mask is not None:
-        mask = attention_mask[..., -key.shape[2]:]  # (batch, 1, 1, keys)
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    output = torch.matmul(weights, value)  # (batch, kv_heads, group, dim)
-    return output.reshape(batch, heads, 1, dim).transpose(1, 2), None
-
-
-# Architectures whose attention is plain scaled dot-product over grouped key/value heads (no logit soft-capping,
-# no attention sinks), where CPU_ATTENTION computes exactly what SDPA does.
-PLAIN_ATTENTION_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-
-
-def attention_for(path: str, device: str) -> str | None:
-    """The attention implementation to load ``path`` with: :data:`CPU_ATTENTION` on CPU for plain-attention
-    architectures, else None (transformers' default). ``EC2ER_ATTENTION=sdpa`` keeps the default everywhere."""
-    from transformers import AutoConfig
-
-    if device != "cpu" or os.environ.get("EC2ER_ATTENTION", "").lower() == "sdpa":
-        return None
-    if AutoConfig.from_pretrained(path).model_type not in PLAIN_ATTENTION_MODEL_TYPES:
-        return None
-    return register_cpu_attention()
-
-
-def register_cpu_attention() -> str:
-    """Register :data:`CPU_ATTENTION` with transformers (once) and return its name."""
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
-
-    if CPU_ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(CPU_ATTENTION, grouped_decode_attention)
-        AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
-    return CPU_ATTENTION
-
-
 def load_model_and_tokenizer(name: str | None = None, *, adapter: str | os.PathLike | None = None,
                              dtype: Any = None, device: str | None = None):
     """Load a causal LM and its tokenizer for inference (optionally with a PEFT/LoRA adapter on top).
@@ -336,8 +276,10 @@ def load_model_and_tokenizer(name: str | None = None, *, adapter: str | os.PathL
     # An adapter folder saved by training carries its tokenizer (e.g. the chat template a base model lacked).
     adapter_has_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter) if adapter_has_tokenizer else path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device,
-                                                 attn_implementation=attention_for(path, device))
+    attention = None  # transformers' default: SDPA
+    if cpu_speedups.enabled(device):  # CPU only: faster decode steps, same outputs (see cpu_speedups)
+        attention = cpu_speedups.decode_attention_for(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device, attn_implementation=attention)
     if adapter is not None:
         from peft import PeftModel
 

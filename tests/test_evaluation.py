@@ -519,21 +519,55 @@ def test_shared_prefix_plan_shares_only_whole_common_prefixes():
     assert _shared_prefix_plan([[5, 6, 7]], ["s"]) == (2, [([0], 2)])
 
 
-def test_choice_batches_hold_every_row_once_within_the_token_budget():
-    from ec2er_utils.evaluation.choice import ChoiceScorer, _Row
+def _least_cost_batches(ordered, budget):
+    from ec2er_utils.cpu_speedups import least_cost_batches
+
+    return least_cost_batches(ordered, [len(row.tokens) for row in ordered], budget)
+
+
+def _budget_batches(ordered, budget):
+    from ec2er_utils.evaluation.choice import _budget_batches
+
+    return _budget_batches(ordered, budget)
+
+
+def _passes_cost(batches) -> int:
+    from ec2er_utils.cpu_speedups import FORWARD_OVERHEAD
+
+    return sum(max(len(row.tokens) for row in batch) * len(batch) + FORWARD_OVERHEAD for batch in batches)
+
+
+@pytest.mark.parametrize("cut", [_budget_batches, _least_cost_batches], ids=["stock", "cpu_speedups"])
+def test_choice_batches_hold_every_row_once_within_the_token_budget(cut):
+    from ec2er_utils.evaluation.choice import _Row
 
     rng = random.Random(0)
     rows = [_Row([0] * rng.randint(20, 400), question=i) for i in range(300)]
-    batches = ChoiceScorer._batches(rows, budget=4000)
-    assert sorted(row.question for batch in batches for row in batch) == list(range(300))
+    ordered = sorted(rows, key=lambda row: len(row.tokens))
+    batches = cut(ordered, budget=4000)
+    assert [row.question for batch in batches for row in batch] == [row.question for row in ordered]
     for batch in batches:
         assert max(len(row.tokens) for row in batch) * len(batch) <= 4000
     padded = sum(max(len(row.tokens) for row in batch) * len(batch) for batch in batches)
     real = sum(len(row.tokens) for row in rows)
-    # Little padding, and far fewer passes than rows: a pass costs more than its tokens.
+    # Little padding, and far fewer passes than rows.
     assert padded < 1.1 * real and len(batches) < len(rows) / 4
     longer_than_the_budget = _Row([0] * 500, question=0)
-    assert ChoiceScorer._batches([longer_than_the_budget], budget=100) == [[longer_than_the_budget]]
+    assert cut([longer_than_the_budget], budget=100) == [[longer_than_the_budget]]
+
+
+def test_least_cost_batches_cost_least():
+    """The CPU batching's cuts cost no more (tokens + per-pass overhead) than filling each batch, on any rows."""
+    from ec2er_utils.evaluation.choice import _Row
+
+    rng = random.Random(1)
+    for _ in range(50):
+        ordered = sorted((_Row([0] * rng.randint(1, 300)) for _ in range(rng.randint(1, 40))),
+                         key=lambda row: len(row.tokens))
+        budget = rng.randint(200, 3000)
+        assert _passes_cost(_least_cost_batches(ordered, budget)) <= _passes_cost(_budget_batches(ordered, budget))
+    with pytest.raises(ValueError, match="sorted"):
+        _least_cost_batches([_Row([0, 0]), _Row([0])], 100)
 
 
 @pytest.mark.slow
@@ -576,6 +610,33 @@ def test_choice_with_shared_prefixes_equals_a_plain_forward_pass_per_prompt(monk
     scorer.share_prefixes = False
     assert_same(scorer.option_logprobs(questions))
     assert sum(computed) == sum(len(ids) for ids in prompt_ids)
+
+
+@pytest.mark.slow
+@needs_emobench
+def test_choice_without_cpu_speed_ups_is_stock_and_scores_the_same(monkeypatch):
+    """EC2ER_CPU_SPEEDUPS=0: SDPA attention and batches filled to the token budget, never the CPU batching; the
+    log-probabilities equal those with the speed-ups up to float rounding."""
+    import torch
+
+    from ec2er_utils import cpu_speedups
+
+    folder = SHARED / "emobench"
+    items = load_emobench("EU", data_dir=folder, limit=3) + load_emobench("EA", data_dir=folder, limit=3)
+    questions = [q for item in items for q in paper_questions(item).values()]
+    monkeypatch.setenv(cpu_speedups.SWITCH, "1")
+    fast = ChoiceScorer("smollm2", batch_size=3, dtype=torch.float32)
+    with_speed_ups = fast.option_logprobs(questions)
+    monkeypatch.setenv(cpu_speedups.SWITCH, "0")
+    stock = ChoiceScorer("smollm2", batch_size=3, dtype=torch.float32)
+    assert fast.hf_model.config._attn_implementation == cpu_speedups.CPU_ATTENTION
+    assert stock.hf_model.config._attn_implementation == "sdpa"
+    monkeypatch.setattr(cpu_speedups, "least_cost_batches", lambda *a: pytest.fail("the CPU batching was used"))
+    without = stock.option_logprobs(questions)
+    for a, b in zip(with_speed_ups, without, strict=True):
+        assert a.keys() == b.keys()
+        assert max(abs(a[letter] - b[letter]) for letter in a) < 1e-3
+        assert max(a, key=a.get) == max(b, key=b.get)
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
-"""Model registry, the embedded model's materialisation (EOS fix) and dtype choice."""
+"""Model registry, the embedded model's materialisation (EOS fix), dtype choice, and the CPU decode attention of
+ec2er_utils.cpu_speedups against transformers' SDPA."""
 
 import json
+import os
 
 import pytest
 
-from ec2er_utils import models
+from ec2er_utils import cpu_speedups, models
 from ec2er_utils.models import (MODEL_REGISTRY, UnknownModelError, checkpoint_path, embedded_checkpoint,
                                 locate_embedded_gguf, resolve_model)
 
@@ -112,17 +114,17 @@ def test_preferred_dtype(monkeypatch):
 
 
 def test_cpu_attention_generates_what_sdpa_does(monkeypatch):
-    """CPU_ATTENTION (SDPA for prompts, grouped matmuls for decode steps) against transformers' SDPA on a left-padded
-    batch: the same greedy tokens and the same scores at every step up to float32 rounding."""
+    """With the CPU speed-ups (SDPA for prompts, grouped matmuls for decode steps) and without them (transformers'
+    SDPA) on a left-padded batch: the same greedy tokens and the same scores at every step up to float32 rounding."""
     import torch
 
     prompts = ["Tell me about grief.", "Describe a therapy session in detail. " * 30, "Hi"]
     runs = {}
-    for setting in ("sdpa", ""):
-        monkeypatch.setenv("EC2ER_ATTENTION", setting)
+    for setting in ("0", "1"):
+        monkeypatch.setenv(cpu_speedups.SWITCH, setting)
         model, tokenizer = models.load_model_and_tokenizer("smollm2", dtype=torch.float32, device="cpu")
         runs[model.config._attn_implementation] = model, tokenizer
-    assert set(runs) == {"sdpa", models.CPU_ATTENTION}
+    assert set(runs) == {"sdpa", cpu_speedups.CPU_ATTENTION}  # off: stock SDPA; on: the CPU attention
     outputs = {}
     for name, (model, tokenizer) in runs.items():
         texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
@@ -132,25 +134,41 @@ def test_cpu_attention_generates_what_sdpa_does(monkeypatch):
         with torch.inference_mode():
             outputs[name] = model.generate(**inputs, max_new_tokens=24, do_sample=False, output_scores=True,
                                            return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
-    reference, ours = outputs["sdpa"], outputs[models.CPU_ATTENTION]
+    reference, ours = outputs["sdpa"], outputs[cpu_speedups.CPU_ATTENTION]
     assert torch.equal(reference.sequences, ours.sequences)
     for expected, got in zip(reference.scores, ours.scores, strict=True):
         torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
 
 
-def test_cpu_attention_only_for_plain_attention_on_cpu(monkeypatch, tmp_path):
+def test_cpu_attention_only_for_plain_attention(tmp_path):
     folder = str(embedded_checkpoint())
-    monkeypatch.delenv("EC2ER_ATTENTION", raising=False)
-    assert models.attention_for(folder, "cpu") == models.CPU_ATTENTION
-    assert models.attention_for(folder, "cuda") is None  # GPUs keep their fused kernels
-    monkeypatch.setenv("EC2ER_ATTENTION", "sdpa")
-    assert models.attention_for(folder, "cpu") is None
-    monkeypatch.delenv("EC2ER_ATTENTION")
+    assert cpu_speedups.decode_attention_for(folder) == cpu_speedups.CPU_ATTENTION
     config = json.loads((embedded_checkpoint() / "config.json").read_text())
     gemma = tmp_path / "gemma"
     gemma.mkdir()
     (gemma / "config.json").write_text(json.dumps({**config, "model_type": "gemma2", "architectures": []}))
-    assert models.attention_for(str(gemma), "cpu") is None  # soft-capped logits: not plain attention
+    assert cpu_speedups.decode_attention_for(str(gemma)) is None  # soft-capped logits: not plain attention
+
+
+def test_speed_ups_are_on_for_cpu_only_and_one_switch_turns_them_off(monkeypatch):
+    import torch
+
+    monkeypatch.delenv(cpu_speedups.SWITCH, raising=False)
+    monkeypatch.delenv("EC2ER_ATTENTION", raising=False)
+    assert cpu_speedups.enabled("cpu") and cpu_speedups.enabled(torch.device("cpu"))
+    assert not cpu_speedups.enabled("cuda") and not cpu_speedups.enabled(torch.device("cuda", 0))  # GPUs: stock
+    with cpu_speedups.disabled():
+        assert not cpu_speedups.enabled("cpu")
+    assert cpu_speedups.enabled("cpu") and cpu_speedups.SWITCH not in os.environ  # restored
+    monkeypatch.setenv(cpu_speedups.SWITCH, "0")
+    assert not cpu_speedups.enabled("cpu")
+    monkeypatch.setenv(cpu_speedups.SWITCH, "maybe")
+    with pytest.raises(ValueError, match="EC2ER_CPU_SPEEDUPS='maybe'"):
+        cpu_speedups.enabled("cpu")
+    monkeypatch.setenv(cpu_speedups.SWITCH, "1")
+    monkeypatch.setenv("EC2ER_ATTENTION", "sdpa")  # the old switch is not silently ignored
+    with pytest.raises(ValueError, match="EC2ER_ATTENTION was replaced by EC2ER_CPU_SPEEDUPS"):
+        cpu_speedups.enabled("cpu")
 
 
 def test_latest_adapter_is_the_newest_run_that_saved_one(tmp_path):

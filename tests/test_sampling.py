@@ -1,5 +1,6 @@
-"""The local backend's sampler (ec2er_utils.llm.sampling): the same distribution as transformers' temperature and
-top-p warpers, seeded draws, grammar masks respected. Fast: random logits, no model."""
+"""The CPU sampler of ec2er_utils.cpu_speedups: the same distribution as transformers' temperature and top-p
+warpers, seeded draws, grammar masks respected (fast: random logits, no model); and the local backend with the
+speed-ups off: transformers' own sampler, the same greedy replies (slow: the embedded model)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-from ec2er_utils.llm.sampling import nucleus_sampler
+from ec2er_utils import cpu_speedups
+from ec2er_utils.cpu_speedups import nucleus_sampler
 
 VOCAB = 2000
 
@@ -82,3 +84,33 @@ def test_a_row_with_every_token_masked_does_not_fail():
 def test_bad_settings(temperature, top_p):
     with pytest.raises(ValueError):
         nucleus_sampler(temperature, top_p, seed=0)
+
+
+@pytest.mark.slow
+def test_local_backend_without_speed_ups_uses_transformers_and_replies_the_same(monkeypatch):
+    """EC2ER_CPU_SPEEDUPS=0: SDPA attention and transformers' sampler (seeded, reproducible); greedy replies equal
+    those of the sped-up client, token for token."""
+    from ec2er_utils.llm import make_client
+
+    conversations = [[{"role": "user", "content": text}] for text in
+                     ("Tell me about grief.", "Describe a therapy session in detail. " * 20, "Hi")]
+    replies = {}
+    for setting in ("1", "0"):
+        monkeypatch.setenv(cpu_speedups.SWITCH, setting)
+        client = make_client("local", dtype=torch.float32, batch_size=3, max_tokens=24, top_p=0.9,
+                             progress=False)
+        replies[client.hf_model.config._attn_implementation] = [
+            r.text for r in client.chat_many(conversations, temperature=0)]
+    assert set(replies) == {cpu_speedups.CPU_ATTENTION, "sdpa"}
+    assert replies["sdpa"] == replies[cpu_speedups.CPU_ATTENTION]
+
+    # The last client has the speed-ups off: sampling is transformers' own, never the CPU sampler.
+    monkeypatch.setattr(cpu_speedups, "nucleus_sampler", lambda *a, **k: pytest.fail("the CPU sampler was used"))
+    state = torch.get_rng_state()
+
+    def sampled(seed):
+        return [r.text for r in client.chat_many(conversations, temperature=1.0, seed=seed)]
+
+    assert sampled(5) == sampled(5) != sampled(6)
+    assert torch.equal(torch.get_rng_state(), state)  # the seed applies to these calls only
+    client.close()

@@ -11,9 +11,10 @@ skipped, so the letter is read where the JSON asks for it without the model's re
 two questions (emotion, cause), each scored as if asked alone.
 
 Speed: almost all the cost is the prefill of the prompts, so :class:`ChoiceScorer` computes each shared prefix
-once (see :meth:`ChoiceScorer.option_logprobs`). That changes which tokens are computed together, not what any
-token attends to nor its position, so the log-probabilities are those of a plain forward pass over each full
-prompt up to float rounding (``tests/test_evaluation.py`` checks this against the model on EmoBench items).
+once (see :meth:`ChoiceScorer.option_logprobs`) in length-sorted batches. That changes which tokens are computed
+together, not what any token attends to nor its position, so the log-probabilities are those of a plain forward
+pass over each full prompt up to float rounding (``tests/test_evaluation.py`` checks this against the model on
+EmoBench items). On CPU, :func:`ec2er_utils.cpu_speedups.least_cost_batches` cuts the batches instead.
 """
 
 from __future__ import annotations
@@ -23,13 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import cpu_speedups
 from ..formatting import Question, option_letters, user_prompt
 from .prompts import CHOICE_ANSWER_PREFIX
-
-# What a forward pass costs beyond its tokens, in tokens. On an idle 2-core CPU a one-token step of the 135M model
-# takes as long as ~40 tokens of a batched prompt (reading the weights, thread hand-offs, Python); on a busy one
-# the hand-offs wait for a CPU and cost far more, so it is counted high: a little padding is cheap either way.
-FORWARD_OVERHEAD = 128
 
 
 @dataclass
@@ -189,27 +186,12 @@ class ChoiceScorer:
                 bar.close()
         return results  # type: ignore[return-value]
 
-    @staticmethod
-    def _batches(rows: list[_Row], budget: int) -> list[list[_Row]]:
-        """Rows sorted by length, cut into the batches of least cost: a forward pass costs its tokens, padding
-        included, plus ``FORWARD_OVERHEAD`` tokens' worth, and holds at most ``budget`` tokens."""
+    def _batches(self, rows: list[_Row], budget: int) -> list[list[_Row]]:
+        """Rows sorted by length, each batch filled up to ``budget`` tokens, padding included."""
         ordered = sorted(rows, key=lambda row: (len(row.tokens), row.past_length))
-        # best[j]: least cost of the first j rows; cut[j]: where their last batch starts.
-        best, cut = [0.0] + [float("inf")] * len(ordered), [0] * (len(ordered) + 1)
-        for end in range(1, len(ordered) + 1):
-            width = len(ordered[end - 1].tokens)  # the longest of any batch ending here
-            for start in range(end - 1, -1, -1):
-                padded = width * (end - start)
-                if padded > budget and start < end - 1:
-                    break
-                cost = best[start] + padded + FORWARD_OVERHEAD
-                if cost < best[end]:
-                    best[end], cut[end] = cost, start
-        batches, end = [], len(ordered)
-        while end:
-            batches.append(ordered[cut[end]:end])
-            end = cut[end]
-        return batches[::-1]
+        if cpu_speedups.enabled(self.hf_model.device):  # CPU only: fewer, fuller forward passes
+            return cpu_speedups.least_cost_batches(ordered, [len(row.tokens) for row in ordered], budget)
+        return _budget_batches(ordered, budget)
 
     def _forward(self, rows: list[_Row]):
         """One forward pass over ``rows``: next-token log-probabilities at each row's end (float32, CPU) and, for
@@ -258,6 +240,18 @@ class ChoiceScorer:
                         real = mask[r].bool().to(states.device)
                         kept[r] = states[r][..., real, :].clone()
         return logprobs, kept
+
+
+def _budget_batches(ordered: list[_Row], budget: int) -> list[list[_Row]]:
+    """``ordered`` (sorted by length) cut into consecutive batches of at most ``budget`` tokens, padding included
+    (a row longer than that alone)."""
+    batches: list[list[_Row]] = []
+    for row in ordered:  # the longest row of a batch is its last
+        if batches and len(row.tokens) * (len(batches[-1]) + 1) <= budget:
+            batches[-1].append(row)
+        else:
+            batches.append([row])
+    return batches
 
 
 def best_letter(logprobs: dict[str, float]) -> str:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+from .. import cpu_speedups
 from .base import Completion, JSONSchema, LLMClient, LLMError, LLMRequestError, Message
-from .sampling import nucleus_sampler
 
 
 class LocalClient(LLMClient):
@@ -109,8 +111,6 @@ class LocalClient(LLMClient):
         tok = self.tokenizer
         inputs = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.hf_model.device)
         eos_ids = _eos_ids(tok)
-        # generate() always decodes greedily; sampling, when asked for, is the last logits processor: it draws the
-        # token (temperature, top-p) and leaves only it possible (see .sampling for why).
         processors = []
         kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, eos_token_id=eos_ids, pad_token_id=tok.pad_token_id,
                                       do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -126,10 +126,16 @@ class LocalClient(LLMClient):
                 grammars = grammars[0]
             processors.append(xgr.contrib.hf.LogitsProcessor(grammars))  # single-use, by design
         if temperature > 0:
-            processors.append(nucleus_sampler(temperature, self.top_p, seed))
+            if cpu_speedups.enabled(self.hf_model.device):
+                # CPU only: the same distribution, faster. As the last processor it draws the token and leaves only
+                # it possible, so generate() stays greedy; it is seeded by its own generator.
+                processors.append(cpu_speedups.nucleus_sampler(temperature, self.top_p, seed))
+            else:  # transformers' sampler: temperature, then top-p (top_k=0: no top-k cut)
+                kwargs.update(do_sample=True, temperature=temperature, top_p=self.top_p, top_k=0)
         if processors:
             kwargs["logits_processor"] = processors
-        with self._lock, torch.inference_mode():
+        sampling_seed = seed if kwargs["do_sample"] else None
+        with self._lock, torch.inference_mode(), _seeded(sampling_seed, self.hf_model.device):
             output = self.hf_model.generate(**inputs, **kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
@@ -151,6 +157,19 @@ class LocalClient(LLMClient):
         self.tokenizer = None
         self._compiled.cache_clear()
         gc.collect()
+
+
+@contextmanager
+def _seeded(seed: int | None, device) -> Iterator[None]:
+    """Seed torch's random state for the block (``generate``'s sampler draws from it), then restore it."""
+    if seed is None:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _eos_ids(tokenizer) -> list[int]:
