@@ -92,7 +92,7 @@ def command_problems(line: str) -> list[str]:
         if not notebook.is_file():
             return [f"{words[1]} does not exist"]
         parameters = notebook_parameters(notebook)
-        for flag, value in zip(words, words[1:]):
+        for flag, value in zip(words, words[1:], strict=False):
             if flag == "-p" and value not in parameters:
                 problems.append(f"-p {value} is not a parameter of {notebook.name}")
             if flag == "-f" and not (REPO_ROOT / value).is_file():
