@@ -9,8 +9,9 @@ Where the files come from, first match wins:
 1. ``data_dir=`` passed to :func:`load_emobench` (a folder holding ``EU.jsonl`` and ``EA.jsonl``);
 2. the ``EMOBENCH_DIR`` environment variable;
 3. the project's offline copy ``shared/emobench`` beside the checkout, when it exists (tests, CI);
-4. the Hugging Face dataset ``SahandSab/EmoBench``, downloaded once into ``cache_dir()/hf`` and read from that
-   cache afterwards (also offline).
+4. EmoBench's public home, github.com/Sahandfer/EmoBench, at a pinned commit (:data:`EMOBENCH_COMMIT`): downloaded
+   once into ``cache_dir()/emobench/<commit>/``, checked against the files' SHA-256 (a changed or damaged file is
+   refused, not used), and read from that cache afterwards (also offline).
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ from .schemas import EAItem, EUItem
 TASKS: tuple[str, ...] = ("EU", "EA")
 LANGUAGES: tuple[str, ...] = ("en", "zh")
 LANGUAGE_CHOICES: tuple[str, ...] = (*LANGUAGES, "all")
-HF_DATASET = "SahandSab/EmoBench"
-HF_REVISION = "main"
+# The commit of github.com/Sahandfer/EmoBench whose data/ this repository is tested against (byte-identical to the
+# offline copy in shared/emobench), and its files' SHA-256.
+EMOBENCH_COMMIT = "3b4f84312541f8469e909965e1fff3691ef85c62"
+EMOBENCH_URL = "https://raw.githubusercontent.com/Sahandfer/EmoBench/{commit}/data/{task}.jsonl"
+EMOBENCH_SHA256 = {"EU": "60140a7617779bdb496cd50dcebaf33037c39c65821ae300a6a24a72fd7c7037",
+                   "EA": "344c84913ed4adc9f26261a03cc4ddbecceeef4fcb8f77ab0405f8a63e8a4628"}
 ENV_VAR = "EMOBENCH_DIR"
 ITEMS_PER_LANGUAGE = 200
 _ITEM_MODELS = {"EU": EUItem, "EA": EAItem}
@@ -64,46 +69,45 @@ def local_emobench_dir(data_dir: str | os.PathLike | None = None) -> Path | None
     return None
 
 
-def download_emobench_file(task: str, *, revision: str = HF_REVISION, cache: str | os.PathLike | None = None) -> Path:
-    """``<task>.jsonl`` from the Hugging Face dataset, downloaded once; later calls read the cached copy offline."""
-    from huggingface_hub import hf_hub_download
+def download_emobench_file(task: str, *, cache: str | os.PathLike | None = None,
+                           url: str | None = None) -> Path:
+    """``<task>.jsonl`` of the pinned EmoBench commit, downloaded once and checked against its SHA-256; later calls
+    read the cached copy without the network. ``url`` replaces the download address (tests, mirrors); the
+    checksum still has to match."""
+    import pooch
 
     check_task(task)
-    cache = Path(cache) if cache is not None else cache_dir() / "hf"
-    options = dict(repo_id=HF_DATASET, repo_type="dataset", filename=f"{task}.jsonl", revision=revision,
-                   cache_dir=str(cache))
+    folder = Path(cache) if cache is not None else cache_dir() / "emobench" / EMOBENCH_COMMIT[:12]
+    url = url or EMOBENCH_URL.format(commit=EMOBENCH_COMMIT, task=task)
     try:
-        return Path(hf_hub_download(**options, local_files_only=True))  # cached already: no network at all
-    except Exception:  # noqa: BLE001 - not cached yet (or a broken cache entry): download below
-        pass
-    try:
-        return Path(hf_hub_download(**options))
-    except Exception as err:  # noqa: BLE001 - offline, HTTP errors, missing file: all get the same advice
+        return Path(pooch.retrieve(url, known_hash=f"sha256:{EMOBENCH_SHA256[task]}", fname=f"{task}.jsonl",
+                                   path=folder, progressbar=False))
+    except Exception as err:  # noqa: BLE001 - offline, HTTP errors, a changed file: all get the same advice
         raise EmoBenchDataError(
-            f"Could not download {task}.jsonl from the Hugging Face dataset {HF_DATASET} (revision {revision}): "
-            f"{type(err).__name__}: {err}. Without network access, set {ENV_VAR} (or pass data_dir=) to a folder "
-            "holding EU.jsonl and EA.jsonl, e.g. the data/ folder of a clone of github.com/Sahandfer/EmoBench."
+            f"Could not download {task}.jsonl of EmoBench commit {EMOBENCH_COMMIT[:12]} from {url}: "
+            f"{type(err).__name__}: {str(err)[:300]}. Without network access, set {ENV_VAR} (or pass data_dir=) to a "
+            "folder holding EU.jsonl and EA.jsonl, e.g. the data/ folder of a clone of github.com/Sahandfer/EmoBench."
         ) from None
 
 
-def emobench_file(task: str, data_dir: str | os.PathLike | None = None, *, revision: str = HF_REVISION) -> Path:
+def emobench_file(task: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Where ``<task>.jsonl`` is read from (see the module docstring for the precedence)."""
     check_task(task)
     folder = local_emobench_dir(data_dir)
     if folder is None:
-        return download_emobench_file(task, revision=revision)
+        return download_emobench_file(task)
     path = folder / f"{task}.jsonl"
     if not path.is_file():
         origin = "data_dir" if data_dir is not None else (ENV_VAR if os.environ.get(ENV_VAR) else "shared/")
         raise EmoBenchDataError(
             f"{path}: no such file (folder taken from {origin}). EmoBench needs EU.jsonl and EA.jsonl there: "
             f"point {ENV_VAR} or data_dir= at a folder that holds them, or unset {ENV_VAR} to download them from "
-            f"the Hugging Face dataset {HF_DATASET}.")
+            f"github.com/Sahandfer/EmoBench (commit {EMOBENCH_COMMIT[:12]}).")
     return path
 
 
 def load_emobench(task: str, language: str = "en", data_dir: str | os.PathLike | None = None, *,
-                  limit: int | None = None, revision: str = HF_REVISION) -> list[EmoBenchItem]:
+                  limit: int | None = None) -> list[EmoBenchItem]:
     """EmoBench items of one task, validated, in file order.
 
     ``language`` is ``"en"`` (default), ``"zh"`` or ``"all"``; ``limit`` keeps the first ``limit`` items of each
@@ -113,13 +117,13 @@ def load_emobench(task: str, language: str = "en", data_dir: str | os.PathLike |
     languages = check_language(language)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of items per language (or None for all), got {limit}")
-    path = emobench_file(task, data_dir, revision=revision)
+    path = emobench_file(task, data_dir)
     try:
         items = read_jsonl(path, _ITEM_MODELS[task])
     except JSONLError as err:
         raise EmoBenchDataError(f"{err}. This is not a valid EmoBench {task} file: restore the original from "
-                                f"github.com/Sahandfer/EmoBench (data/{task}.jsonl) or the Hugging Face dataset "
-                                f"{HF_DATASET}, or point {ENV_VAR} elsewhere.") from None
+                                f"github.com/Sahandfer/EmoBench (data/{task}.jsonl, commit {EMOBENCH_COMMIT[:12]}), "
+                                f"or point {ENV_VAR} elsewhere.") from None
     selected: list[EmoBenchItem] = []
     for lang in languages:
         in_language = [item for item in items if item.language == lang]

@@ -114,30 +114,39 @@ def test_bad_limit(emobench_dir):
         load_emobench("EU", data_dir=emobench_dir, limit=0)
 
 
-def _seed_hub_cache(cache: Path, source: Path, commit: str = "0" * 40) -> None:
-    """Lay the files out as huggingface_hub's cache does after a download (refs/main -> snapshot)."""
-    repo = cache / "datasets--SahandSab--EmoBench"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    for name in ("EU.jsonl", "EA.jsonl"):
-        shutil.copy(source / name, snapshot / name)
+def _file_server(root: Path):
+    """A loopback HTTP server for the files under ``root`` (GitHub's raw file host, for the download test)."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    from tests.helpers import LoopbackHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    return LoopbackHTTPServer(functools.partial(Quiet, directory=str(root)))
 
 
-def test_hub_download_is_read_from_the_cache_offline(monkeypatch, tmp_path, emobench_dir):
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network in tests
+def test_download_is_pinned_checked_cached_and_then_read_offline(monkeypatch, tmp_path, emobench_dir):
     monkeypatch.setenv("EC2ER_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("EC2ER_SHARED_DIR", str(tmp_path / "no-shared"))  # so the hub path is taken
+    monkeypatch.setenv("EC2ER_SHARED_DIR", str(tmp_path / "no-shared"))  # so the download path is taken
     monkeypatch.delenv("EMOBENCH_DIR", raising=False)
-    with pytest.raises(EmoBenchDataError, match="Could not download EU.jsonl .*SahandSab/EmoBench.*EMOBENCH_DIR"):
-        load_emobench("EU")
-    _seed_hub_cache(tmp_path / "cache" / "hf", emobench_dir)
-    items = load_emobench("EU")
-    assert len(items) == 200
-    assert "snapshots" in str(emobench.emobench_file("EU"))
+    served = tmp_path / "served" / emobench.EMOBENCH_COMMIT / "data"
+    served.mkdir(parents=True)
+    with _file_server(tmp_path / "served") as server:
+        host = server.base_url.removesuffix("/v1")
+        monkeypatch.setattr(emobench, "EMOBENCH_URL", host + "/{commit}/data/{task}.jsonl")
+        with pytest.raises(EmoBenchDataError, match=r"Could not download EU.jsonl .*3b4f84312541.*EMOBENCH_DIR"):
+            load_emobench("EU")  # nothing served yet
+        shutil.copy(emobench_dir / "EU.jsonl", served / "EU.jsonl")
+        (served / "EU.jsonl").write_bytes((emobench_dir / "EU.jsonl").read_bytes() + b"\n")  # one byte more
+        with pytest.raises(EmoBenchDataError, match="SHA256|hash"):
+            load_emobench("EU")  # a changed file is refused, not used
+        shutil.copy(emobench_dir / "EU.jsonl", served / "EU.jsonl")
+        assert len(load_emobench("EU")) == 200
+    cached = emobench.emobench_file("EU")  # the server is gone: read from the cache
+    assert cached.parent.name == emobench.EMOBENCH_COMMIT[:12] and len(load_emobench("EU")) == 200
 
 
 def test_chance_accuracy(emobench_dir):
