@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,7 +93,7 @@ def write_preprocess_report(data: Path) -> Path:
 def write_mads_metadata(data: Path) -> None:
     """data/mads/ written by the real MADS runner; only the model's replies are scripted (the generation tests'
     backend), with stop points and a few failed backgrounds varying by dialogue."""
-    from ec2er_utils.mads import MADSConfig, run_mads
+    from ec2er_utils.generation.mads import MADSConfig, run_mads
     from ec2er_utils.personas import grid_personas
     from ec2er_utils.themes import THEMES
     from tests.generation_backend import ScriptedGenerationClient, request_error
@@ -100,8 +101,11 @@ def write_mads_metadata(data: Path) -> None:
     def digest(text: str) -> int:
         return int(hashlib.sha256(text.encode()).hexdigest(), 16)
 
+    stop_points: dict[str, int | None] = {}
+
     def criteria_at(conversation):  # the turn from which the supervisor is satisfied; None: never (max_turns)
-        return (None, 4, 6, 8)[digest(conversation[-1]["content"][:300]) % 4]
+        dialogue = re.search(r"\[(\w+)\]", conversation[-1]["content"]).group(1)  # the client's tag
+        return stop_points.setdefault(dialogue, (None, 4, 6, 8)[len(stop_points) % 4])  # in turn, by first sight
 
     def fail(agent, conversation):
         return request_error() if agent == "background" and digest(conversation[-1]["content"]) % 7 == 0 else None
