@@ -47,7 +47,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .figures import plot_training_loss
 from .formatting import Question, chat_messages
@@ -162,6 +162,13 @@ class TrainConfig(StageConfig):
         if not value:
             raise ValueError("target_modules is empty; use 'attention', 'all-linear' or a list of module names")
         return list(value)
+
+    @model_validator(mode="after")
+    def _hub_target(self):
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("push_to_hub is True but hub_model_id is None: set hub_model_id to e.g. "
+                             "'your-name/ec2er-mistral-lora', or push_to_hub to False")
+        return self
 
     @property
     def spec(self) -> ModelSpec:

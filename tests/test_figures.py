@@ -287,6 +287,11 @@ def test_the_notebook_parameters_are_checked_by_name():
     assert config.results_dir == Path("elsewhere") and config.figures_dir is None
 
 
+def test_a_figure_shows_itself_in_a_notebook_without_pyplot():
+    figure = figures.plot_pipeline()
+    assert figure._repr_png_().startswith(b"\x89PNG")  # what IPython displays for a cell's last value
+
+
 def test_figures_ignore_the_callers_matplotlib_settings(tmp_path):
     import matplotlib as mpl
 

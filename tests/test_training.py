@@ -97,6 +97,8 @@ def test_the_notebook_parameters_become_the_config_and_a_wrong_one_is_named():
         training.TrainConfig.from_parameters({"max_steps": "abc"})
     with pytest.raises(ParameterError, match="'target_modules'"):
         training.TrainConfig.from_parameters({"target_modules": "mlp"})
+    with pytest.raises(ParameterError, match="hub_model_id is None"):
+        training.TrainConfig.from_parameters({"push_to_hub": True})
 
 
 @pytest.mark.parametrize("name", ["mistrall", "gpt4", "/no/such/folder/"])

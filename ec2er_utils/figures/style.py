@@ -6,12 +6,13 @@ timestamps or software versions in the files, so equal inputs give equal bytes.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import wraps
+from functools import cache, wraps
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,24 @@ def styled(function: Callable) -> Callable:
     return wrapper
 
 
-def new_figure(width: float, height: float, rows: int = 1, columns: int = 1, **options):
-    """A headless figure (no pyplot, no global backend change) and a 2-D array of axes."""
+@cache
+def _notebook_figure_class() -> type:
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    class NotebookFigure(Figure):
+        """Shows itself as PNG in a notebook: a figure made without pyplot has no notebook display otherwise."""
+
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=DPI)
+            return buffer.getvalue()
+
+    return NotebookFigure
+
+
+def new_figure(width: float, height: float, rows: int = 1, columns: int = 1, **options):
+    """A headless figure (no pyplot, no global backend change) and a 2-D array of axes."""
+    figure = _notebook_figure_class()(figsize=(width, height), dpi=DPI, layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False, **options)
     return figure, axes
 
