@@ -134,6 +134,10 @@ EU_CATEGORIES: tuple[str, ...] = (
 )
 EA_CATEGORIES: tuple[str, ...] = ("Personal-Others", "Personal-Self", "Social-Others", "Social-Self")
 EA_QUESTION_TYPES: tuple[str, ...] = ("Action", "Response")  # EA.jsonl key "question type" (with a space)
+TASK_CATEGORIES: dict[str, tuple[str, ...]] = {"EU": EU_CATEGORIES, "EA": EA_CATEGORIES}
+# EmoBench's name for a task's accuracy over all its items (its harness and the paper's Table 1 report it beside
+# the categories); never a category of an item.
+OVERALL = "Overall"
 
 # Paper name -> EmoBench spelling. §3.3/§5 write EA categories in lower case and the results table shortens
 # "personal_beliefs_and_experiences" to "personal_beliefs"; both forms are accepted here.
@@ -164,6 +168,10 @@ PAPER_EA_COUNTS: dict[str, int] = {
     "Social-Others": 372,
     "Social-Self": 371,
 }
+PAPER_COUNTS: dict[str, dict[str, int]] = {"EU": PAPER_EU_COUNTS, "EA": PAPER_EA_COUNTS}
+
+# The fine-tuned models of §5 and Table 1, as ec2er_utils.models aliases, in Table 1's column order.
+PAPER_MODELS: tuple[str, ...] = ("mistral", "qwen", "gemma", "llama")
 
 # --- Emotion vocabulary (§3.3: items with out-of-vocabulary emotion labels are filtered out) ---
 

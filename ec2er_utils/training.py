@@ -47,11 +47,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from .figures import plot_training_loss
 from .formatting import Question, chat_messages
 from .jsonl import read_json, write_json_atomic
-from .models import ModelSpec, checkpoint_path, model_folder_name, preferred_dtype, resolve_model
+from .models import DEFAULT_MODEL, ModelSpec, checkpoint_path, model_folder_name, preferred_dtype, resolve_model
+from .parameters import StageConfig
 from .paths import runs_dir
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -106,17 +108,20 @@ class NoTrainingDataError(RuntimeError):
 # Configuration
 
 
-class TrainConfig(BaseModel):
-    """Every training setting, with the defaults of :data:`PAPER_NOTES`; :func:`prepare_run` resolves the ``None``
-    (automatic) ones for the device."""
+class TrainConfig(StageConfig):
+    """Every training setting: notebook 04's parameters (the CPU demo; the paper's set-up is
+    ``recipes/paper/04_train.yaml``), with the defaults of :data:`PAPER_NOTES`, then settings only programmatic
+    callers change. :func:`prepare_run` resolves the ``None`` (automatic) ones for the device."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    model: str = Field("smollm2", description="alias (smollm2, mistral, qwen, gemma, llama), HF id or folder")
+    model: str = Field(DEFAULT_MODEL, description="alias (smollm2, mistral, qwen, gemma, llama), HF id or folder")
+    train_file: str | None = Field(None, description="JSONL of schemas.DatasetItem records; None = "
+                                                     "data/processed/train.jsonl (notebook 03)")
+    eval_file: str | None = Field(None, description="validation JSONL; None = data/processed/validation.jsonl "
+                                                    "when train_file is None, else no validation loss")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: list(ATTENTION_MODULES),
+    target_modules: list[str] = Field("attention", validate_default=True,
                                       description="module names, or the presets 'attention' / 'all-linear'")
     learning_rate: float = Field(2e-4, gt=0.0)
     num_train_epochs: float = Field(3.0, gt=0.0)
@@ -157,6 +162,13 @@ class TrainConfig(BaseModel):
         if not value:
             raise ValueError("target_modules is empty; use 'attention', 'all-linear' or a list of module names")
         return list(value)
+
+    @model_validator(mode="after")
+    def _hub_target(self):
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("push_to_hub is True but hub_model_id is None: set hub_model_id to e.g. "
+                             "'your-name/ec2er-mistral-lora', or push_to_hub to False")
+        return self
 
     @property
     def spec(self) -> ModelSpec:
@@ -730,29 +742,6 @@ def run_training(trainer, plan: RunPlan, n_train: int) -> TrainingResult:
         peak_memory_kind=kind, history=history)
 
 
-def plot_loss_history(history: dict[str, list[dict[str, float]]], path: str | os.PathLike | None = None,
-                      title: str = "LoRA fine-tuning"):
-    """Train (line) and eval (markers) loss against the optimizer step; saved as PNG when ``path`` is given."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4), dpi=110)
-    axes = figure.subplots()
-    if history["train"]:
-        axes.plot([p["step"] for p in history["train"]], [p["loss"] for p in history["train"]], label="train loss")
-    if history["eval"]:
-        axes.plot([p["step"] for p in history["eval"]], [p["eval_loss"] for p in history["eval"]], "o--",
-                  label="validation loss")
-    axes.set_xlabel("optimizer step")
-    axes.set_ylabel("loss (response tokens)")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    if path is not None:
-        figure.savefig(path)
-    return figure
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Saving, loading, sharing
 
@@ -787,8 +776,10 @@ def save_run(model, tokenizer, plan: RunPlan, result: TrainingResult, *, backend
     write_json_atomic(run_dir / "loss_history.json", result.history)
     metrics = {k: v for k, v in asdict(result).items() if k != "history"}
     write_json_atomic(run_dir / "metrics.json", metrics)
-    plot_loss_history(result.history, run_dir / "loss.png",
-                      title=f"{plan.config.spec.display_name}: LoRA, {data.get('train_questions', '?')} questions")
+    loss_plot = plot_training_loss({model_folder_name(plan.config.spec): {run_dir.name: result.history}},
+                                   title=f"{plan.config.spec.display_name}: LoRA, "
+                                         f"{data.get('train_questions', '?')} questions")
+    loss_plot.savefig(run_dir / "loss.png")
     (run_dir / "README.md").write_text(model_card(run_dir), encoding="utf-8")
     checkpoints = run_dir / "checkpoints"
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):

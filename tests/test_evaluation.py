@@ -21,6 +21,7 @@ from ec2er_utils.evaluation import (
     compare_predictions,
     compare_runs,
     compare_with_paper,
+    EvalConfig,
     evaluate,
     gold_letters,
     load_run,
@@ -39,6 +40,7 @@ from ec2er_utils.evaluation import (
 from ec2er_utils.formatting import user_prompt
 from ec2er_utils.jsonl import read_jsonl
 from ec2er_utils.llm import LLMRequestError
+from ec2er_utils.parameters import ParameterError
 from ec2er_utils.paths import shared_dir
 from tests.helpers import ScriptedClient
 
@@ -384,24 +386,26 @@ def test_official_retries_really_retry_and_record_failures(items):
 @needs_emobench
 def test_resume_skips_scored_items_and_repairs_a_partial_line(tmp_path):
     client = ScriptedClient(lambda call, index, conversation: '{"answer": "A"}')
-    options = dict(protocol="official", tasks=("EA",), data_dir=SHARED / "emobench", out_dir=tmp_path, client=client,
-                   progress=False, n_resamples=200)
-    first = evaluate(limit=3, **options)
+    config = EvalConfig(adapter=None, protocol="official", tasks=("EA",), emobench_dir=SHARED / "emobench",
+                        out_dir=tmp_path, n_resamples=200, limit=3)
+    first = evaluate(config, client=client, progress=False)
     assert sum(len(c) for c in client.conversations) == 3
     assert len(first.predictions["EA"]) == 3
-    evaluate(limit=5, **options)
+    config.limit = 5
+    evaluate(config, client=client, progress=False)
     assert sum(len(c) for c in client.conversations) == 5  # only items 4 and 5 were new
     path = tmp_path / "EA-en.predictions.jsonl"
     with path.open("a") as handle:
         handle.write('{"qid": "6", "language": "en", "ta')  # a run killed mid-write
-    run = evaluate(limit=6, **options)
+    config.limit = 6
+    run = evaluate(config, client=client, progress=False)
     assert sum(len(c) for c in client.conversations) == 6
     assert [r.qid for r in read_jsonl(path, Prediction)] == ["1", "2", "3", "4", "5", "6"]
     board = json.loads((tmp_path / "EA.leaderboard.json").read_text())
     assert board["languages"]["en"]["n"] == 6 == run.leaderboards["EA"]["languages"]["en"]["n"]
     assert load_run(tmp_path).records("EA", "en") == run.records("EA", "en")
     with pytest.raises(ValueError, match="other settings .*temperature"):
-        evaluate(limit=6, temperature=0.7, **options)
+        evaluate(config.model_copy(update={"temperature": 0.7}), client=client, progress=False)
 
 
 @needs_emobench
@@ -426,15 +430,38 @@ def test_paper_protocol_groups_by_option_count_and_records_invalid_json(items):
     assert record.attempts == 2 and not record.correct
 
 
-def test_evaluate_rejects_bad_arguments():
+def test_eval_config_rejects_bad_settings_naming_them():
     with pytest.raises(ValueError, match="Unknown protocol"):
-        evaluate(protocol="mcq")
+        EvalConfig(protocol="mcq")
     with pytest.raises(ValueError, match="choice.*local"):
-        evaluate(protocol="choice", backend="openai")
+        EvalConfig(protocol="choice", backend="openai")
     with pytest.raises(ValueError, match="enable-lora"):
-        evaluate("served", protocol="official", backend="openai", adapter="runs/x")
+        EvalConfig(model="served", protocol="official", backend="openai", adapter="runs/x")
     with pytest.raises(ValueError, match="Unknown EmoBench language"):
-        evaluate(language="de")
+        EvalConfig(language="de")
+    with pytest.raises(ValueError, match="Unknown EmoBench task"):
+        EvalConfig(tasks=("EU", "EX"))
+    with pytest.raises(ValueError, match="base_url.*backend to 'openai'"):
+        EvalConfig(base_url="http://localhost:8000/v1")
+    with pytest.raises(ValueError, match="cot.*official"):
+        EvalConfig(protocol="paper", cot=True)
+    with pytest.raises(ParameterError, match=r"'limit'.*'ten'"):  # as the notebook reports a papermill -p value
+        EvalConfig.from_parameters({"limit": "ten", "unrelated_variable": object()})
+    with pytest.raises(FileNotFoundError, match="adapter folder"):
+        evaluate(EvalConfig(adapter="/no/such/adapter"))
+
+
+def test_latest_adapter_is_the_newest_of_notebook_04_or_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("EC2ER_RUNS_DIR", str(tmp_path))
+    assert EvalConfig().resolved().adapter is None  # nothing trained: the base model
+    for run_id in ("20250101-000000", "20250301-000000"):
+        (tmp_path / "smollm2" / run_id / "adapter").mkdir(parents=True)
+        (tmp_path / "smollm2" / run_id / "adapter" / "adapter_config.json").write_text("{}")
+    newest = tmp_path / "smollm2" / "20250301-000000" / "adapter"
+    assert EvalConfig().resolved().adapter == newest
+    assert EvalConfig(adapter=None).resolved().adapter is None
+    assert EvalConfig(model="served", protocol="paper", backend="openai").resolved().adapter is None
+    assert EvalConfig().resolved().base_model().adapter is None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -481,8 +508,8 @@ def test_choice_on_real_items_with_the_embedded_model(tmp_path):
     import torch
 
     scorer = ChoiceScorer("smollm2", batch_size=8, dtype=torch.float32)
-    run = evaluate(protocol="choice", limit=10, data_dir=SHARED / "emobench", out_dir=tmp_path, scorer=scorer,
-                   progress=False, n_resamples=500)
+    run = evaluate(EvalConfig(adapter=None, protocol="choice", limit=10, emobench_dir=SHARED / "emobench",
+                              out_dir=tmp_path, n_resamples=500), scorer=scorer, progress=False)
     for task in ("EU", "EA"):
         records = run.predictions[task]
         assert len(records) == 10 and {r.status for r in records} == {"ok"}
@@ -645,10 +672,11 @@ def test_official_and_paper_protocols_with_the_local_backend(tmp_path):
     from ec2er_utils.llm import make_client
 
     client = make_client("local", temperature=0, max_reasks=0, batch_size=4, progress=False)
-    common = dict(tasks=("EU", "EA"), limit=2, data_dir=SHARED / "emobench", client=client, progress=False,
-                  n_resamples=200)
-    official = evaluate(protocol="official", out_dir=tmp_path / "official", **common)
-    paper = evaluate(protocol="paper", out_dir=tmp_path / "paper", max_tokens=48, **common)
+    common = dict(adapter=None, tasks=("EU", "EA"), limit=2, emobench_dir=SHARED / "emobench", n_resamples=200)
+    official = evaluate(EvalConfig(protocol="official", out_dir=tmp_path / "official", **common), client=client,
+                        progress=False)
+    paper = evaluate(EvalConfig(protocol="paper", out_dir=tmp_path / "paper", max_tokens=48, **common), client=client,
+                     progress=False)
     for run in (official, paper):
         for task in ("EU", "EA"):
             records = run.predictions[task]
@@ -665,10 +693,11 @@ def test_official_and_paper_protocols_with_the_local_backend(tmp_path):
 @pytest.mark.slow
 @needs_emobench
 def test_openai_backend_against_a_real_server(openai_server, tmp_path):
-    run = evaluate(openai_server.model, backend="openai", protocol="official", tasks=("EA",), limit=2,
-                   data_dir=SHARED / "emobench", out_dir=tmp_path, attempts=2, max_tokens=32, progress=False,
-                   n_resamples=200,
-                   client_options={"base_url": openai_server.base_url, "max_retries": 1, "timeout": 120})
+    config = EvalConfig(model=openai_server.model, backend="openai", base_url=openai_server.base_url,
+                        protocol="official", tasks=("EA",), limit=2, emobench_dir=SHARED / "emobench",
+                        out_dir=tmp_path, attempts=2, max_tokens=32, n_resamples=200,
+                        client_options={"max_retries": 1, "timeout": 120})
+    run = evaluate(config, progress=False)
     records = run.predictions["EA"]
     assert len(records) == 2
     assert {r.status for r in records} <= set(STATUSES) - {"request_failed"}, [r.detail for r in records]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,15 +50,16 @@ class SeededScorer:
 
 def write_evaluations(results: Path, runs: Path, monkeypatch, limit: int = 12) -> None:
     """A base and a fine-tuned ``choice`` run of mistral (real ``evaluate``, scripted scores), in results/."""
-    from ec2er_utils.evaluation import evaluate
+    from ec2er_utils.evaluation import EvalConfig, evaluate
 
     monkeypatch.setenv("EC2ER_RESULTS_DIR", str(results))
     monkeypatch.setenv("EC2ER_RUNS_DIR", str(runs))
     adapter = runs / "mistral" / "20250101-000000" / "adapter"
     adapter.mkdir(parents=True)
-    options = dict(protocol="choice", data_dir=SHARED / "emobench", limit=limit, progress=False, n_resamples=200)
-    evaluate("mistral", scorer=SeededScorer(0.2, 1), **options)
-    evaluate("mistral", adapter=adapter, scorer=SeededScorer(0.6, 2), **options)
+    tuned = EvalConfig(model="mistral", adapter=adapter, protocol="choice", emobench_dir=SHARED / "emobench",
+                       limit=limit, n_resamples=200)
+    evaluate(tuned.base_model(), scorer=SeededScorer(0.2, 1), progress=False)
+    evaluate(tuned, scorer=SeededScorer(0.6, 2), progress=False)
 
 
 def mcq_item(number: int, category: str, words: int = 60) -> dict:
@@ -92,7 +94,7 @@ def write_preprocess_report(data: Path) -> Path:
 def write_mads_metadata(data: Path) -> None:
     """data/mads/ written by the real MADS runner; only the model's replies are scripted (the generation tests'
     backend), with stop points and a few failed backgrounds varying by dialogue."""
-    from ec2er_utils.mads import MADSConfig, run_mads
+    from ec2er_utils.generation.mads import MADSConfig, run_mads
     from ec2er_utils.personas import grid_personas
     from ec2er_utils.themes import THEMES
     from tests.generation_backend import ScriptedGenerationClient, request_error
@@ -100,8 +102,11 @@ def write_mads_metadata(data: Path) -> None:
     def digest(text: str) -> int:
         return int(hashlib.sha256(text.encode()).hexdigest(), 16)
 
+    stop_points: dict[str, int | None] = {}
+
     def criteria_at(conversation):  # the turn from which the supervisor is satisfied; None: never (max_turns)
-        return (None, 4, 6, 8)[digest(conversation[-1]["content"][:300]) % 4]
+        dialogue = re.search(r"\[(\w+)\]", conversation[-1]["content"]).group(1)  # the client's tag
+        return stop_points.setdefault(dialogue, (None, 4, 6, 8)[len(stop_points) % 4])  # in turn, by first sight
 
     def fail(agent, conversation):
         return request_error() if agent == "background" and digest(conversation[-1]["content"]) % 7 == 0 else None
@@ -135,8 +140,9 @@ def fixture_tree(tmp_path_factory) -> dict[str, Path]:
 
 
 def make(tree: dict[str, Path], out: Path) -> figures.FigureReport:
-    return figures.make_figures(out, results_dir=tree["results"], runs_dir=tree["runs"], data_dir=tree["data"],
-                                verbose=False)
+    config = figures.FiguresConfig(figures_dir=out, results_dir=tree["results"], runs_dir=tree["runs"],
+                                   data_dir=tree["data"])
+    return figures.make_figures(config, verbose=False)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -160,8 +166,8 @@ def test_every_figure_from_fixture_results_is_written_and_deterministic(fixture_
         assert_images(paths)
     assert any("mistral fine-tuned" in note for note in report.notes["table1_choice"])
     # a re-run in a fresh interpreter (another hash seed, nothing cached) writes the same bytes
-    script = ("import sys; from ec2er_utils.figures import make_figures; "
-              "make_figures(sys.argv[1], results_dir=sys.argv[2], runs_dir=sys.argv[3], data_dir=sys.argv[4])")
+    script = ("import sys; from ec2er_utils.figures import FiguresConfig, make_figures; make_figures(FiguresConfig("
+              "figures_dir=sys.argv[1], results_dir=sys.argv[2], runs_dir=sys.argv[3], data_dir=sys.argv[4]))")
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "b"), *(str(fixture_tree[k]) for k in
                                                                           ("results", "runs", "data"))],
                    check=True, cwd=REPO_ROOT, capture_output=True, timeout=300)
@@ -192,13 +198,11 @@ def test_without_results_only_the_input_free_figures_are_made_and_the_rest_say_w
 def test_a_stale_figure_of_a_skipped_input_is_removed_and_other_files_are_kept(tmp_path):
     out = tmp_path / "figures"
     write_loss_histories(tmp_path / "runs")
-    report = figures.make_figures(out, results_dir=tmp_path / "none", runs_dir=tmp_path / "runs",
-                                  data_dir=tmp_path / "none", verbose=False)
+    report = make({"results": tmp_path / "none", "runs": tmp_path / "runs", "data": tmp_path / "none"}, out)
     assert "training_loss" in report.made
     (out / "README.md").write_text("kept")
     (out / "table1_official.png").write_bytes(b"old")  # from an earlier run whose results are gone
-    report = figures.make_figures(out, results_dir=tmp_path / "none", runs_dir=tmp_path / "none",
-                                  data_dir=tmp_path / "none", verbose=False)
+    report = make({"results": tmp_path / "none", "runs": tmp_path / "none", "data": tmp_path / "none"}, out)
     assert {p.name for p in report.removed} == {"training_loss.png", "training_loss.pdf", "table1_official.png"}
     assert (out / "README.md").read_text() == "kept"
 
@@ -210,8 +214,8 @@ def test_malformed_inputs_skip_their_figure_naming_the_file(tmp_path):
     (tmp_path / "data" / "processed" / "preprocess_report.json").write_text(json.dumps({"inputs": []}))
     (tmp_path / "runs" / "m" / "r1").mkdir(parents=True)
     (tmp_path / "runs" / "m" / "r1" / "loss_history.json").write_text('{"train": []}')
-    report = figures.make_figures(tmp_path / "figures", results_dir=tmp_path / "none", runs_dir=tmp_path / "runs",
-                                  data_dir=tmp_path / "data", verbose=False)
+    report = make({"results": tmp_path / "none", "runs": tmp_path / "runs", "data": tmp_path / "data"},
+                  tmp_path / "figures")
     assert "metadata.jsonl, line 1: no stop_reason, status" in report.skipped["mads_dialogues"]
     assert "preprocess_report.json: no 'steps' list" in report.skipped["dataset_categories"]
     assert "loss_history.json: expected" in report.skipped["training_loss"]
@@ -251,6 +255,41 @@ def test_evaluation_runs_are_read_as_base_and_fine_tuned(fixture_tree):
     assert figures.paper_alias("mistralai/Mistral-7B-Instruct-v0.3") == "mistral"
     assert figures.paper_alias("unsloth/Qwen2.5-7B-Instruct-bnb-4bit") == "qwen"
     assert figures.paper_alias("my-served-model") == "my-served-model"
+
+
+@needs_emobench
+def test_notebook_05_plots_show_every_run_of_the_leaderboard(fixture_tree, tmp_path):
+    from ec2er_utils.evaluation import leaderboard_frame
+
+    frame = leaderboard_frame(*(entry.run for entry in figures.load_evaluations(fixture_tree["results"])))
+    leaderboard = figures.plot_leaderboard(frame)
+    eu, ea = leaderboard.axes[:2]
+    runs = {text.get_text() for text in eu.get_legend().get_texts()} - {"chance"}
+    assert runs == {f"{label} / choice" for label in set(frame["label"])} and len(runs) == 2
+    assert [label.get_text().replace("\n", " ") for label in ea.get_xticklabels()][0] == "Overall"
+    against = figures.plot_against_paper(frame)
+    sources = [label.get_text() for label in against.axes[1].get_yticklabels()]
+    assert sum("(ours, choice)" in source for source in sources) == 2 and "Mistral-7B (fine-tuned)" in sources
+    for name, figure in (("table1_choice", leaderboard), ("table1_official", against)):
+        assert_images(figures.save_figure(figure, tmp_path, name))
+    with pytest.raises(ValueError, match="nothing to plot"):
+        figures.plot_leaderboard(frame, language="zh")
+
+
+def test_the_notebook_parameters_are_checked_by_name():
+    from ec2er_utils.parameters import ParameterError
+
+    with pytest.raises(ParameterError, match="'max_runs_per_model'"):
+        figures.FiguresConfig.from_parameters({"max_runs_per_model": 0})
+    with pytest.raises(ParameterError, match="'language'"):
+        figures.FiguresConfig.from_parameters({"language": "de"})
+    config = figures.FiguresConfig.from_parameters({"results_dir": "elsewhere", "figure": "not a parameter"})
+    assert config.results_dir == Path("elsewhere") and config.figures_dir is None
+
+
+def test_a_figure_shows_itself_in_a_notebook_without_pyplot():
+    figure = figures.plot_pipeline()
+    assert figure._repr_png_().startswith(b"\x89PNG")  # what IPython displays for a cell's last value
 
 
 def test_figures_ignore_the_callers_matplotlib_settings(tmp_path):

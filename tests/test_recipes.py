@@ -10,6 +10,8 @@ import nbformat
 import pytest
 import yaml
 
+from ec2er_utils.evaluation import EvalConfig
+from ec2er_utils.figures import FiguresConfig
 from ec2er_utils.generation.client import GeneratorConfig
 from ec2er_utils.generation.concise import ConciseConfig
 from ec2er_utils.generation.mads import MADSConfig
@@ -17,11 +19,13 @@ from ec2er_utils.parameters import ParameterError
 from ec2er_utils.paths import REPO_ROOT
 from ec2er_utils.personas import PersonasConfig
 from ec2er_utils.preprocess import PreprocessConfig
+from ec2er_utils.training import TrainConfig
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 RECIPES = REPO_ROOT / "recipes"
 STAGE_CONFIGS = {"00_personas": [PersonasConfig], "01_mads": [MADSConfig, GeneratorConfig],
-                 "02_concise": [ConciseConfig, GeneratorConfig], "03_preprocess": [PreprocessConfig]}
+                 "02_concise": [ConciseConfig, GeneratorConfig], "03_preprocess": [PreprocessConfig],
+                 "04_train": [TrainConfig], "05_evaluate": [EvalConfig], "06_figures": [FiguresConfig]}
 
 
 def notebook_parameters(path: Path) -> dict[str, object]:
@@ -73,6 +77,13 @@ def test_stage_config_defaults_are_the_notebook_defaults(stem):
         for name, field in config.model_fields.items():
             if name in parameters:
                 assert _same(field.get_default(call_default_factory=True), parameters[name]), (config, name)
+
+
+@pytest.mark.parametrize("stem", ["04_train", "05_evaluate", "06_figures"])
+def test_every_parameter_of_the_chapter_is_validated_by_its_config(stem):
+    parameters = notebook_parameters(REPO_ROOT / "notebooks" / f"{stem}.ipynb")
+    fields = {name for config in STAGE_CONFIGS[stem] for name in config.model_fields}
+    assert set(parameters) - fields == set()
 
 
 def test_a_wrong_recipe_value_is_named():

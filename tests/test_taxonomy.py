@@ -136,6 +136,25 @@ def test_paper_counts() -> None:
     assert set(tx.PAPER_EA_COUNTS) == set(tx.EA_CATEGORIES)
     assert tx.PAPER_EU_COUNTS["emotional_cues"] == 385
     assert tx.PAPER_EA_COUNTS["Personal-Self"] == 372
+    assert tx.PAPER_COUNTS == {"EU": tx.PAPER_EU_COUNTS, "EA": tx.PAPER_EA_COUNTS}
+    assert {task: set(counts) for task, counts in tx.PAPER_COUNTS.items()} == {
+        task: set(categories) for task, categories in tx.TASK_CATEGORIES.items()}
+
+
+def test_overall_is_the_table_column_beside_the_categories_never_a_category() -> None:
+    from ec2er_utils.evaluation.paper_table import paper_table1
+
+    table = paper_table1()
+    for task, categories in tx.TASK_CATEGORIES.items():
+        assert set(table.loc[table["task"] == task, "category"]) == {tx.OVERALL, *categories}
+
+
+def test_paper_models_are_registry_aliases_in_table1_order() -> None:
+    from ec2er_utils.evaluation.paper_table import paper_table1
+    from ec2er_utils.models import MODEL_REGISTRY
+
+    assert set(tx.PAPER_MODELS) <= set(MODEL_REGISTRY)
+    assert tuple(dict.fromkeys(paper_table1()["alias"])) == tx.PAPER_MODELS
 
 
 def test_category_mappings() -> None:

@@ -11,8 +11,10 @@ import pytest
 from pydantic import ValidationError
 
 from ec2er_utils import training  # imports Unsloth first, as the notebook does
+from ec2er_utils.figures import plot_training_loss
 from ec2er_utils.formatting import Question, assistant_response, question_from_ea, questions_from_eu
 from ec2er_utils.models import UnknownModelError
+from ec2er_utils.parameters import ParameterError
 from ec2er_utils.schemas import DatasetItem
 from ec2er_utils.schemas import EAItem, EUItem
 
@@ -85,6 +87,18 @@ def test_defaults_follow_the_paper_where_it_speaks_and_say_so_where_it_does_not(
         training.TrainConfig(target_modules="everything")
     with pytest.raises(ValidationError, match="lora_rank"):
         training.TrainConfig(lora_rank=8)  # a misspelt setting fails, naming it
+
+
+def test_the_notebook_parameters_become_the_config_and_a_wrong_one_is_named():
+    parameters = {"model": "mistral", "max_steps": "5", "train_file": "items.jsonl", "torch": object()}
+    config = training.TrainConfig.from_parameters(parameters)  # other notebook variables are not parameters
+    assert (config.model, config.max_steps, config.train_file) == ("mistral", 5, "items.jsonl")
+    with pytest.raises(ParameterError, match=r"'max_steps'.*'abc'"):  # papermill -p max_steps abc
+        training.TrainConfig.from_parameters({"max_steps": "abc"})
+    with pytest.raises(ParameterError, match="'target_modules'"):
+        training.TrainConfig.from_parameters({"target_modules": "mlp"})
+    with pytest.raises(ParameterError, match="hub_model_id is None"):
+        training.TrainConfig.from_parameters({"push_to_hub": True})
 
 
 @pytest.mark.parametrize("name", ["mistrall", "gpt4", "/no/such/folder/"])
@@ -200,8 +214,10 @@ def test_loss_history_and_plot(tmp_path):
     history = training.loss_history(log)
     assert [p["loss"] for p in history["train"]] == [1.9, 1.2]
     assert [p["eval_loss"] for p in history["eval"]] == [2.0, 1.5]
-    training.plot_loss_history(history, tmp_path / "loss.png")
-    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = plot_training_loss({"smollm2": {"20250101-000000": history}}, title="one run")  # save_run's loss.png
+    (axes,) = figure.axes
+    assert [list(line.get_ydata()) for line in axes.lines] == [[1.9, 1.2], [2.0, 1.5]]  # train, then validation
+    assert [list(line.get_xdata()) for line in axes.lines] == [[1, 2], [0, 2]]
 
 
 # --------------------------------------------------------------------------------------------------------------

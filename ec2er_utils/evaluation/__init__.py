@@ -1,14 +1,14 @@
 """EmoBench evaluation (notebook 05): three protocols, batched local and OpenAI-compatible backends, resumable runs,
-leaderboards with bootstrap intervals, paired comparisons, and the paper's Table 1 for reference.
+leaderboards with bootstrap intervals, paired comparisons, and the paper's Table 1 for reference. Its plots are in
+:mod:`ec2er_utils.figures`.
 
->>> from ec2er_utils.evaluation import evaluate
->>> run = evaluate("smollm2", protocol="choice", language="en")   # doctest: +SKIP
->>> run.frame()                                                    # doctest: +SKIP
+>>> from ec2er_utils.evaluation import EvalConfig, evaluate
+>>> run = evaluate(EvalConfig(model="smollm2", adapter=None, protocol="choice"))   # doctest: +SKIP
+>>> run.frame()                                                                     # doctest: +SKIP
 """
 
 from .choice import ChoiceScorer, best_letter
 from .paper_table import compare_with_paper, paper_long_with_ours, paper_table1
-from .plots import plot_against_paper, plot_leaderboard
 from .parsing import STATUSES, ParsedReply, parse_official_reply
 from .prompts import (
     CHOICE_ANSWER_PREFIX,
@@ -22,6 +22,7 @@ from .prompts import (
 from .runner import (
     BACKENDS,
     PROTOCOLS,
+    EvalConfig,
     EvaluationRun,
     compare_runs,
     describe_run,
@@ -37,7 +38,6 @@ from .runner import (
     run_folder,
 )
 from .scoring import (
-    OVERALL,
     Prediction,
     bootstrap_ci,
     compare_predictions,
@@ -49,12 +49,11 @@ from .scoring import (
 )
 
 __all__ = [
-    "BACKENDS", "CHOICE_ANSWER_PREFIX", "OVERALL", "PROTOCOLS", "STATUSES", "best_letter", "bootstrap_ci",
-    "ChoiceScorer", "compare_predictions", "compare_runs", "compare_with_paper", "describe_run", "evaluate",
+    "BACKENDS", "CHOICE_ANSWER_PREFIX", "PROTOCOLS", "STATUSES", "best_letter", "bootstrap_ci", "ChoiceScorer",
+    "compare_predictions", "compare_runs", "compare_with_paper", "describe_run", "EvalConfig", "evaluate",
     "EvaluationRun", "gold_letters", "leaderboard_frame", "leaderboard_table", "lettered_choices", "load_run",
     "mcnemar_exact_p", "model_label", "official_messages", "official_result_rows", "official_scores",
     "official_system_prompt", "official_user_prompt", "paired_bootstrap_ci", "paper_long_with_ours",
-    "paper_questions", "paper_table1", "parse_official_reply", "ParsedReply", "plot_against_paper",
-    "plot_leaderboard", "predict_choice", "predict_official", "predict_paper", "Prediction", "predictions_path",
-    "run_folder", "summarize",
+    "paper_questions", "paper_table1", "parse_official_reply", "ParsedReply", "predict_choice", "predict_official",
+    "predict_paper", "Prediction", "predictions_path", "run_folder", "summarize",
 ]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from ..taxonomy import OVERALL
+
 PAPER_TABLE1 = "data/paper_table1.csv"
 
 
@@ -53,7 +55,7 @@ def compare_with_paper(frame, *, language: str = "en", metric: str = "accuracy")
         columns[paper_row_name(model, fine_tuned)] = group.set_index(["task", "category"])["accuracy"]
     table = pd.DataFrame(columns)
     order = {"EU": 0, "EA": 1}
-    keys = sorted(table.index, key=lambda k: (order.get(k[0], 2), k[1] != "Overall", k[1]))
+    keys = sorted(table.index, key=lambda k: (order.get(k[0], 2), k[1] != OVERALL, k[1]))
     return table.loc[keys]
 
 

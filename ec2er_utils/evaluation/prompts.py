@@ -17,12 +17,8 @@ in English around the Chinese scenario and options (the official protocol has pr
 
 from __future__ import annotations
 
-import string
-
-from ..formatting import Question, chat_messages, question_from_ea, questions_from_eu
+from ..formatting import LETTERS, Question, chat_messages, question_from_ea, questions_from_eu
 from ..schemas import EAItem, EUItem
-
-LETTERS = string.ascii_uppercase
 
 OFFICIAL_SYSTEM = {
     "en": ("# Instructions\n\n"

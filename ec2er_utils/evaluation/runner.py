@@ -30,7 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from ..emobench import (
     TASKS,
@@ -45,11 +47,14 @@ from ..emobench import (
 from ..formatting import response_schema
 from ..jsonl import JSONLError, append_jsonl, read_json, read_jsonl, repair_jsonl_tail, write_json_atomic
 from ..llm import ChatResult, LLMClient, LLMError, LLMFatalError, LLMInvalidJSONError, make_client
+from ..models import DEFAULT_MODEL
+from ..parameters import StageConfig
 from ..paths import results_dir, runs_dir
+from ..taxonomy import OVERALL
 from . import parsing
 from .choice import ChoiceScorer, best_letter
 from .prompts import OFFICIAL_MAX_NEW_TOKENS, gold_letters, official_messages, paper_messages, paper_questions
-from .scoring import DEFAULT_RESAMPLES, DEFAULT_SEED, OVERALL, Prediction, compare_predictions, summarize
+from .scoring import DEFAULT_RESAMPLES, DEFAULT_SEED, Prediction, compare_predictions, summarize
 
 PROTOCOLS: tuple[str, ...] = ("official", "paper", "choice")
 BACKENDS: tuple[str, ...] = ("local", "openai")
@@ -267,59 +272,129 @@ def _read_existing(path: Path) -> dict[str, Prediction]:
         raise JSONLError(f"{err}. Delete {path} to re-score those items.") from None
 
 
-def evaluate(model: str = "smollm2", *, adapter: str | os.PathLike | None = None, protocol: str = "choice",
-             backend: str = "local", language: str = "en", tasks: Sequence[str] = TASKS, limit: int | None = None,
-             data_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
-             label: str | None = None, client: LLMClient | None = None, scorer: ChoiceScorer | None = None,
-             cot: bool = False, temperature: float = 0.0, retry_temperature: float = OFFICIAL_RETRY_TEMPERATURE,
-             attempts: int = 5, max_tokens: int | None = None, batch_size: int | None = None,
-             chunk_size: int | None = None, seed: int = DEFAULT_SEED, lenient: bool = False,
-             n_resamples: int = DEFAULT_RESAMPLES, progress: bool = True,
-             client_options: dict[str, Any] | None = None) -> EvaluationRun:
-    """Evaluate ``model`` (an alias, Hugging Face id or folder; for ``backend="openai"`` the served model name)
-    on EmoBench and write predictions and leaderboards (see the module docstring). Returns the run.
+class EvalConfig(StageConfig):
+    """One evaluation: notebook 05's parameters, then the settings programmatic callers may change.
 
-    ``limit`` takes the first items of each task and language. A ``client`` (``official``/``paper``) or a
-    ``scorer`` (``choice``) can be passed to reuse a loaded model; otherwise one is created only if some item
-    still needs scoring. ``client_options`` go to :func:`ec2er_utils.llm.make_client` (e.g. ``base_url``).
+    ``adapter``: a LoRA folder of notebook 04 (``runs/<model>/<run-id>/adapter``), ``"latest"`` (the newest one
+    notebook 04 saved for ``model``, or none; see :meth:`resolved`) or None (the base model). ``None`` elsewhere
+    means the default: ``emobench_dir`` :func:`~ec2er_utils.emobench.local_emobench_dir`'s search, ``out_dir``
+    ``results/<label>/<protocol>/``, ``label`` :func:`model_label`, ``max_tokens`` the protocol's budget,
+    ``chunk_size`` 256 items (``choice``) or 4 batches.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"Unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
-    if backend not in BACKENDS:
-        raise ValueError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    if protocol == "choice" and backend != "local":
-        raise ValueError("protocol='choice' reads token log-probabilities from a local model; use backend='local', "
-                         "or protocol='official'/'paper' with backend='openai'")
-    if backend == "openai" and adapter is not None:
-        raise ValueError("with backend='openai' the server applies the adapter: serve it (e.g. vLLM --enable-lora "
-                         "--lora-modules NAME=PATH) and pass model='NAME'; leave adapter=None")
-    if adapter is not None and backend == "local" and not Path(adapter).expanduser().is_dir():
-        raise FileNotFoundError(f"adapter folder {adapter} not found; train one with notebook 04 (it writes "
-                                f"{runs_dir()}/<model>/<run-id>/), or pass adapter=None to evaluate the base model")
-    if cot and protocol != "official":
-        raise ValueError("cot=True selects the official chain-of-thought prompt; it needs protocol='official'")
-    for task in tasks:
-        check_task(task)
-    check_language(language)
-    items = load_tasks(tasks, language, data_dir, limit=limit)
 
-    label = label or model_label(model, adapter, backend)
-    out_dir = Path(out_dir) if out_dir is not None else run_folder(label, protocol, cot)
+    model: str = DEFAULT_MODEL  # alias, Hugging Face id or folder; for backend "openai" the served model name
+    adapter: Literal["latest"] | Path | None = "latest"
+    protocol: str = "choice"  # one of PROTOCOLS
+    backend: str = "local"  # one of BACKENDS
+    base_url: str | None = None  # backend "openai" only
+    language: str = "en"  # "en", "zh" or "all"
+    limit: int | None = Field(None, ge=1)  # first items of each task and language; None: all
+    cot: bool = False  # protocol "official" only: EmoBench's chain-of-thought prompt
+    emobench_dir: Path | None = None  # folder with EU.jsonl and EA.jsonl
+    tasks: tuple[str, ...] = TASKS
+    out_dir: Path | None = None
+    label: str | None = None
+    temperature: float = Field(0.0, ge=0.0)  # first attempt; 0 = greedy
+    retry_temperature: float = Field(OFFICIAL_RETRY_TEMPERATURE, ge=0.0)  # "official": later attempts
+    attempts: int = Field(5, ge=1)  # "official": tries per unreadable reply (the harness's num_retries)
+    max_tokens: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    chunk_size: int | None = Field(None, ge=1)  # items per append to disk (the resume granularity)
+    seed: int = DEFAULT_SEED  # sampling and bootstrap
+    lenient: bool = False  # "official": also read answers the harness's parser would miss
+    n_resamples: int = Field(DEFAULT_RESAMPLES, ge=1)  # bootstrap resamples of every interval
+    client_options: dict[str, Any] = Field(default_factory=dict)  # for ec2er_utils.llm.make_client
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        if value not in PROTOCOLS:
+            raise ValueError(f"Unknown protocol {value!r}; use one of {', '.join(PROTOCOLS)}")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"Unknown backend {value!r}; use one of {', '.join(BACKENDS)}")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        check_language(value)
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError(f"no tasks; use some of {', '.join(TASKS)}")
+        return tuple(check_task(task) for task in value)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.protocol == "choice" and self.backend != "local":
+            raise ValueError("protocol 'choice' reads token log-probabilities from a local model; use backend "
+                             "'local', or protocol 'official'/'paper' with backend 'openai'")
+        if self.backend == "openai" and self.adapter not in (None, "latest"):
+            raise ValueError("with backend 'openai' the server applies the adapter: serve it (e.g. vLLM "
+                             "--enable-lora --lora-modules NAME=PATH), set model to NAME and adapter to None")
+        if self.base_url is not None and self.backend != "openai":
+            raise ValueError("base_url is the address of an OpenAI-compatible server: set backend to 'openai', "
+                             "or base_url to None")
+        if self.cot and self.protocol != "official":
+            raise ValueError("cot selects EmoBench's chain-of-thought prompt; it needs protocol 'official'")
+        return self
+
+    def resolved(self) -> EvalConfig:
+        """This config with ``adapter="latest"`` replaced by the newest adapter notebook 04 saved for ``model``,
+        or None when there is none (or with backend "openai", whose server applies its own)."""
+        if self.adapter != "latest":
+            return self
+        from ..models import latest_adapter
+
+        return self.model_copy(update={"adapter": latest_adapter(self.model) if self.backend == "local" else None})
+
+    def base_model(self) -> EvalConfig:
+        """The same evaluation of the base model, without adapter (to compare a fine-tuned run with)."""
+        return self.model_copy(update={"adapter": None})
+
+
+def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = None,
+             scorer: ChoiceScorer | None = None, progress: bool = True) -> EvaluationRun:
+    """Evaluate ``config.model`` on EmoBench and write predictions and leaderboards (see the module docstring).
+    Returns the run.
+
+    A ``client`` (``official``/``paper``) or a ``scorer`` (``choice``) can be passed to reuse a loaded model;
+    otherwise one is created only if some item still needs scoring. ``progress`` shows progress bars.
+    """
+    config = (config or EvalConfig()).resolved()
+    model, adapter, protocol, backend, cot = config.model, config.adapter, config.protocol, config.backend, config.cot
+    if adapter is not None and backend == "local" and not adapter.expanduser().is_dir():
+        raise FileNotFoundError(f"adapter folder {adapter} not found; train one with notebook 04 (it writes "
+                                f"{runs_dir()}/<model>/<run-id>/), or set adapter to None to evaluate the base model")
+    items = load_tasks(config.tasks, config.language, config.emobench_dir, limit=config.limit)
+
+    label = config.label or model_label(model, adapter, backend)
+    out_dir = config.out_dir if config.out_dir is not None else run_folder(label, protocol, cot)
+    max_tokens = config.max_tokens
     if max_tokens is None and protocol != "choice":
         max_tokens = OFFICIAL_MAX_NEW_TOKENS[cot] if protocol == "official" else PAPER_MAX_TOKENS
-    config = {"label": label, "model": model, "adapter": str(adapter) if adapter is not None else None,
-              "backend": backend, "protocol": protocol, "cot": cot, "temperature": temperature,
-              "retry_temperature": retry_temperature if protocol == "official" else None,
-              "attempts": attempts if protocol == "official" else None, "max_tokens": max_tokens,
-              "lenient": lenient if protocol == "official" else None,
-              "seed": seed if protocol != "choice" else None}  # choice is deterministic: no seed
-    _check_config(out_dir, config)
+    temperature, seed = config.temperature, config.seed
+    settings = {"label": label, "model": model, "adapter": str(adapter) if adapter is not None else None,
+                "backend": backend, "protocol": protocol, "cot": cot, "temperature": temperature,
+                "retry_temperature": config.retry_temperature if protocol == "official" else None,
+                "attempts": config.attempts if protocol == "official" else None, "max_tokens": max_tokens,
+                "lenient": config.lenient if protocol == "official" else None,
+                "seed": seed if protocol != "choice" else None}  # choice is deterministic: no seed
+    _check_config(out_dir, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "run.json", {**config, "updated": _now()})
+    write_json_atomic(out_dir / "run.json", {**settings, "updated": _now()})
 
-    batch_size = batch_size or 16
+    batch_size = config.batch_size
     # Items per chunk: each chunk is appended to disk when done (the resume granularity); bigger chunks pad less.
-    chunk_size = chunk_size or (256 if protocol == "choice" else max(64, 4 * batch_size))
+    chunk_size = config.chunk_size or (256 if protocol == "choice" else max(64, 4 * batch_size))
     state: dict[str, Any] = {"client": client, "scorer": scorer}
 
     def predictor():  # created on first need, so a fully resumed run loads no model
@@ -332,20 +407,20 @@ def evaluate(model: str = "smollm2", *, adapter: str | os.PathLike | None = None
             return lambda chunk: predict_choice(chunk, state["scorer"], progress=progress)
         if state["client"] is None:
             options = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed, "progress": False,
-                       **(client_options or {})}
+                       **({"base_url": config.base_url} if config.base_url else {}), **config.client_options}
             if backend == "local":
                 options.update(adapter=adapter, batch_size=batch_size)
             state["client"] = make_client(backend, model, **options)
         if protocol == "official":
             name = _official_model_name(model, backend)
             return lambda chunk: predict_official(chunk, state["client"], cot=cot, temperature=temperature,
-                                                  retry_temperature=retry_temperature, attempts=attempts,
-                                                  max_tokens=max_tokens, seed=seed, lenient=lenient,
-                                                  model_name=name)
+                                                  retry_temperature=config.retry_temperature,
+                                                  attempts=config.attempts, max_tokens=max_tokens, seed=seed,
+                                                  lenient=config.lenient, model_name=name)
         return lambda chunk: predict_paper(chunk, state["client"], temperature=temperature, max_tokens=max_tokens,
                                            seed=seed)
 
-    run = EvaluationRun(out_dir, config)
+    run = EvaluationRun(out_dir, settings)
     predict = None
     for task, task_items in items.items():
         by_language: dict[str, list[Prediction]] = {}
@@ -367,7 +442,8 @@ def evaluate(model: str = "smollm2", *, adapter: str | os.PathLike | None = None
                     bar.close()
             by_language[lang] = [done[item.qid] for item in wanted]
         run.predictions[task] = [r for records in by_language.values() for r in records]
-        run.leaderboards[task] = _write_leaderboard(out_dir, task, config, by_language, n_resamples, seed)
+        run.leaderboards[task] = _write_leaderboard(out_dir, task, settings, by_language, config.n_resamples,
+                                                    seed)
     return run
 
 

@@ -21,9 +21,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from ..taxonomy import OVERALL
 from .parsing import OK
 
-OVERALL = "Overall"
 DEFAULT_RESAMPLES = 10_000
 DEFAULT_SEED = 1234  # the official harness's seed
 

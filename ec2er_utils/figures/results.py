@@ -1,0 +1,326 @@
+"""EmoBench results as figures: notebook 05's leaderboard plots, and notebook 06's Table 1 (the paper's numbers,
+ours beside them) and fine-tuning gain, from the run folders :func:`ec2er_utils.evaluation.evaluate` writes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..jsonl import JSONLError
+from ..taxonomy import OVERALL, PAPER_MODELS, TASK_CATEGORIES
+from .style import (
+    FigureInputError,
+    category_label,
+    colour_cycle,
+    grouped_bars,
+    new_figure,
+    shared_legend,
+    styled,
+    suptitle,
+)
+
+PAPER_CITATION = "Sreedar et al., arXiv 2601.01407"
+# Table 1's columns per task: the overall accuracy, then each category.
+TABLE1_CATEGORIES = {task: (OVERALL, *categories) for task, categories in TASK_CATEGORIES.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Notebook 05: one evaluation's leaderboard, and ours next to the paper's
+
+
+def _ordered_categories(frame, task: str) -> list[str]:
+    categories = sorted(set(frame.loc[frame["task"] == task, "category"]) - {OVERALL})
+    return [OVERALL, *categories]
+
+
+@styled
+def plot_leaderboard(frame, *, language: str = "en", metric: str = "accuracy"):
+    """One panel per task: accuracy per category for each run of ``frame``
+    (:func:`~ec2er_utils.evaluation.leaderboard_frame`), 95% bootstrap intervals, chance as a dashed line."""
+    import numpy as np
+    import seaborn as sns
+
+    data = frame[(frame["language"] == language) & (frame["metric"] == metric)].copy()
+    if data.empty:
+        raise ValueError(f"nothing to plot for language {language!r} and metric {metric!r}")
+    data["run"] = data["label"] + " / " + data["protocol"]
+    tasks = [t for t in TASK_CATEGORIES if t in set(data["task"])]
+    figure, axes = new_figure(6.5 * len(tasks), 4.2, 1, len(tasks))
+    for ax, task in zip(axes[0], tasks, strict=True):
+        part = data[data["task"] == task]
+        order = _ordered_categories(part, task)
+        runs = list(dict.fromkeys(part["run"]))
+        sns.barplot(part, x="category", y="accuracy", hue="run", order=order, hue_order=runs, ax=ax,
+                    palette="deep", errorbar=None)
+        width = 0.8 / len(runs)
+        for k, run in enumerate(runs):  # the intervals come from the bootstrap, not from seaborn
+            rows = part[part["run"] == run].set_index("category").reindex(order)
+            x = np.arange(len(order)) - 0.4 + width * (k + 0.5)
+            errors = [rows["accuracy"] - rows["ci_low"], rows["ci_high"] - rows["accuracy"]]
+            ax.errorbar(x, rows["accuracy"], yerr=errors, fmt="none", ecolor="black", capsize=3, linewidth=1)
+        chance = part.drop_duplicates("category").set_index("category").reindex(order)["chance"]
+        for i, value in enumerate(chance):
+            if not np.isnan(value):
+                ax.hlines(value, i - 0.4, i + 0.4, colors="grey", linestyles="dashed", linewidth=1,
+                          label="chance" if i == 0 else None)
+        ax.set_title(f"EmoBench {task} ({language}): {metric.replace('_', ' ')}, 95% CI")
+        ax.set_xlabel("")
+        ax.set_ylim(0, 1)
+        ax.set_xticks(range(len(order)), [category_label(c, 16) for c in order], fontsize=8)
+        ax.legend(fontsize=8, loc="upper right")
+    return figure
+
+
+@styled
+def plot_against_paper(frame, *, language: str = "en", category: str = OVERALL):
+    """Overall (or one category's) accuracy of every Table 1 row and of the runs in ``frame``, per task."""
+    import seaborn as sns
+
+    from ..evaluation.paper_table import paper_long_with_ours
+
+    data = paper_long_with_ours(frame, language=language)
+    data = data[data["category"] == category]
+    figure, axes = new_figure(13.0, 4.2, 1, len(TASK_CATEGORIES))
+    for ax, task in zip(axes[0], TASK_CATEGORIES, strict=True):
+        part = data[data["task"] == task].sort_values("accuracy")
+        colours = ["tab:orange" if "(ours" in s else "tab:blue" for s in part["source"]]
+        sns.barplot(part, y="source", x="accuracy", hue="source", palette=colours, legend=False, ax=ax)
+        ours = part[part["source"].str.contains(r"\(ours")]
+        for _, row in ours.iterrows():
+            y = list(part["source"]).index(row["source"])
+            errors = [[row["accuracy"] - row["ci_low"]], [row["ci_high"] - row["accuracy"]]]
+            ax.errorbar(row["accuracy"], y, xerr=errors, fmt="none", ecolor="black", capsize=3)
+        ax.set_title(f"{task}: {category}", fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.set_ylabel("")
+    suptitle(figure, f"EmoBench ({language}) accuracy, {category}: the paper's Table 1 as reported (blue, no CI) "
+                     "and our runs (orange, 95% bootstrap CI)")
+    return figure
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Notebook 06: Table 1 and the fine-tuning gain
+
+
+def paper_alias(model: str) -> str:
+    """A model name as Table 1's alias (mistral, qwen, gemma, llama, smollm2) when the registry knows it."""
+    from ..models import MODEL_REGISTRY
+
+    lowered = model.strip().lower()
+    for alias, spec in MODEL_REGISTRY.items():
+        if lowered in {alias, spec.hf_id.lower(), (spec.gpu_4bit_id or "").lower()}:
+            return alias
+    return model
+
+
+def _model_order(aliases) -> list[str]:
+    aliases = set(aliases)
+    return [a for a in PAPER_MODELS if a in aliases] + sorted(aliases - set(PAPER_MODELS))
+
+
+def _paper_rows() -> dict[tuple[str, bool, str, str], float]:
+    from ..evaluation.paper_table import paper_table1
+
+    table = paper_table1()
+    return {(row.alias, bool(row.fine_tuned), row.task, row.category): float(row.accuracy)
+            for row in table.itertuples()}
+
+
+@styled
+def plot_table1_paper():
+    """Table 1 as bars: the paper's reported EU/EA accuracy per category, base vs fine-tuned, for its 4 models.
+    These are the paper's numbers, transcribed, not measured here (and the paper gives no intervals)."""
+    paper = _paper_rows()
+    figure, axes = new_figure(15.0, 7.0, 2, len(PAPER_MODELS), sharey=True)
+    names = _paper_model_names()
+    for column, alias in enumerate(PAPER_MODELS):
+        for row, task in enumerate(("EU", "EA")):
+            ax = axes[row, column]
+            categories = TABLE1_CATEGORIES[task]
+            series = [(f"paper {state}", [paper.get((alias, tuned, task, c), float("nan")) for c in categories], None)
+                      for state, tuned in (("base", False), ("fine-tuned", True))]
+            grouped_bars(ax, categories, series)
+            ax.set_title(f"{names[alias]}: {task}", fontsize=10)
+            if column == 0:
+                ax.set_ylabel("accuracy")
+    shared_legend(figure, axes)
+    suptitle(figure, f"Table 1 as reported by the paper ({PAPER_CITATION}): EmoBench accuracy, base vs "
+                     "fine-tuned. Transcribed numbers, not measured by this repository; no intervals were reported.")
+    return figure
+
+
+def _paper_model_names() -> dict[str, str]:
+    from ..evaluation.paper_table import paper_table1
+
+    table = paper_table1()
+    return dict(zip(table["alias"], table["model"], strict=True))
+
+
+@dataclass
+class EvaluationEntry:
+    """One evaluation run as the figures use it."""
+
+    run: Any  # ec2er_utils.evaluation.EvaluationRun
+    alias: str
+    fine_tuned: bool
+    protocol: str  # with "-cot" for chain of thought
+    updated: str
+
+    @property
+    def label(self) -> str:
+        return self.run.label
+
+    def summary(self, task: str, language: str) -> dict[str, Any] | None:
+        board = self.run.leaderboards.get(task)
+        return None if board is None else board["languages"].get(language)
+
+
+def load_evaluations(results: str | os.PathLike) -> list[EvaluationEntry]:
+    """Every evaluation run folder (``run.json`` + ``*.leaderboard.json``) under ``results``, sorted by folder."""
+    from ..evaluation import load_run
+
+    results = Path(results)
+    entries = []
+    for config_path in sorted(results.rglob("run.json")) if results.is_dir() else []:
+        folder = config_path.parent
+        if not any(folder.glob("*.leaderboard.json")):
+            continue
+        try:
+            run = load_run(folder)
+            config = run.config
+            protocol = config["protocol"] + ("-cot" if config.get("cot") else "")
+            entries.append(EvaluationEntry(run, paper_alias(config["model"]), config.get("adapter") is not None,
+                                           protocol, str(config.get("updated", ""))))
+        except (JSONLError, KeyError, TypeError) as err:
+            raise FigureInputError(f"{folder}: not a readable evaluation run ({err}); re-run notebooks/"
+                                   "05_evaluate.ipynb for it or delete the folder") from None
+    return entries
+
+
+def latest_runs(entries: list[EvaluationEntry], protocol: str) -> dict[tuple[str, bool], EvaluationEntry]:
+    """Per (model alias, fine-tuned?) the most recently updated run of ``protocol`` (ties: the label)."""
+    chosen: dict[tuple[str, bool], EvaluationEntry] = {}
+    for entry in sorted(entries, key=lambda e: (e.updated, e.label)):
+        if entry.protocol == protocol:
+            chosen[(entry.alias, entry.fine_tuned)] = entry
+    return chosen
+
+
+@styled
+def plot_table1_ours(entries: list[EvaluationEntry], protocol: str, *, language: str = "en"):
+    """Table 1's layout for this repository's runs of one protocol: per model and task, accuracy per category with
+    95% bootstrap intervals and chance (dashes), the paper's reported base/fine-tuned numbers beside them."""
+    runs = latest_runs(entries, protocol)
+    models = _model_order(alias for alias, _ in runs)
+    if not models:
+        raise FigureInputError(f"no {protocol!r} evaluation runs to plot")
+    paper = _paper_rows()
+    figure, axes = new_figure(max(6.0, 4.2 * len(models)), 7.4, 2, len(models), sharey=True)
+    described = [f"{alias} {'fine-tuned' if tuned else 'base'} = {entry.label}"
+                 for (alias, tuned), entry in sorted(runs.items())]
+    for column, alias in enumerate(models):
+        for row, task in enumerate(("EU", "EA")):
+            ax = axes[row, column]
+            categories = TABLE1_CATEGORIES[task]
+            series = []
+            if alias in PAPER_MODELS:
+                series += [(f"paper {state}", [paper.get((alias, tuned, task, c), float("nan")) for c in categories],
+                            None) for state, tuned in (("base", False), ("fine-tuned", True))]
+            chance = None
+            n = None
+            for state, tuned in (("base", False), ("fine-tuned", True)):
+                entry = runs.get((alias, tuned))
+                summary = entry.summary(task, language) if entry else None
+                if summary is None:
+                    continue
+                table = {OVERALL: summary["overall"], **summary["categories"]}
+                values = [table[c]["accuracy"] if c in table else float("nan") for c in categories]
+                intervals = [(table[c]["ci_low"], table[c]["ci_high"]) if c in table else (float("nan"),) * 2
+                             for c in categories]
+                series.append((f"ours {state}", values, intervals))
+                chance = [table[c].get("chance", float("nan")) if c in table else float("nan") for c in categories]
+                n = summary["n"]
+            grouped_bars(ax, categories, series)
+            for i, level in enumerate(chance or []):
+                if level == level:
+                    ax.hlines(level, i - 0.42, i + 0.42, colors="grey", linestyles="dashed", linewidth=1,
+                              label="chance" if i == 0 else None)
+            suffix = f", n={n}" if n else ", no run"
+            ax.set_title(f"{alias}: {task}{suffix}", fontsize=10)
+            if column == 0:
+                ax.set_ylabel("accuracy")
+    shared_legend(figure, axes)
+    suptitle(figure, f"EmoBench ({language}), protocol {protocol}: this repository's runs (95% bootstrap CI, "
+                     "chance dashed) beside the paper's reported Table 1 (no CI). Runs: " + "; ".join(described))
+    return figure
+
+
+def finetune_pairs(entries: list[EvaluationEntry], protocol: str) -> list[tuple[str, EvaluationEntry,
+                                                                                   EvaluationEntry]]:
+    """(alias, base run, fine-tuned run) for every model with both kinds of ``protocol`` run."""
+    runs = latest_runs(entries, protocol)
+    return [(alias, runs[(alias, False)], runs[(alias, True)]) for alias in _model_order(a for a, _ in runs)
+            if (alias, False) in runs and (alias, True) in runs]
+
+
+def finetune_deltas(entries: list[EvaluationEntry], protocol: str, *, language: str = "en"):
+    """Paired comparison (fine-tuned - base) per model, task and category, from the per-item predictions
+    (:func:`ec2er_utils.evaluation.compare_runs`: paired bootstrap 95% CI, exact McNemar p). Returns the table and
+    notes on models that could not be compared (e.g. runs over different items)."""
+    import pandas as pd
+
+    from ..evaluation import compare_runs
+
+    tables, notes = [], []
+    for alias, base, tuned in finetune_pairs(entries, protocol):
+        try:
+            table = compare_runs(base.run, tuned.run, language=language)
+        except ValueError as err:
+            notes.append(f"{alias}: not compared ({err})")
+            continue
+        tables.append(table.assign(alias=alias))
+    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), notes
+
+
+@styled
+def plot_finetune_gain(deltas, protocol: str, *, language: str = "en"):
+    """Fine-tuned minus base accuracy per category (bars, paired bootstrap 95% CI), the paper's reported change as
+    a diamond for its models."""
+    import numpy as np
+
+    if deltas.empty:
+        raise FigureInputError("no paired comparison to plot")
+    paper = _paper_rows()
+    models = _model_order(set(deltas["alias"]))
+    palette = dict(zip(models, colour_cycle(len(models)), strict=True))
+    figure, axes = new_figure(13.0, 5.2, 1, 2, sharex=True)
+    height = 0.8 / len(models)
+    for ax, task in zip(axes[0], ("EU", "EA"), strict=True):
+        categories = TABLE1_CATEGORIES[task]
+        y = np.arange(len(categories))
+        for k, alias in enumerate(models):
+            rows = deltas[(deltas["alias"] == alias) & (deltas["task"] == task)].set_index("category")
+            rows = rows.reindex(list(categories))
+            positions = y - 0.4 + height * (k + 0.5)
+            n = int(rows["n"].max()) if rows["n"].notna().any() else 0
+            ax.barh(positions, rows["delta"], height * 0.9, color=palette[alias], label=f"{alias} (ours, n={n})")
+            errors = [(rows["delta"] - rows["ci_low"]).fillna(0), (rows["ci_high"] - rows["delta"]).fillna(0)]
+            ax.errorbar(rows["delta"], positions, xerr=errors, fmt="none", ecolor="black", capsize=2, linewidth=0.9)
+            if alias in PAPER_MODELS:
+                reported = [paper.get((alias, True, task, c), np.nan) - paper.get((alias, False, task, c), np.nan)
+                            for c in categories]
+                ax.scatter(reported, positions, marker="D", s=22, color="black", zorder=3,
+                           label="paper's reported change" if k == 0 else None)
+        ax.axvline(0, color="grey", linewidth=1)
+        ax.set_yticks(y, [category_label(c, 40) for c in categories], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{task}: fine-tuned - base", fontsize=10)
+        ax.set_xlabel("accuracy difference")
+    shared_legend(figure, axes)
+    suptitle(figure, f"Effect of fine-tuning on EmoBench ({language}), protocol {protocol}: paired bootstrap 95% CI "
+                     "over the same items; diamonds are the paper's reported change (no CI)")
+    return figure
+
+
