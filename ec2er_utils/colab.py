@@ -35,10 +35,8 @@ from typing import Any
 
 from .notebooks import NOTEBOOKS_DIR, numbered_notebooks
 
-PAPER_MODELS = ("mistral", "qwen", "gemma", "llama")
 # vLLM runs while these run: 01 and 02 call the generator; 00 (personas, no LLM) comes before them.
 GENERATION_CHAPTERS = ("00", "01", "02")
-ADAPTER_FOLDER = "adapter"  # training.ADAPTER_DIR (not imported: importing training imports Unsloth)
 
 
 class GPUUnavailableError(RuntimeError):
@@ -291,7 +289,8 @@ def paper_parameters(model: str, *, base_url: str, run_id: str, runs_root: str |
     Names a notebook does not declare are dropped by :func:`chapter_parameters` (and reported by
     :func:`run_chapters`).
     """
-    from .models import MODEL_REGISTRY
+    from .models import ADAPTER_DIR, MODEL_REGISTRY
+    from .taxonomy import PAPER_MODELS
     from .paths import runs_dir
     from .recipes import load_recipe
 
@@ -304,7 +303,7 @@ def paper_parameters(model: str, *, base_url: str, run_id: str, runs_root: str |
         if "base_url" in parameters[chapter]:
             parameters[chapter]["base_url"] = base_url
     parameters["04"].update(model=model, run_id=run_id)
-    parameters["05"].update(model=model, adapter=str(adapter / model / run_id / ADAPTER_FOLDER))
+    parameters["05"].update(model=model, adapter=str(adapter / model / run_id / ADAPTER_DIR))
     if figures_dir:
         parameters["06"]["figures_dir"] = figures_dir
     for chapter, values in (extra or {}).items():

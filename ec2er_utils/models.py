@@ -102,6 +102,9 @@ def model_folder_name(spec: ModelSpec) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-") or "model"
 
 
+ADAPTER_DIR = "adapter"  # a training run's LoRA adapter: runs/<model>/<run-id>/adapter (notebook 04)
+
+
 def latest_adapter(model: str | None = None, runs_root: str | os.PathLike | None = None) -> Path | None:
     """The newest LoRA adapter notebook 04 wrote for ``model`` (``runs/<model>/<run-id>/adapter``), or None.
 
@@ -111,7 +114,7 @@ def latest_adapter(model: str | None = None, runs_root: str | os.PathLike | None
 
     root = Path(runs_root).expanduser() if runs_root else runs_dir()
     folder = root / model_folder_name(resolve_model(model))
-    adapters = sorted(folder.glob("*/adapter/adapter_config.json"), key=lambda p: p.parent.parent.name)
+    adapters = sorted(folder.glob(f"*/{ADAPTER_DIR}/adapter_config.json"), key=lambda p: p.parent.parent.name)
     return adapters[-1].parent if adapters else None
 
 def checkpoint_path(name: str | None = None, *, use_4bit: bool | None = None) -> str:

@@ -86,16 +86,6 @@ def age_band_of(age: int) -> AgeBand:
     raise ValueError(f"age {age} outside the paper's range {AGE_RANGE[0]}-{AGE_RANGE[1]}")
 
 
-def rng_for(seed: int, *keys: Any) -> random.Random:
-    """A random generator that depends only on ``seed`` and ``keys``, never on what was drawn before.
-
-    Every dialogue and item derives its own generator this way, so a resumed run (or one shard of a run) draws
-    exactly what an uninterrupted run draws for the same index.
-    """
-    digest = hashlib.sha256(repr((seed, *keys)).encode("utf-8")).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 class Persona(BaseModel):
     """Who the client is. Grid personas have every field; PersonaHub personas only what their text says."""
 

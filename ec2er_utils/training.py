@@ -52,7 +52,15 @@ from pydantic import Field, field_validator, model_validator
 from .figures import plot_training_loss
 from .formatting import Question, chat_messages
 from .jsonl import read_json, write_json_atomic
-from .models import DEFAULT_MODEL, ModelSpec, checkpoint_path, model_folder_name, preferred_dtype, resolve_model
+from .models import (
+    ADAPTER_DIR,
+    DEFAULT_MODEL,
+    ModelSpec,
+    checkpoint_path,
+    model_folder_name,
+    preferred_dtype,
+    resolve_model,
+)
 from .parameters import StageConfig
 from .paths import runs_dir
 
@@ -61,7 +69,6 @@ ALL_LINEAR_MODULES = (*ATTENTION_MODULES, "gate_proj", "up_proj", "down_proj")
 TARGET_MODULE_PRESETS = {"attention": ATTENTION_MODULES, "all-linear": ALL_LINEAR_MODULES}
 BASE_MODEL_TEMPLATE = "alpaca"  # Unsloth's template for tokenizers without one (the llama base model)
 FEW_QUESTIONS = 8  # below this a run only proves the machinery, and the notebook says so
-ADAPTER_DIR = "adapter"
 
 # Automatic values (a setting left at None) per device. On a 2-core CPU the embedded model trains at only some
 # 15-50 tokens/s (benchmarks/training_throughput.py), so the CPU demo takes a few small steps: it proves the

@@ -1,4 +1,4 @@
-"""EmoBench loading: the real files from shared/emobench, the Hugging Face cache path, and clear errors."""
+"""EmoBench loading: the real files from shared/emobench, the pinned and checked download, and clear errors."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from ec2er_utils import personas as P
+from ec2er_utils.seeds import rng_for
 from ec2er_utils import themes as T
 from ec2er_utils.jsonl import JSONLError
 from ec2er_utils.generation.mads import plan_dialogues
@@ -191,8 +192,8 @@ def test_coverage_shows_values_never_seen_and_unknowns():
 
 
 def test_attributes_are_reproducible_and_cover_every_list():
-    draws = [P.sample_attributes(P.rng_for(5, "attributes", i)) for i in range(3000)]
-    assert draws[:20] == [P.sample_attributes(P.rng_for(5, "attributes", i)) for i in range(20)]
+    draws = [P.sample_attributes(rng_for(5, "attributes", i)) for i in range(3000)]
+    assert draws[:20] == [P.sample_attributes(rng_for(5, "attributes", i)) for i in range(20)]
     for field, (kind, values) in P.ATTRIBUTE_LISTS.items():
         assert TAXONOMY[kind] == values
         assert {getattr(a, field) for a in draws} == set(values), field

@@ -68,7 +68,8 @@ BAD_INPUT_TESTS = {
     "empty persona file": "tests/test_personas.py::test_empty_persona_file_is_an_error",
     "unknown model alias": "tests/test_models.py::test_unknown_alias_lists_the_valid_ones",
     "unknown EmoBench task or language": "tests/test_emobench.py::test_unknown_task_or_language",
-    "missing EmoBench files, no network": "tests/test_emobench.py::test_hub_download_is_read_from_the_cache_offline",
+    "missing EmoBench files, no network":
+        "tests/test_emobench.py::test_download_is_pinned_checked_cached_and_then_read_offline",
     "min_turns > max_turns": "tests/test_mads.py::test_min_turns_above_max_turns_is_a_clear_error",
 }
 

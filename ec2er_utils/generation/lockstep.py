@@ -16,13 +16,13 @@ A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`, raised by ``chat
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..llm import ChatResult, LLMClient, LLMError
+from ..seeds import sampling_seed
 from .dialogue import Conversation, UnitFailed, result_usage
 
 Reply = ChatResult | LLMError
@@ -44,12 +44,6 @@ class Request:
 
 
 Algorithm = Generator["Request | list[Request]", "Reply | list[Reply]", None]
-
-
-def call_seed(seed: int, *keys: Any) -> int:
-    """A per-call sampling seed that depends only on the run seed and where the call sits in the run."""
-    digest = hashlib.sha256(repr((seed, *keys)).encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") % (2**31 - 1)
 
 
 def _advance(conversation: Conversation, algorithm: Algorithm, reply: Any, pending: Request | list | None):
@@ -91,7 +85,7 @@ def run_lockstep(client: LLMClient, runs: Sequence[tuple[Conversation, Algorithm
         started = time.perf_counter()
         replies = client.chat_many([r.messages for _, _, r in batch], schemas=[r.schema for _, _, r in batch],
                                    temperature=batch[0][2].temperature, max_tokens=batch[0][2].max_tokens,
-                                   seed=call_seed(seed, step))
+                                   seed=sampling_seed(seed, step))
         elapsed = time.perf_counter() - started
         answered: dict[int, dict[int, Reply]] = {}
         for (n, k, _request), reply in zip(batch, replies, strict=True):

@@ -72,7 +72,8 @@ from ..jsonl import append_jsonl, iter_jsonl, write_json_atomic
 from ..llm import ChatResult, LLMClient, LLMError
 from ..parameters import StageConfig
 from ..paths import data_dir
-from ..personas import AttributeSet, Persona, compatibility, rng_for, sample_attributes
+from ..personas import AttributeSet, Persona, compatibility, sample_attributes
+from ..seeds import rng_for
 from ..taxonomy import EA_CATEGORIES, EA_QUESTION_TYPES, EU_CATEGORIES, MADS_TURNS, SCENARIO_WORDS
 from ..themes import THEMES, Theme
 from . import prompts

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..llm import LLMClient, LLMFatalError
+from ..seeds import sampling_seed
 from .dialogue import Conversation
-from .lockstep import Algorithm, call_seed, run_lockstep
+from .lockstep import Algorithm, run_lockstep
 from .run_files import UnreachableWatch, failed_run
 
 
@@ -95,7 +96,7 @@ class BatchedRun:
                 label = f"batch {number + 1}: "
                 try:
                     ran = run_lockstep(self.client, [self.start(p) for p in batch],
-                                       seed=call_seed(self.config.seed, number),
+                                       seed=sampling_seed(self.config.seed, number),
                                        on_step=lambda step, label=label: bar.set_postfix_str(label + step))
                 except LLMFatalError as fatal:
                     self.flush(buffer)
