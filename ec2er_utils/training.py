@@ -153,6 +153,8 @@ class TrainConfig(StageConfig):
                                                            "None = only the final adapter")
     output_dir: str | None = Field(None, description="root of the runs; None = runs_dir() (EC2ER_RUNS_DIR)")
     run_id: str | None = Field(None, description="None = UTC timestamp")
+    resume: bool = Field(False, description="continue from the newest checkpoint of run_id (None: this model's newest "
+                                            "run): a disconnected Colab run goes on where it stopped")
     push_to_hub: bool = False
     hub_model_id: str | None = None
     hub_private: bool = True
@@ -469,6 +471,14 @@ class RunPlan:
     chat_template_supplied: str | None = None  # set when the tokenizer had no chat template (the llama base model)
 
     @property
+    def resume_checkpoint(self) -> str | None:
+        """The newest ``checkpoints/checkpoint-N`` of this run when ``resume`` is on (None: start from step 0)."""
+        from transformers.trainer_utils import get_last_checkpoint
+
+        folder = self.run_dir / "checkpoints"
+        return get_last_checkpoint(str(folder)) if self.config.resume and folder.is_dir() else None
+
+    @property
     def effective_batch_size(self) -> int:
         """Examples per optimizer step (per-device batch x gradient accumulation x 1 device)."""
         return self.config.per_device_train_batch_size * self.gradient_accumulation_steps
@@ -485,8 +495,15 @@ class RunPlan:
 
 
 def new_run_dir(config: TrainConfig) -> Path:
+    """A new run folder ``runs/<model>/<run-id>``, or, with ``resume``, the folder of the run to continue."""
     root = Path(config.output_dir).expanduser() if config.output_dir else runs_dir()
     base = root / model_folder_name(config.spec)
+    if config.resume:
+        if config.run_id:
+            return base / config.run_id
+        earlier = sorted(p for p in base.glob("*") if (p / "checkpoints").is_dir()) if base.is_dir() else []
+        if earlier:
+            return earlier[-1]
     run_id = config.run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     candidate, suffix = base / run_id, 2
     while candidate.exists():  # never overwrite an earlier run
@@ -605,17 +622,40 @@ def load_model_for_training(plan: RunPlan):
             use_gradient_checkpointing="unsloth" if plan.gradient_checkpointing else False,
             random_state=config.seed, max_seq_length=config.max_seq_length)
         backend = "unsloth-gpu" if plan.device.is_gpu else "unsloth-cpu"
-    except (ImportError, NotImplementedError, RuntimeError, ValueError, KeyError, TypeError) as err:
+    except UNSLOTH_UNAVAILABLE as err:  # Unsloth cannot run here; anything else is a real failure
         reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
-        print(f"Unsloth could not load {plan.base_checkpoint} ({reason}); falling back to plain transformers + "
-              "PEFT + TRL, same settings")
+        print(fallback_banner(plan.base_checkpoint, reason), flush=True)
         model, tokenizer = _load_with_transformers(plan, dtype)
         backend = f"transformers+peft (fallback: {reason})"
+    except RuntimeError as err:
+        if is_cuda_failure(err):
+            raise RuntimeError(f"loading {plan.base_checkpoint} for training failed on the GPU: {err}. "
+                               + GPU_MEMORY_ADVICE) from err
+        raise
     plan.chat_template_supplied = ensure_chat_template(tokenizer, config.spec)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return model, tokenizer, backend
+
+
+# What "Unsloth cannot run here" looks like: it is not installed or does not support this platform. Out of memory,
+# a CUDA error or a bad checkpoint name are real failures and are raised, never turned into a slower run.
+UNSLOTH_UNAVAILABLE = (ImportError, NotImplementedError)
+GPU_MEMORY_ADVICE = ("Lower per_device_train_batch_size or max_seq_length, keep load_in_4bit on (None or True), or "
+                     "use a GPU with more memory (Colab: Runtime > Change runtime type > A100).")
+
+
+def is_cuda_failure(error: BaseException) -> bool:
+    """An out-of-memory or other CUDA error (torch raises them as RuntimeError subclasses or with "CUDA" in them)."""
+    return "OutOfMemoryError" in type(error).__name__ or "CUDA" in str(error) or "out of memory" in str(error)
+
+
+def fallback_banner(checkpoint: str, reason: str) -> str:
+    rule = "=" * 100
+    return (f"{rule}\nUNSLOTH NOT USED: it cannot load {checkpoint} here ({reason}).\nTraining falls back to plain "
+            "transformers + PEFT + TRL with the same settings: slower, more memory, and recorded as the backend in "
+            f"config.json and the model card.\n{rule}")
 
 
 def _load_with_transformers(plan: RunPlan, dtype):
@@ -670,7 +710,32 @@ def build_trainer(model, tokenizer, plan: RunPlan, train_questions: Sequence[Que
         dataloader_num_workers=0,
     )
     return SFTTrainer(model=model, processing_class=tokenizer, args=args,
-                      train_dataset=Dataset.from_list(training_records(train_questions)), eval_dataset=eval_dataset)
+                      train_dataset=Dataset.from_list(training_records(train_questions)), eval_dataset=eval_dataset,
+                      callbacks=[progress_lines()])
+
+
+def progress_lines():
+    """A Trainer callback printing one plain line per log (step, loss, elapsed, ETA): papermill and the Colab
+    launcher show stdout as it comes, while widget progress bars and the Trainer's HTML table stay frozen there."""
+    from transformers import TrainerCallback
+
+    class PlainProgress(TrainerCallback):
+        started: float | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.started is None or not logs:
+                return
+            elapsed = time.perf_counter() - self.started
+            done = state.global_step / state.max_steps if state.max_steps else 0.0
+            eta = f"{elapsed / done - elapsed:.0f}s" if done > 0 else "?"
+            values = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "eval_loss", "learning_rate"))
+            print(f"[train] step {state.global_step}/{state.max_steps} ({100 * done:.0f}%) {values} | "
+                  f"elapsed {elapsed:.0f}s, eta {eta}", flush=True)
+
+    return PlainProgress()
 
 
 @dataclass
@@ -720,7 +785,11 @@ def run_training(trainer, plan: RunPlan, n_train: int) -> TrainingResult:
     if plan.device.is_gpu:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    output = trainer.train()
+    checkpoint = plan.resume_checkpoint
+    if plan.config.resume:
+        print(f"resume: continuing from {checkpoint}" if checkpoint else
+              f"resume: no checkpoint in {plan.run_dir / 'checkpoints'} yet, training from step 0")
+    output = trainer.train(resume_from_checkpoint=checkpoint)
     runtime = time.perf_counter() - started
     state = trainer.state
     eval_seconds = sum(e["eval_runtime"] for e in state.log_history if "eval_runtime" in e)  # inside train()
@@ -804,8 +873,22 @@ def adapter_folder(run_dir: str | os.PathLike) -> Path:
                             "a run folder written by notebooks/04_train.ipynb, runs/<model>/<run-id>/")
 
 
+def hub_adapter(repo_id: str) -> Path:
+    """A LoRA adapter repository on the Hugging Face Hub, downloaded once (``snapshot_download``) into its cache."""
+    from huggingface_hub import snapshot_download
+
+    if repo_id.count("/") != 1:
+        raise FileNotFoundError(f"{repo_id}: neither a run folder of notebook 04 nor a Hub repository id "
+                                "('owner/name')")
+    folder = Path(snapshot_download(repo_id, repo_type="model"))
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"the Hub repository {repo_id} holds no adapter_config.json: not a LoRA adapter")
+    return folder
+
+
 def load_adapter(run_dir: str | os.PathLike, *, device: str | None = None, dtype: Any = None):
     """Load a trained run for inference: ``(model, tokenizer)``, the base model with the LoRA adapter on top.
+    ``run_dir`` is a run folder of notebook 04, an adapter folder, or a Hub repository id of a pushed adapter.
 
     The base model comes from the run's ``config.json`` (the alias, so the embedded model loads on any machine),
     the tokenizer from the adapter folder (it carries the chat template used in training). Padding is on the left,
@@ -816,7 +899,7 @@ def load_adapter(run_dir: str | os.PathLike, *, device: str | None = None, dtype
 
     from .models import load_model_and_tokenizer
 
-    adapter_dir = adapter_folder(run_dir)
+    adapter_dir = adapter_folder(run_dir) if Path(run_dir).expanduser().exists() else hub_adapter(str(run_dir))
     config_file = adapter_dir.parent / "config.json"
     if config_file.is_file():
         base = read_json(config_file)["config"]["model"]
@@ -830,15 +913,21 @@ def load_adapter(run_dir: str | os.PathLike, *, device: str | None = None, dtype
     return model, tokenizer
 
 
-def model_card(run_dir: str | os.PathLike, scores: dict[str, float] | None = None) -> str:
-    """A Hugging Face model card for a run: base model, data, hyperparameters, measured losses, EmoBench scores."""
+def model_card(run_dir: str | os.PathLike, scores: dict[str, float] | None = None,
+               dataset_ids: Sequence[str] = ()) -> str:
+    """A Hugging Face model card for a run: a YAML header (base model, ``library_name: peft``, the training datasets
+    on the Hub), data, hyperparameters, measured losses, EmoBench scores, and how to load it."""
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     settings = config["config"]
     data = config.get("data", {})
-    lines = ["---", f"base_model: {config['base_model']}", "library_name: peft",
-             "tags: [lora, unsloth, trl, sft, emotional-reasoning, emobench]", "---", "",
+    from huggingface_hub import ModelCardData
+
+    header = ModelCardData(base_model=config["base_model"], library_name="peft", datasets=dataset_ids or None,
+                           pipeline_tag="text-generation",
+                           tags=["lora", "unsloth", "trl", "sft", "emotional-reasoning", "emobench"]).to_yaml()
+    lines = ["---", header, "---", "",
              f"# {model_folder_name(resolve_model(settings['model']))} + LoRA: emotional chain-of-thought (EC2ER)", "",
              "LoRA adapter trained with `ec2er_utils.training` (notebook `04_train.ipynb`) on synthetic emotion "
              "multiple-choice questions with chain-of-thought explanations, reproducing §5 of *From Emotion "
@@ -857,6 +946,9 @@ def model_card(run_dir: str | os.PathLike, scores: dict[str, float] | None = Non
               f"| optimizer steps | {metrics.get('global_step', config['total_steps'])} |",
               f"| weights | {'4-bit (QLoRA)' if config['load_in_4bit'] else config['dtype']} |",
               f"| path | {config['backend']} on {config['device']['name']} |", ""]
+    if str(config["backend"]).startswith("transformers+peft"):
+        lines += [f"**Trained without Unsloth** ({config['backend']}): plain transformers + PEFT + TRL, same settings.",
+                  ""]
     if metrics:
         def fmt(value):
             return "n/a" if value is None else f"{value:.4f}"
@@ -871,22 +963,65 @@ def model_card(run_dir: str | os.PathLike, scores: dict[str, float] | None = Non
         lines += ["| metric | score |", "|---|---:|", *[f"| {k} | {v:.4f} |" for k, v in scores.items()], ""]
     else:
         lines += ["Not measured yet: run `notebooks/05_evaluate.ipynb` with `adapter=<this run>/adapter`.", ""]
-    lines += ["## Use", "", "```python", "from ec2er_utils.training import load_adapter",
-              "model, tokenizer = load_adapter('<run folder>')", "```", ""]
+    lines += ["## Use", "", "With PEFT (the adapter's repository id or this folder):", "", "```python",
+              "from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer", "",
+              "model = AutoPeftModelForCausalLM.from_pretrained('<repository id or adapter folder>')",
+              "tokenizer = AutoTokenizer.from_pretrained('<repository id or adapter folder>')", "```", "",
+              "With this repository (same loader as notebook 05; a Hub id works too):", "", "```python",
+              "from ec2er_utils.training import load_adapter",
+              "model, tokenizer = load_adapter('<run folder or repository id>')", "```", ""]
     return "\n".join(lines)
 
 
+class HubPushError(RuntimeError):
+    """An upload to the Hugging Face Hub failed; the message says the run is safe on disk and how to push it later."""
+
+
+def check_hub_access(repo_id: str, token: str | None = None) -> str:
+    """Before training: the repository id is valid and the token may write (``HF_TOKEN`` or the cached login).
+    Returns the account name; raises ValueError / PermissionError naming the fix."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"hub_model_id {repo_id!r} is not a valid repository id ({err}); use 'your-name/name'") \
+            from None
+    if "/" not in repo_id:
+        raise ValueError(f"hub_model_id {repo_id!r} needs its owner: 'your-name/{repo_id}'")
+    try:
+        account = HfApi(token=token).whoami()["name"]
+    except Exception as err:  # noqa: BLE001 - no token, a revoked one, no network: the same advice
+        raise PermissionError(f"cannot push to {repo_id}: the Hugging Face Hub did not accept a token "
+                              f"({type(err).__name__}). Set HF_TOKEN (Colab: the secret HF_TOKEN, write access), "
+                              "or set push_to_hub False and push later with training.push_to_hub(run_dir, ...).") \
+            from None
+    return account
+
+
 def push_to_hub(run_dir: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = True,
-                scores: dict[str, float] | None = None) -> str:
+                scores: dict[str, float] | None = None, dataset_ids: Sequence[str] = ()) -> str:
     """Upload a run's adapter, tokenizer, config, metrics, loss plot and model card to the Hugging Face Hub.
 
     ``token`` defaults to ``HF_TOKEN`` / the cached login; it is never printed or written. Returns the repo URL.
+    A failed upload raises :class:`HubPushError`: the run stays on disk, and the message says how to push it later.
     """
-    from huggingface_hub import HfApi
-
     run_dir = Path(run_dir)
     adapter_dir = adapter_folder(run_dir)
-    (run_dir / "README.md").write_text(model_card(run_dir, scores), encoding="utf-8")
+    (run_dir / "README.md").write_text(model_card(run_dir, scores, dataset_ids), encoding="utf-8")
+    try:
+        return _upload(run_dir, adapter_dir, repo_id, token=token, private=private)
+    except Exception as err:  # noqa: BLE001 - network, auth, quota: the run is safe either way
+        raise HubPushError(
+            f"pushing {run_dir} to {repo_id} failed ({type(err).__name__}: {str(err)[:300]}). The adapter is safe "
+            f"on disk in {adapter_dir}. Push it later, e.g. from notebook 04 or a Python shell: "
+            f"ec2er_utils.training.push_to_hub({str(run_dir)!r}, {repo_id!r})") from None
+
+
+def _upload(run_dir: Path, adapter_dir: Path, repo_id: str, *, token: str | None, private: bool) -> str:
+    from huggingface_hub import HfApi
+
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     staging = run_dir / ".hub_upload"

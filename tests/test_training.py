@@ -408,3 +408,132 @@ def test_notebook_runs_with_papermill_overrides(tmp_path, embedded_model_path, m
     outputs = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "reloaded adapter gives identical logits: True" in outputs
     assert "Only 3 training question(s)" in outputs
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Resume, no silent fallback, the Hub round trip (a local stand-in for the Hub API: no network here)
+
+
+class StandInHub:
+    """Records what ``huggingface_hub.HfApi`` is asked; ``fail`` makes the upload raise, ``account`` is the
+    token's owner (None: the Hub rejects the token)."""
+
+    calls: list = []
+
+    def __init__(self, token=None, *, fail: bool = False, account: str | None = "ada"):
+        self.token, self.fail, self.account = token, fail, account
+
+    def whoami(self):
+        if self.account is None:
+            raise RuntimeError("401 Client Error: Invalid user token")
+        return {"name": self.account}
+
+    def create_repo(self, repo_id, **options):
+        StandInHub.calls.append(("create_repo", repo_id, options))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **options):
+        if self.fail:
+            raise ConnectionError("the Hub is unreachable")
+        StandInHub.calls.append(("upload_folder", options["repo_id"], sorted(p.name for p in
+                                                                           Path(options["folder_path"]).iterdir())))
+
+
+def test_hub_target_is_checked_before_training(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: StandInHub(token))
+    assert training.check_hub_access("ada/ec2er-lora") == "ada"
+    with pytest.raises(ValueError, match="needs its owner"):
+        training.check_hub_access("ec2er-lora")
+    with pytest.raises(ValueError, match="not a valid repository id"):
+        training.check_hub_access("ada/bad name!")
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: StandInHub(token, account=None))
+    with pytest.raises(PermissionError, match="Set HF_TOKEN .*push later"):
+        training.check_hub_access("ada/ec2er-lora")
+
+
+@pytest.mark.slow
+def test_model_card_has_a_valid_header_and_the_peft_snippet(trained):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(training.model_card(trained["run_dir"], dataset_ids=["ada/ec2er-items"]))
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.library_name == "peft"
+    assert card.data.datasets == ["ada/ec2er-items"]
+    assert "AutoPeftModelForCausalLM.from_pretrained" in card.text
+
+
+@pytest.mark.slow
+def test_push_sends_the_adapter_and_card_and_a_failed_push_says_the_run_is_safe(trained, monkeypatch):
+    import huggingface_hub
+
+    StandInHub.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: StandInHub(token))
+    url = training.push_to_hub(trained["run_dir"], "ada/ec2er-lora", private=True)
+    assert url == "https://huggingface.co/ada/ec2er-lora"
+    (create, upload) = StandInHub.calls
+    assert create == ("create_repo", "ada/ec2er-lora", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "training_config.json"} <= set(upload[2])
+    assert not (trained["run_dir"] / ".hub_upload").exists()
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: StandInHub(token, fail=True))
+    with pytest.raises(training.HubPushError, match=r"adapter is safe on disk .*push_to_hub\("):
+        training.push_to_hub(trained["run_dir"], "ada/ec2er-lora")
+    assert (trained["run_dir"] / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_a_hub_adapter_id_loads_like_a_run_folder(trained, monkeypatch):
+    import huggingface_hub
+
+    adapter = trained["run_dir"] / "adapter"
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, repo_type: str(adapter))
+    model, _ = training.load_adapter("ada/ec2er-lora")
+    assert type(model).__name__.startswith("PeftModel")
+    with pytest.raises(FileNotFoundError, match="neither a run folder"):
+        training.hub_adapter("not-a-repo")
+
+
+@pytest.mark.slow
+def test_a_disconnected_run_resumes_from_its_last_checkpoint(tmp_path, capsys):
+    questions = sample_questions()
+    settings = dict(learning_rate=1e-3, gradient_accumulation_steps=1, logging_steps=1, save_steps=1,
+                    output_dir=str(tmp_path), run_id="colab-1", max_eval_questions=0)
+
+    def train(**changes):
+        config = training.TrainConfig(**settings, **changes)
+        plan = training.prepare_run(config, n_train=len(questions))
+        model, tokenizer, _ = training.load_model_for_training(plan)
+        return plan, training.run_training(training.build_trainer(model, tokenizer, plan, questions), plan,
+                                           len(questions))
+
+    first, _ = train(max_steps=2)
+    assert (first.run_dir / "checkpoints" / "checkpoint-2").is_dir()
+    again, result = train(max_steps=3, resume=True)
+    assert again.run_dir == first.run_dir and result.global_step == 3
+    printed = capsys.readouterr().out
+    assert "resume: continuing from" in printed and "checkpoint-2" in printed
+    assert "[train] step 3/3 (100%) loss" in printed  # plain progress lines, visible under papermill
+
+
+@pytest.mark.slow
+def test_out_of_memory_is_raised_with_advice_and_only_a_missing_unsloth_falls_back(tmp_path, monkeypatch, capsys):
+    import torch
+    import unsloth
+
+    config = training.TrainConfig(output_dir=str(tmp_path), run_id="fallback")
+    plan = training.prepare_run(config, n_train=4)
+
+    def out_of_memory(**options):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(unsloth.FastLanguageModel, "from_pretrained", out_of_memory)
+    with pytest.raises(RuntimeError, match="per_device_train_batch_size or max_seq_length"):
+        training.load_model_for_training(plan)
+
+    def unsupported(**options):
+        raise NotImplementedError("Unsloth: this platform is not supported")
+
+    monkeypatch.setattr(unsloth.FastLanguageModel, "from_pretrained", unsupported)
+    _, _, backend = training.load_model_for_training(plan)
+    assert backend.startswith("transformers+peft (fallback: NotImplementedError")
+    assert "UNSLOTH NOT USED" in capsys.readouterr().out
