@@ -10,7 +10,7 @@ dataset with confidence scores". Here, step by step (notebook 03 runs them throu
 1. :func:`sample_for_review` draws ``n`` items (default 50), stratified by task and sub-category, seeded.
 2. :func:`write_review_sheet` writes one CSV per annotator (it opens in any spreadsheet program): the item, then
    empty columns for the judgement, :data:`JUDGEMENT_COLUMNS`. An existing sheet is never overwritten. In Jupyter,
-   :func:`review_form` fills a sheet in item by item instead.
+   :func:`review_form` (ipywidgets) fills a sheet in item by item instead.
 3. :func:`read_review_sheet` reads a filled-in sheet back; a value it cannot read is an error naming the file, the
    spreadsheet row, the column and the values allowed.
 4. :func:`agreement` computes Cohen's kappa (``statsmodels``) on the paper's judgement, *appropriate* = label
@@ -144,6 +144,73 @@ def review_folder(output_dir: str | os.PathLike | None = None) -> Path:
     from .preprocess.split import processed_dir
 
     return processed_dir(output_dir) / "review"
+
+
+class ReviewForm:
+    """An ipywidgets form over one sheet: an item at a time, the judgement as buttons and a slider-like choice, saved
+    to the same CSV on every move (so closing the notebook loses nothing). Display it in Jupyter; ``widgets``
+    holds the inputs and :meth:`go` moves between rows (what the Previous/Next buttons call)."""
+
+    def __init__(self, path: str | os.PathLike):
+        import ipywidgets as widgets
+        import pandas as pd
+
+        self.path = Path(path)
+        self.frame = pd.read_csv(self.path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        if self.frame.empty:
+            raise ReviewSheetError(f"{self.path}: the sheet has no items to review")
+        choice = ["", "yes", "no"]
+        self.widgets = {name: widgets.ToggleButtons(options=choice, description=name)
+                        for name in ("label_correct", "explanation_valid", "ambiguous")}
+        self.widgets["confidence"] = widgets.ToggleButtons(options=["", *map(str, range(CONFIDENCE_SCALE[0],
+                                                                                        CONFIDENCE_SCALE[1] + 1))],
+                                                           description="confidence")
+        self.widgets["issue"] = widgets.Dropdown(options=["", *ISSUES], description="issue")
+        self.widgets["notes"] = widgets.Textarea(description="notes")
+        self.item = widgets.HTML()
+        self.position = widgets.Label()
+        previous, following = widgets.Button(description="Previous"), widgets.Button(description="Next")
+        previous.on_click(lambda _: self.go(self.row - 1))
+        following.on_click(lambda _: self.go(self.row + 1))
+        self.box = widgets.VBox([self.position, self.item, *self.widgets.values(),
+                                 widgets.HBox([previous, following])])
+        self.row = 0
+        self._show()
+
+    def _show(self) -> None:
+        import html
+
+        record = self.frame.iloc[self.row]
+        parts = [f"<b>{html.escape(c)}</b>: {html.escape(record[c]).replace(chr(10), '<br>')}"
+                 for c in ITEM_COLUMNS if record[c]]
+        self.item.value = "<br>".join(parts)
+        for name, widget in self.widgets.items():
+            widget.value = record[name] if record[name] in getattr(widget, "options", [record[name]]) else ""
+        self.position.value = f"item {self.row + 1} of {len(self.frame)} ({self.path.name}); {SHEET_GUIDE}"
+
+    def save(self) -> None:
+        """Write the current row's inputs into the sheet and the sheet to disk."""
+        for name, widget in self.widgets.items():
+            self.frame.at[self.frame.index[self.row], name] = widget.value
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        self.frame.to_csv(temporary, index=False, encoding="utf-8-sig")
+        temporary.replace(self.path)
+
+    def go(self, row: int) -> None:
+        """Save, then show ``row`` (kept within the sheet)."""
+        self.save()
+        self.row = min(max(row, 0), len(self.frame) - 1)
+        self._show()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.box)
+
+
+def review_form(path: str | os.PathLike) -> ReviewForm:
+    """The :class:`ReviewForm` for the sheet at ``path`` (written by :func:`write_review_sheet`)."""
+    return ReviewForm(path)
 
 
 # --- 3. reading a filled-in sheet -----------------------------------------------------------------------------------

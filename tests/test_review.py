@@ -114,6 +114,26 @@ def test_a_sheet_round_trip(tmp_path):
     assert review.read_review_sheet(path) == read
 
 
+def test_the_jupyter_form_fills_in_a_sheet(tmp_path):
+    path = tmp_path / "annotator_1.csv"
+    review.write_review_sheet([eu_item(), ea_item()], path)
+    form = review.review_form(path)
+    assert "Dorea had spent" in form.item.value and form.position.value.startswith("item 1 of 2")
+    answers = [{"label_correct": "yes", "explanation_valid": "yes", "ambiguous": "no", "confidence": "5"},
+               {"label_correct": "no", "explanation_valid": "yes", "ambiguous": "yes", "confidence": "2",
+                "issue": "ambiguous_label", "notes": "telling the parents is defensible"}]
+    for row, values in enumerate(answers):
+        for name, value in values.items():
+            form.widgets[name].value = value
+        form.go(row + 1)  # "Next" saves; past the last row it stays there
+    assert form.row == 1 and form.widgets["notes"].value == "telling the parents is defensible"
+    form.go(0)
+    assert form.widgets["confidence"].value == "5"  # what was typed comes back
+    read = review.read_review_sheet(path)
+    assert [(a.item_id, a.appropriate, a.confidence, a.issue) for a in read] == [
+        ("eu1", True, 5, ""), ("ea1", False, 2, "ambiguous_label")]
+
+
 @pytest.mark.parametrize(("row", "message"), [
     ({"label_correct": "maybe"}, r"row 2 \(item 'eu1'\), column 'label_correct': 'maybe' is not yes or no"),
     ({"confidence": "7"}, r"column 'confidence': '7' is not a whole number from 1 to 5"),

@@ -63,7 +63,7 @@ JUDGE_MAX_TOKENS = 160  # the verdict: a sentence of problems and four digits
 class JudgeVerdict(BaseModel):
     """The judge's reply for one question: the problems it found (reason first), then the rubric's scores."""
 
-    problems: str = Field(max_length=240)
+    problems: str = Field(max_length=160)
     grammar: Score
     unambiguous: Score
     distractors_plausible: Score
