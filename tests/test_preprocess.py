@@ -557,7 +557,7 @@ def test_run_preprocess_end_to_end_is_idempotent_and_reads_its_own_output(tmp_pa
 
 
 def test_empty_input_does_not_crash(tmp_path):
-    final, report = pp.preprocess_items([], [])  # the judge is on by default: with nothing to judge, no model loads
+    final, report = pp.preprocess_items([], [], pp.PreprocessConfig(judge_backend="local"))  # no model loaded
     assert report.notes["reports"][4].notes == {"skipped": "no items left to judge"}
     split, notes = pp.split_train_validation(final)
     paths = pp.save_processed(split, report.notes["reports"], notes, tmp_path)

@@ -77,23 +77,23 @@ def test_thresholds_are_parameters_and_names_are_words():
 
 # --- the LLM judge ----------------------------------------------------------------------------------------------------
 
-def verdict(score: int, problems: str = "none") -> str:
-    return json.dumps({"problems": problems, **dict.fromkeys(CRITERIA, score)})
+def verdict(score: int, **criteria: int) -> str:
+    return json.dumps(dict.fromkeys(CRITERIA, score) | criteria)
 
 
 def test_the_judge_scores_every_question_keeps_the_score_and_filters():
     def script(_call, _index, conversation):
         text = conversation[-1]["content"]
         if "Why would Dorea feel" in text:  # the EU item's cause question is its weak one
-            return verdict(2, "the distractors are implausible")
+            return verdict(3, distractors_plausible=1)
         return verdict(5) if "Sarah" in text else verdict(4)
     client = ScriptedClient(script)
     kept, report = pp.judge_items(GOOD, client, threshold=0.7)
     assert [i.item_id for i in kept] == ["ea1", "m1"] and [i.quality_score for i in kept] == [1.0, 0.75]
     (dropped,) = report.dropped
     assert dropped.item_id == "eu1" and dropped.reason == "judge_below_threshold"
-    assert "score 0.25 < 0.7 (EU-cause" in dropped.detail and "implausible" in dropped.detail
-    assert report.notes["scores"] == {"eu1": 0.25, "ea1": 1.0, "m1": 0.75} and report.notes["questions"] == 4
+    assert "score 0.38 < 0.7 (EU-cause: grammar 3, unambiguous 3, distractors_plausible 1" in dropped.detail
+    assert report.notes["scores"] == {"eu1": 0.375, "ea1": 1.0, "m1": 0.75} and report.notes["questions"] == 4
     assert [v["question"] for v in report.notes["verdicts"]["eu1"]] == ["EU-emotion", "EU-cause"]
     assert report.notes["model"] == "scripted-model" and report.notes["threshold"] == 0.7
     # what the judge saw: the rubric, the scenario, lettered options and the marked answer; greedy, one schema
@@ -103,6 +103,22 @@ def test_the_judge_scores_every_question_keeps_the_score_and_filters():
     assert "Scenario: Dorea had spent" in user["content"] and "F) Disappointment" in user["content"]
     assert f"Marked answer: A) {CAUSES[0]}" in call["conversations"][1][1]["content"]
     assert call["schema"].name == "JudgeVerdict"
+
+
+def test_a_floor_keeps_the_best_scored_items_of_a_tiny_run():
+    scores = {"eu1": 1, "ea1": 3, "m1": 2}  # all below a threshold of 0.75, as from the 135M demo judge
+
+    def script(_call, _index, conversation):
+        text = conversation[-1]["content"]
+        return verdict(next(v for k, v in {"Dorea": scores["eu1"], "Sarah": scores["ea1"]}.items() if k in text)
+                       if any(k in text for k in ("Dorea", "Sarah")) else scores["m1"])
+    kept, report = pp.judge_items(GOOD, ScriptedClient(script), threshold=0.75, min_keep=2)
+    assert [(i.item_id, i.quality_score) for i in kept] == [("ea1", 0.5), ("m1", 0.25)]
+    assert report.notes["kept_below_threshold"] == ["ea1", "m1"] and report.by_reason == {"judge_below_threshold": 1}
+    kept, report = pp.judge_items(GOOD, ScriptedClient(script), threshold=0.4, min_keep=2)
+    assert [i.item_id for i in kept] == ["ea1", "m1"] and report.notes["kept_below_threshold"] == ["m1"]
+    kept, report = pp.judge_items(GOOD, ScriptedClient(script), threshold=0.75)
+    assert kept == [] and report.notes["kept_below_threshold"] == []
 
 
 def test_judge_errors_are_drops_and_an_unreachable_judge_stops():
@@ -122,7 +138,7 @@ def test_the_chapter_keeps_judge_scores_in_the_processed_set_and_its_card(tmp_pa
     monkeypatch.setenv("EC2ER_DATA_DIR", str(tmp_path))
     generator_outputs(tmp_path)
     config = pp.PreprocessConfig(balance_min_cap=1, validation_fraction=0, workers=1, judge_threshold=0.5)
-    judge = ScriptedClient(lambda _c, i, _m: verdict(1, "ungrammatical") if i == 0 else verdict(4))
+    judge = ScriptedClient(lambda _c, i, _m: verdict(1) if i == 0 else verdict(4))
     run = pp.run_preprocess(config, references=[], judge=judge)
     step = run.report("quality judge")
     assert step.n_in == 9 and step.by_reason == {"judge_below_threshold": 1} and step.n_out == 8
@@ -131,7 +147,7 @@ def test_the_chapter_keeps_judge_scores_in_the_processed_set_and_its_card(tmp_pa
     card = (tmp_path / "processed" / "README.md").read_text()
     assert "LLM judge `scripted-model` (scripted), threshold 0.5: 9 -> 8, rejected 11%" in card
     report = json.loads((tmp_path / "processed" / "preprocess_report.json").read_text())
-    assert report["parameters"]["judge_backend"] == "local"  # what the run asked for; the client was passed in
+    assert report["parameters"]["judge_backend"] is None  # the CPU demo's default; a client passed in is used
 
 
 @pytest.mark.slow

@@ -33,10 +33,11 @@ class PreprocessConfig(StageConfig):
     emobench_dir: str | None = None  # None: $EMOBENCH_DIR, else shared/emobench, else Hugging Face
     dedup_threshold: float = Field(DEFAULT_THRESHOLD, gt=0, le=1)  # Levenshtein similarity of near-duplicates
     # the quality gate's LLM judge (judge.py); None: off
-    judge_backend: Literal["local", "openai"] | None = "local"
+    judge_backend: Literal["local", "openai"] | None = None
     judge_model: str | None = None  # local: None = the embedded model; openai: the served model's name
     judge_base_url: str | None = None  # openai: None = $OPENAI_BASE_URL
     judge_threshold: float = Field(0.75, ge=0, le=1)  # items whose weakest question scores lower are dropped
+    judge_min_keep: int = Field(2, ge=0)  # but keep at least this many best-scored items (tiny demo runs)
     balance_ratio: float | None = Field(1.5, ge=1)  # cap per sub-category, x its expected share; None: off
     balance_min_cap: int = Field(5, ge=0)  # never cap a sub-category below this many items (tiny demo runs)
     # the §3.4 manual review (ec2er_utils.review)

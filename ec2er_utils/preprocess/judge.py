@@ -5,7 +5,9 @@ are dropped (``judge_below_threshold``), every kept item carries its score (``Da
 The judge is any model behind :func:`ec2er_utils.llm.make_client` (the embedded model in-process, or a server
 such as vLLM serving the paper's gpt-oss-20b); it answers the :class:`JudgeVerdict` JSON schema, greedily. The
 rubric scores four criteria from 1 to 5; a question's score is their mean mapped to 0-1, ``(mean - 1) / 4``, and an
-item's is its weakest question's (an EU item has an emotion and a cause question). A reply that stays invalid
+item's is its weakest question's (an EU item has an emotion and a cause question). A ``min_keep`` floor keeps
+the best-scored items even below the threshold, so that a tiny demo run is not emptied (like
+``balance_min_cap``; it never binds when the judge passes enough items). A reply that stays invalid
 after the client's re-asks is a drop, ``judge_error``, with the error; a judge that cannot be reached at all stops
 the step with :class:`JudgeUnavailable` instead of dropping every item.
 
@@ -20,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from ..formatting import LETTERS, Question
 from ..llm import LLMClient, LLMError, LLMRequestError, make_client
@@ -40,8 +42,8 @@ phrases, with no cut-off words, repeated words or nonsense words.
 - explanation_supports_answer: the explanation reasons from details in the scenario to the marked answer, \
 without inventing facts and without arguing for another option.
 
-First write the problems you found in one short sentence (or "none"), then the four scores. Be strict: a \
-question with any real problem must not get 5 on the criterion it breaks."""
+Answer with the four scores. Be strict: a question with any real problem must not get 5 on the criterion it \
+breaks."""
 
 JUDGE_USER_TEMPLATE = """\
 Scenario: {scenario}
@@ -57,13 +59,15 @@ Explanation: {explanation}"""
 
 Score = Literal[1, 2, 3, 4, 5]
 CRITERIA = ("grammar", "unambiguous", "distractors_plausible", "explanation_supports_answer")
-JUDGE_MAX_TOKENS = 160  # the verdict: a sentence of problems and four digits
+REASONING_KEPT = 600  # characters of a reasoning model's reasoning kept per verdict in the report
+JUDGE_MAX_TOKENS = 64  # the verdict: four digits in JSON (~32 tokens); a reasoning model thinks apart from it
 
 
 class JudgeVerdict(BaseModel):
-    """The judge's reply for one question: the problems it found (reason first), then the rubric's scores."""
+    """The judge's reply for one question: the rubric's four scores. No free-text field: each generated token
+    costs a decoding step, and on a CPU the steps are the judge's cost; a reasoning model (gpt-oss) reasons in
+    its own channel, which the step keeps in its notes."""
 
-    problems: str = Field(max_length=160)
     grammar: Score
     unambiguous: Score
     distractors_plausible: Score
@@ -104,12 +108,15 @@ def make_judge_client(backend: str, model: str | None = None, *, base_url: str |
     return make_client(backend, model, **common)  # raises the client's "unknown backend" error
 
 
-def judge_items(items: Sequence[DatasetItem], client: LLMClient | None, *, threshold: float = 0.75) -> StepResult:
-    """Score every question of every item with ``client`` and keep the items scoring at least ``threshold``.
+def judge_items(items: Sequence[DatasetItem], client: LLMClient | None, *, threshold: float = 0.75,
+                min_keep: int = 0) -> StepResult:
+    """Score every question of every item with ``client`` and keep the items scoring at least ``threshold``, and
+    at least the ``min_keep`` best-scored ones (ties: the earlier item; ``notes["kept_below_threshold"]``).
 
     ``client=None`` disables the step (``notes["disabled"]``; items pass unscored). Kept items get
-    ``quality_score``; ``notes`` hold the model, threshold, each item's verdicts (criteria and problems per
-    question), the mean of each criterion, token usage and seconds.
+    ``quality_score``; ``notes`` hold the model, threshold, each item's verdicts (criteria per question, and the
+    start of the judge's reasoning where it has a reasoning channel), the mean of each criterion, token usage and
+    seconds.
     """
     if client is None:
         return StepResult(list(items), StepReport(step="quality judge", n_in=len(items), n_out=len(items),
@@ -130,27 +137,33 @@ def judge_items(items: Sequence[DatasetItem], client: LLMClient | None, *, thres
             continue
         verdict: JudgeVerdict = answer.data
         verdicts.setdefault(index, []).append({"question": question.kind, "score": round(verdict.score, 4),
-                                               **verdict.model_dump()})
-    kept, dropped, scores = [], [], {}
+                                               **verdict.model_dump(),
+                                               "reasoning": (answer.reasoning or "")[:REASONING_KEPT]})
+    scores = {index: min(v["score"] for v in vs) for index, vs in verdicts.items() if index not in errors}
+    passing = sum(score >= threshold for score in scores.values())
+    below = sorted((i for i in scores if scores[i] < threshold), key=lambda i: (-scores[i], i))
+    floor = set(below[:max(0, min_keep - passing)])
+    kept, dropped = [], []
     for index, item in enumerate(items):
         if index in errors:
             dropped.append(drop(item, "judge_error", errors[index]))
             continue
-        score = min(v["score"] for v in verdicts[index])
-        scores[item.item_id] = score
-        if score < threshold:
+        score = scores[index]
+        if score < threshold and index not in floor:
             worst = min(verdicts[index], key=lambda v: v["score"])
             dropped.append(drop(item, "judge_below_threshold",
                                 f"score {score:.2f} < {threshold} ({worst['question']}: "
-                                + ", ".join(f"{c} {worst[c]}" for c in CRITERIA) + f"; {worst['problems']!r})"))
+                                + ", ".join(f"{c} {worst[c]}" for c in CRITERIA) + ")"))
         else:
             kept.append(item.model_copy(update={"quality_score": score}))
     every = [v for vs in verdicts.values() for v in vs]
-    notes = {"model": client.model, "backend": client.backend, "threshold": threshold,
+    notes = {"model": client.model, "backend": client.backend, "threshold": threshold, "min_keep": min_keep,
+             "kept_below_threshold": [items[i].item_id for i in sorted(floor)],
              "questions": len(questions), "seconds": round(seconds, 2),
              "tokens": client.usage.total_tokens - tokens_before,
              "criteria_means": {c: round(sum(v[c] for v in every) / len(every), 3) if every else None
                                 for c in CRITERIA},
-             "scores": scores, "verdicts": {items[i].item_id: vs for i, vs in verdicts.items()}}
+             "scores": {items[i].item_id: score for i, score in scores.items()},
+             "verdicts": {items[i].item_id: vs for i, vs in verdicts.items()}}
     return StepResult(kept, StepReport(step="quality judge", n_in=len(items), n_out=len(kept), dropped=dropped,
                                        notes=notes))

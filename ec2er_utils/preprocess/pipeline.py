@@ -36,7 +36,7 @@ def _judge(items: Sequence[DatasetItem], config: PreprocessConfig, client: LLMCl
     if client is None:
         client = make_judge_client(config.judge_backend, config.judge_model, base_url=config.judge_base_url,
                                    seed=config.seed)
-    return judge_items(items, client, threshold=config.judge_threshold)
+    return judge_items(items, client, threshold=config.judge_threshold, min_keep=config.judge_min_keep)
 
 
 def preprocess_items(items: Sequence[DatasetItem], references: Sequence[tuple[str, str]] = (),

@@ -69,6 +69,9 @@ def quality_card(rules: StepReport | None, judge: StepReport | None) -> list[str
         lines.append(f"- LLM judge `{notes['model']}` ({notes['backend']}), threshold {notes['threshold']}: "
                      f"{judge.n_in} -> {judge.n_out}, rejected {share} ({judge.by_reason or 'none'}); mean "
                      f"criteria (1-5): {notes['criteria_means']}. Kept items carry `quality_score` (0-1).")
+        if notes.get("kept_below_threshold"):
+            lines.append(f"  Kept below the threshold by the judge_min_keep floor of {notes['min_keep']}: "
+                         f"{notes['kept_below_threshold']}.")
         lines.append("  A small judge model scores almost at random: its verdicts show the machinery, not the "
                      "items' quality." if "135M" in notes["model"] or "smollm2" in notes["model"].lower() else
                      "  The judge's scores are a model's opinion, not a human review.")
