@@ -228,3 +228,10 @@ def test_the_chapter_writes_blank_sheets_then_reads_them_back(tmp_path, monkeypa
     report = json.loads((tmp_path / "processed" / "preprocess_report.json").read_text())
     assert report["steps"][-1]["notes"]["agreement"]["kappa"] == step.notes["agreement"]["kappa"]
     review.plot_review(report["steps"][-1]["notes"])  # the figure comes from the report file alone
+    # both annotators said "not ambiguous" everywhere: that kappa is undefined, and the card and figure say so
+    assert step.notes["agreement"]["per_question"]["ambiguous"]["kappa"] is None
+    # an annotator who never varied: kappa without an interval, written as such
+    fill(sheets[1], {i: yes for i in ids})
+    one_sided = pp.run_preprocess(annotated, references=[]).report("review").notes["agreement"]
+    assert one_sided["kappa"] == 0.0 and one_sided["ci_low"] is None
+    assert "0.00 (no confidence interval" in (tmp_path / "processed" / "README.md").read_text()

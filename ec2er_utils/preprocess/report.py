@@ -72,9 +72,8 @@ def quality_card(rules: StepReport | None, judge: StepReport | None) -> list[str
         if notes.get("kept_below_threshold"):
             lines.append(f"  Kept below the threshold by the judge_min_keep floor of {notes['min_keep']}: "
                          f"{notes['kept_below_threshold']}.")
-        lines.append("  A small judge model scores almost at random: its verdicts show the machinery, not the "
-                     "items' quality." if "135M" in notes["model"] or "smollm2" in notes["model"].lower() else
-                     "  The judge's scores are a model's opinion, not a human review.")
+        lines.append("  The scores are a model's opinion, not a human review; a small judge (the embedded 135M "
+                     "model) scores almost at random.")
     return lines
 
 
@@ -90,8 +89,12 @@ def review_card(review: StepReport | None, items: Sequence[DatasetItem]) -> list
     if notes.get("status") != "annotated":
         return [*lines, f"- {notes.get('status')}"]
     found = notes["agreement"]
-    kappa = ("undefined (" + found["undefined"] + ")" if found["kappa"] is None else
-             f"{found['kappa']:.2f} (95% CI {found['ci_low']:.2f} to {found['ci_high']:.2f})")
+    if found["kappa"] is None:
+        kappa = f"undefined ({found['undefined']})"
+    elif found["ci_low"] is None:
+        kappa = f"{found['kappa']:.2f} ({found['undefined']})"
+    else:
+        kappa = f"{found['kappa']:.2f} (95% CI {found['ci_low']:.2f} to {found['ci_high']:.2f})"
     lines += [f"- Cohen's kappa on 'label and explanation appropriate', {found['n']} items judged by both: {kappa}; "
               f"the paper reports {found['paper_kappa']}",
               f"- disagreements: {len(found['disagreements'])}; reviewed items kept as ambiguous: "
