@@ -326,6 +326,16 @@ def agreement(first: Sequence[Annotation], second: Sequence[Annotation]) -> dict
             "only_first": [i for i in a if i not in b], "only_second": [i for i in b if i not in a]}
 
 
+def describe_kappa(found: dict[str, Any]) -> str:
+    """A kappa result (:func:`cohen_kappa`, :func:`agreement`) in words: the value and its 95% interval, or why
+    either is undefined."""
+    if found["kappa"] is None:
+        return f"undefined ({found['undefined']})"
+    if found["ci_low"] is None:
+        return f"{found['kappa']:.2f} ({found['undefined']})"
+    return f"{found['kappa']:.2f} (95% CI {found['ci_low']:.2f} to {found['ci_high']:.2f})"
+
+
 # --- 5. the verdicts in the dataset ---------------------------------------------------------------------------------
 
 def apply_review(items: Sequence[DatasetItem], first: Sequence[Annotation], second: Sequence[Annotation],

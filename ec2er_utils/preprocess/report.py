@@ -88,14 +88,11 @@ def review_card(review: StepReport | None, items: Sequence[DatasetItem]) -> list
                  f"category: {notes['strata']}")
     if notes.get("status") != "annotated":
         return [*lines, f"- {notes.get('status')}"]
+    from ..review import describe_kappa  # the review module imports this package
+
     found = notes["agreement"]
-    if found["kappa"] is None:
-        kappa = f"undefined ({found['undefined']})"
-    elif found["ci_low"] is None:
-        kappa = f"{found['kappa']:.2f} ({found['undefined']})"
-    else:
-        kappa = f"{found['kappa']:.2f} (95% CI {found['ci_low']:.2f} to {found['ci_high']:.2f})"
-    lines += [f"- Cohen's kappa on 'label and explanation appropriate', {found['n']} items judged by both: {kappa}; "
+    lines += [f"- Cohen's kappa on 'label and explanation appropriate', {found['n']} items judged by both: "
+              f"{describe_kappa(found)}; "
               f"the paper reports {found['paper_kappa']}",
               f"- disagreements: {len(found['disagreements'])}; reviewed items kept as ambiguous: "
               f"{notes['ambiguous_kept']}; rejected by both annotators: {notes['rejected']}",
