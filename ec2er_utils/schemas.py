@@ -203,6 +203,10 @@ class DatasetItem(BaseModel):
     dialogue_id: str | None = None
     theme: str | None = None
     source: str | None = None  # "file:line" the item was first read from
+    # quality (chapter 03): the §3.4 manual review and the LLM judge; None where not reviewed / not judged
+    confidence: float | None = Field(None, ge=0, le=1)  # review: the annotators' mean confidence in the answer
+    ambiguous: bool | None = None  # review: another option judged equally defensible, or the annotators disagreed
+    quality_score: float | None = Field(None, ge=0, le=1)  # the LLM judge's rubric score
 
     @model_validator(mode="after")
     def _native_fields_mirror_training_fields(self):

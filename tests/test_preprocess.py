@@ -199,6 +199,15 @@ def test_required_fields():
     assert "Personal-Others" in wrong.detail and wrong.source is None  # built here, not read from a file
 
 
+def test_an_ea_question_has_four_options_in_either_format():
+    three = mcq_item(item_id="bad", task="EA", category="Personal-Others", question="What should Malik do?",
+                     options=["Call his doctor back", "Go for a long walk", "Tell his sister the news"],
+                     correct_answer="Tell his sister the news")
+    assert "expected 4" in assert_filter(pp.check_required_fields, three, "option_count").detail
+    four = three.model_copy(update={"item_id": "ok", "options": [*three.options, "Book a holiday"]})
+    assert pp.check_required_fields([four]).items == [four]
+
+
 def test_answer_in_options_and_case_repair():
     assert_filter(pp.check_answer_in_options, mcq_item(item_id="bad", correct_answer="Joy"), "answer_not_in_options")
     assert_filter(pp.check_answer_in_options, eu_item(item_id="bad", cause_label="Because of the weather"),
@@ -207,6 +216,26 @@ def test_answer_in_options_and_case_repair():
                                                                       "counselor")])
     assert kept[0].correct_answer == kept[0].label == "Encourage her brother to talk to a school counselor"
     assert report.notes["repaired"] == ["ea1"]
+
+
+def test_a_letter_answer_becomes_the_option_it_names():
+    # "B" is what generators write most often instead of the option's text
+    for answer in ("B", "(B)", "B)", "Option B", "option: B", "B) Anger", "B. anger"):
+        kept, report = pp.check_answer_in_options([mcq_item(correct_answer=answer)])
+        assert [i.correct_answer for i in kept] == ["Anger"], answer
+        assert report.notes["letter_answers"] == ["m1"] and report.notes["repaired"] == ["m1"]
+    kept, _ = pp.check_answer_in_options([ea_item(correct_answer="D"),
+                                          eu_item(cause_label="A")])
+    assert kept[0].correct_answer == kept[0].label == ACTIONS[3] and kept[1].cause_label == CAUSES[0]
+    # ambiguous or contradictory letters are dropped, and the detail says why
+    beyond = assert_filter(pp.check_answer_in_options, mcq_item(item_id="bad", correct_answer="F"),
+                           "answer_not_in_options")
+    assert "only 4 options" in beyond.detail
+    clash = assert_filter(pp.check_answer_in_options, mcq_item(item_id="bad", correct_answer="B) Fear"),
+                          "answer_not_in_options")
+    assert "letter B is 'Anger', not 'Fear'" in clash.detail
+    letters = mcq_item(item_id="bad", options=["A", "B", "C", "D"], correct_answer="(B)")
+    assert "ambiguous" in assert_filter(pp.check_answer_in_options, letters, "answer_not_in_options").detail
 
 
 def test_options_distinct():
@@ -244,13 +273,37 @@ def test_label_leak():
     assert pp.check_label_leak([eu_item(scenario=negated)]).items  # a negated mention does not give it away
 
 
-def test_no_letter_references():
-    bad = ea_item(item_id="bad", explanation="Option D is best because a counselor can help him.")
-    assert_filter(pp.check_no_letter_references, bad, "explanation_cites_letter")
-    assert_filter(pp.check_no_letter_references, mcq_item(item_id="bad", explanation="Relief (A) fits the sigh."),
-                  "explanation_cites_letter")
+def test_letter_citations_are_kept_and_rewritten_when_the_options_move():
+    cites = ea_item(explanation="Option D is best because a counselor can help him, unlike (A) or option C.")
+    assert pp.cited_letters(cites.explanation) == ["D", "A", "C"]
+    kept, report = pp.check_letter_references([*GOOD, cites.model_copy(update={"item_id": "cites"})])
+    assert len(kept) == 4 and report.notes["cites_letters"] == ["cites"]
+    items = [cites.model_copy(update={"item_id": f"ea{n}"}) for n in range(8)]
+    shuffled, report = pp.balance_answer_positions(items, seed=3)
+    for new in shuffled:
+        letter = {o: "ABCD"[new.options.index(o)] for o in new.options}
+        d, a, c = letter[ACTIONS[3]], letter[ACTIONS[0]], letter[ACTIONS[2]]
+        assert new.explanation == (f"Option {d} is best because a counselor can help him, unlike ({a}) or "
+                                   f"option {c}.")
+    assert set(report.notes["rewritten_citations"]) == {i.item_id for i, s in zip(items, shuffled, strict=True)
+                                                        if s.options != i.options}
+    assert pp.balance_answer_positions(shuffled, seed=3).items == shuffled  # idempotent, letters included
+    # an EU item: each explanation follows its own question's options, and the emotion mirror follows too
+    eu = eu_item(explanation="Her daughter's thumbs-up turns the ruined baklava into delight, option A.",
+                 cause_explanation="Option A: her daughter enjoyed the baklava and asked for a second piece.")
+    (moved,), _ = pp.balance_answer_positions([eu], seed=0)
+    assert moved.explanation.endswith(f"option {'ABCDEF'[moved.options.index('Delight')]}.")
+    assert moved.emotion_explanation == moved.explanation
+    assert moved.cause_explanation.startswith(f"Option {'ABCD'[moved.cause_choices.index(CAUSES[0])]}:")
+    assert pp.rewrite_letter_citations("Option B, not (D).", {"B": "D", "D": "B"}) == "Option D, not (B)."
+
+
+def test_a_letter_citation_that_cannot_be_rewritten_is_dropped_and_says_so():
+    bad = ea_item(item_id="bad", explanation="Option F is best because a counselor can help him and stop it.")
+    dropped = assert_filter(pp.check_letter_references, bad, "explanation_cites_letter")
+    assert "option F" in dropped.detail and "cannot be rewritten" in dropped.detail
     fine = ea_item(explanation="A counselor is the answer; a trusted adult can help him.")
-    assert pp.check_no_letter_references([fine]).items  # the article "a" is not a letter
+    assert pp.check_letter_references([fine]).report.notes["cites_letters"] == []  # the article "a" is no letter
 
 
 def test_explanation_consistency():
@@ -265,6 +318,22 @@ def test_explanation_consistency():
     # mentioning a distractor to reject it, next to the answer, is not a contradiction
     both = eu_item(explanation="Not anger or disappointment: her daughter's thumbs-up brings delight.")
     assert pp.check_explanation_consistency([both]).items == [both]
+
+
+def test_an_explanation_that_argues_for_another_options_text_is_caught():
+    # it covers the answer's words too, but concludes for a distractor: caught by its conclusion
+    argues = ea_item(item_id="bad", explanation="Encouraging her brother to talk to a school counselor sounds "
+                     "caring, but it is too slow; the most effective action is to confront the bullies herself.")
+    detail = assert_filter(pp.check_explanation_consistency, argues, "self_contradiction").detail
+    assert "concludes" in detail and "Confront the bullies herself" in detail
+    turns = eu_item(item_id="bad", explanation="Dorea could feel some delight at the thumbs-up, but the ruined "
+                    "pastry stays with her, so she ultimately feels embarrassment.")
+    assert "Embarrassment" in assert_filter(pp.check_explanation_consistency, turns, "self_contradiction").detail
+    # a distractor's words in a negated clause argue against it: kept
+    rejects = ea_item(explanation="She should not confront the bullies herself; encouraging her brother to talk "
+                                  "to a school counselor is the most effective action.")
+    assert pp.check_explanation_consistency([rejects]).items == [rejects]
+    assert pp.conclusion("It hurts, so she cries.") == "so she cries." and pp.conclusion("It hurts.") is None
 
 
 def test_validate_items_runs_every_filter_and_reports_each():
@@ -448,7 +517,7 @@ def test_run_preprocess_end_to_end_is_idempotent_and_reads_its_own_output(tmp_pa
     monkeypatch.setenv("EC2ER_DATA_DIR", str(tmp_path))
     generator_outputs(tmp_path)
     references = [("EU:7", EU_SCENARIO)]
-    config = pp.PreprocessConfig(balance_min_cap=1, validation_fraction=0.25, workers=1)
+    config = pp.PreprocessConfig(balance_min_cap=1, validation_fraction=0.25, workers=1, judge_backend=None)
     run = pp.run_preprocess(config, references=references)
     assert [Path(f).relative_to(tmp_path).as_posix() for f in run.files] == [
         "mads/eu_items.jsonl", "mads/shard-0/ea_items.jsonl", "concise/items_final.jsonl"]
@@ -463,8 +532,12 @@ def test_run_preprocess_end_to_end_is_idempotent_and_reads_its_own_output(tmp_pa
     files = {p.name: p.read_bytes() for p in out.glob("*.*")}
     assert set(files) == {"train.jsonl", "validation.jsonl", "README.md", "preprocess_report.json"}
     report = json.loads(files["preprocess_report.json"])
-    assert [s["step"] for s in report["steps"]] == ["load", "validation", "decontamination", "de-duplication",
-                                                    "category balance", "answer positions"]
+    assert [s["step"] for s in report["steps"]] == ["load", "validation", "quality rules", "decontamination",
+                                                    "de-duplication", "quality judge", "category balance",
+                                                    "answer positions", "review"]
+    assert report["steps"][5]["notes"] == {"disabled": True}
+    assert report["steps"][-1]["notes"]["sample"] == [i.item_id for i in run.items]  # fewer than 50: all
+    assert (out / "review" / "annotator_1.csv").is_file() and "Manual review (§3.4)" in files["README.md"].decode()
     assert report["inputs"] == run.files and report["parameters"]["balance_min_cap"] == 1
     card = files["README.md"].decode()
     assert "| EU | complex_emotions |" in card and "License" in card and "shard-0/ea_items.jsonl" in card
@@ -484,7 +557,8 @@ def test_run_preprocess_end_to_end_is_idempotent_and_reads_its_own_output(tmp_pa
 
 
 def test_empty_input_does_not_crash(tmp_path):
-    final, report = pp.preprocess_items([], [])
+    final, report = pp.preprocess_items([], [], pp.PreprocessConfig(judge_backend="local"))  # no model loaded
+    assert report.notes["reports"][4].notes == {"skipped": "no items left to judge"}
     split, notes = pp.split_train_validation(final)
     paths = pp.save_processed(split, report.notes["reports"], notes, tmp_path)
     assert pp.load_split("validation", tmp_path) == [] and paths["hf"].is_dir()

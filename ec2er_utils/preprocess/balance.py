@@ -16,7 +16,7 @@ from typing import Any
 
 from ..formatting import LETTERS
 from ..schemas import DatasetItem
-from .filters import TASK_CATEGORIES
+from .filters import TASK_CATEGORIES, cited_letters, rewrite_letter_citations
 from .questions import question_slots
 from .steps import StepReport, StepResult, drop
 
@@ -115,14 +115,28 @@ def letter_uniformity(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, 
     return out
 
 
+def _with_explanations(item: DatasetItem, explanations: dict[str, str]) -> DatasetItem:
+    """A copy with new explanations per slot ("main", "cause"), the EmoBench mirror kept in step."""
+    update: dict[str, str] = {}
+    if "main" in explanations:
+        update["explanation"] = explanations["main"]
+        if item.source_format == "emobench_eu":
+            update["emotion_explanation"] = explanations["main"]
+    if "cause" in explanations:
+        update["cause_explanation"] = explanations["cause"]
+    return item.model_copy(update=update)
+
+
 def balance_answer_positions(items: Sequence[DatasetItem], *, seed: int = 0) -> StepResult:
     """Re-order every question's options so the gold letters are uniform, deterministically.
 
     Within each question group (see :func:`answer_letter_counts`) the items are ranked by a seeded hash of their
     id; the gold answer goes to position ``rank mod n_options``, so letter counts differ by at most one. The
     other options are sorted, then shuffled with a generator seeded by the item id. The result depends only on the
-    items' ids, their option *sets* and the seed, so running the step again changes nothing. Drops nothing;
-    ``notes`` hold the letter counts and chi-square tests before and after.
+    items' ids, their option *sets* and the seed, so running the step again changes nothing. An explanation that
+    cites options by letter ("option B") has each letter rewritten to where its option went
+    (``notes["rewritten_citations"]``: item ids). Drops nothing; ``notes`` hold the letter counts and chi-square
+    tests before and after.
     """
     before = answer_letter_counts(items)
     ranked: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -135,16 +149,24 @@ def balance_answer_positions(items: Sequence[DatasetItem], *, seed: int = 0) -> 
         n_options = int(key.split("|")[0].rsplit("/", 1)[1])
         for rank, (_, index) in enumerate(sorted(members)):
             target[(index, key.split("|")[1])] = rank % n_options
-    out = []
+    out, rewritten = [], []
     for index, item in enumerate(items):
-        orders = {}
-        for slot, options, answer, _ in question_slots(item):
+        orders, explanations = {}, {}
+        for slot, options, answer, explanation in question_slots(item):
             others = sorted((o for o in options if o != answer), key=lambda o: (o.casefold(), o))
             random.Random(_stable_key(seed, item.item_id, slot, "order")).shuffle(others)
             if answer in options:
                 others.insert(target[(index, slot)], answer)
             orders[slot] = others
-        out.append(item.with_options(orders["main"], orders.get("cause")))
+            moved = {LETTERS[i]: LETTERS[others.index(o)] for i, o in enumerate(options)}
+            if cited_letters(explanation) and any(old != new for old, new in moved.items()):
+                explanations[slot] = rewrite_letter_citations(explanation, moved)
+        new = item.with_options(orders["main"], orders.get("cause"))
+        if explanations:
+            rewritten.append(item.item_id)
+            new = _with_explanations(new, explanations)
+        out.append(new)
     after = answer_letter_counts(out)
-    notes = {"seed": seed, "before": letter_uniformity(before), "after": letter_uniformity(after)}
+    notes = {"seed": seed, "before": letter_uniformity(before), "after": letter_uniformity(after),
+             "rewritten_citations": rewritten}
     return StepResult(out, StepReport(step="answer positions", n_in=len(items), n_out=len(out), notes=notes))

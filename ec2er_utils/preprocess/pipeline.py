@@ -10,27 +10,47 @@ from pathlib import Path
 from typing import Any
 
 from ..jsonl import write_json_atomic
+from ..llm import LLMClient
 from ..schemas import DatasetItem
 from .balance import balance_answer_positions, balance_categories
 from .config import PreprocessConfig
 from .decontaminate import decontaminate, load_emobench_scenarios
 from .dedup import deduplicate
 from .filters import validate_items
+from .judge import judge_items, make_judge_client
 from .load import load_items
+from .quality import check_text_quality
 from .report import counts_vs_paper, dataset_card, skew_summary
 from .split import SPLITS, processed_dir, split_train_validation, write_splits
 from .steps import StepReport, StepResult
 
 
+def _judge(items: Sequence[DatasetItem], config: PreprocessConfig, client: LLMClient | None) -> StepResult:
+    """The LLM judge step: ``client`` if given, else one made from the config (not loaded when nothing is left
+    to judge); ``judge_backend = None`` disables it."""
+    if config.judge_backend is None and client is None:
+        return judge_items(items, None)
+    if not items:
+        return StepResult([], StepReport(step="quality judge", n_in=0, n_out=0,
+                                         notes={"skipped": "no items left to judge"}))
+    if client is None:
+        client = make_judge_client(config.judge_backend, config.judge_model, base_url=config.judge_base_url,
+                                   seed=config.seed)
+    return judge_items(items, client, threshold=config.judge_threshold, min_keep=config.judge_min_keep)
+
+
 def preprocess_items(items: Sequence[DatasetItem], references: Sequence[tuple[str, str]] = (),
-                     config: PreprocessConfig | None = None) -> StepResult:
-    """Steps 2-6 on loaded items: validation, decontamination against ``references`` (``(id, scenario)`` pairs),
-    de-duplication, category balance, answer positions. ``notes["reports"]`` holds every step's report."""
+                     config: PreprocessConfig | None = None, *, judge: LLMClient | None = None) -> StepResult:
+    """Steps 2-8 on loaded items: validation, the quality rules, decontamination against ``references``
+    (``(id, scenario)`` pairs), de-duplication, the LLM judge (``judge``, else the config's ``judge_backend``),
+    category balance, answer positions. ``notes["reports"]`` holds every step's report."""
     config = config or PreprocessConfig()
     steps = (validate_items,
+             lambda xs: check_text_quality(xs, config.quality_rules),
              lambda xs: decontaminate(xs, references, threshold=config.contamination_threshold,
                                       containment=config.containment, workers=config.workers),
              lambda xs: deduplicate(xs, threshold=config.dedup_threshold, workers=config.workers),
+             lambda xs: _judge(xs, config, judge),
              lambda xs: balance_categories(xs, ratio=config.balance_ratio, min_cap=config.balance_min_cap),
              lambda xs: balance_answer_positions(xs, seed=config.seed))
     reports = []
@@ -83,21 +103,28 @@ class PreprocessRun:
         raise KeyError(f"no step {step!r}; steps: {[r.step for r in self.reports]}")
 
 
-def run_preprocess(config: PreprocessConfig | None = None, *,
-                   references: Sequence[tuple[str, str]] | None = None) -> PreprocessRun:
-    """Chapter 03: load the generators' items, run steps 2-6, split, and save to ``config.output_dir``.
+def run_preprocess(config: PreprocessConfig | None = None, *, references: Sequence[tuple[str, str]] | None = None,
+                   judge: LLMClient | None = None) -> PreprocessRun:
+    """Chapter 03: load the generators' items, run steps 2-8, the §3.4 review step
+    (:func:`ec2er_utils.review.review_step`: sample and blank sheets; the annotators' verdicts once
+    ``config.review_sheets`` names them), split, and save to ``config.output_dir``.
 
     ``references`` are the ``(id, scenario)`` pairs to decontaminate against; by default EmoBench's English
     scenarios (:func:`~ec2er_utils.preprocess.decontaminate.load_emobench_scenarios`, ``config.emobench_dir``).
+    ``judge`` is the LLM judge's client; by default one made from ``config.judge_backend``.
     """
+    from ..review import review_folder, review_step  # review imports this package: imported when needed
+
     config = config or PreprocessConfig()
     items, load_report = load_items(config.inputs, on_error=config.on_error)
     if references is None:
         references = load_emobench_scenarios(config.emobench_dir)
-    final, steps = preprocess_items(items, references, config)
+    final, steps = preprocess_items(items, references, config, judge=judge)
+    final, review = review_step(final, sample_size=config.review_sample_size, seed=config.seed,
+                                folder=review_folder(config.output_dir), sheets=config.review_sheets)
     split, split_notes = split_train_validation(final, validation_fraction=config.validation_fraction,
                                                 seed=config.seed)
-    reports = [load_report, *steps.notes["reports"]]
+    reports = [load_report, *steps.notes["reports"], review]
     files = list(load_report.notes["files"])
     extra = {"parameters": config.model_dump(), "skew": skew_summary(final)}
     paths = save_processed(split, reports, split_notes, config.output_dir, inputs=files, extra_report=extra)

@@ -51,6 +51,56 @@ def steps_table(reports: Sequence[StepReport]) -> list[dict[str, Any]]:
     return rows
 
 
+def quality_card(rules: StepReport | None, judge: StepReport | None) -> list[str]:
+    """The dataset card's quality-gate section: the rules' thresholds and drops, the judge's model, threshold,
+    drops and mean scores (§3.3's linguistic checks)."""
+    lines = ["## Quality gate (§3.3 linguistic checks)", ""]
+    if rules is not None:
+        thresholds = ", ".join(f"{k} {v}" for k, v in rules.notes.items())
+        lines.append(f"- rules ({thresholds}): {rules.n_in} -> {rules.n_out}, dropped "
+                     f"{rules.by_reason or 'none'}")
+    if judge is None or judge.notes.get("disabled"):
+        lines.append("- LLM judge: off (judge_backend = None)")
+    elif judge.notes.get("skipped"):
+        lines.append(f"- LLM judge: {judge.notes['skipped']}")
+    else:
+        notes = judge.notes
+        share = f"{len(judge.dropped) / judge.n_in:.0%}" if judge.n_in else "n/a"
+        lines.append(f"- LLM judge `{notes['model']}` ({notes['backend']}), threshold {notes['threshold']}: "
+                     f"{judge.n_in} -> {judge.n_out}, rejected {share} ({judge.by_reason or 'none'}); mean "
+                     f"criteria (1-5): {notes['criteria_means']}. Kept items carry `quality_score` (0-1).")
+        if notes.get("kept_below_threshold"):
+            lines.append(f"  Kept below the threshold by the judge_min_keep floor of {notes['min_keep']}: "
+                         f"{notes['kept_below_threshold']}.")
+        lines.append("  The scores are a model's opinion, not a human review; a small judge (the embedded 135M "
+                     "model) scores almost at random.")
+    return lines
+
+
+def review_card(review: StepReport | None, items: Sequence[DatasetItem]) -> list[str]:
+    """The dataset card's §3.4 section: the review sample, and once annotated, Cohen's kappa with its CI beside
+    the paper's, the counts, and how many final items carry a confidence."""
+    lines = ["## Manual review (§3.4)", ""]
+    if review is None:
+        return [*lines, "- not run"]
+    notes = review.notes
+    lines.append(f"- sample: {notes['sample_size']} items (seed {notes['seed']}), stratified by task and "
+                 f"category: {notes['strata']}")
+    if notes.get("status") != "annotated":
+        return [*lines, f"- {notes.get('status')}"]
+    from ..review import describe_kappa  # the review module imports this package
+
+    found = notes["agreement"]
+    lines += [f"- Cohen's kappa on 'label and explanation appropriate', {found['n']} items judged by both: "
+              f"{describe_kappa(found)}; "
+              f"the paper reports {found['paper_kappa']}",
+              f"- disagreements: {len(found['disagreements'])}; reviewed items kept as ambiguous: "
+              f"{notes['ambiguous_kept']}; rejected by both annotators: {notes['rejected']}",
+              f"- items with a `confidence` in this set: {sum(i.confidence is not None for i in items)} "
+              "(the annotators' mean confidence, 0-1; unreviewed items have none)"]
+    return lines
+
+
 def dataset_card(split: dict[str, list[DatasetItem]], reports: Sequence[StepReport], split_notes: dict[str, Any],
                  *, inputs: Sequence[str] = ()) -> str:
     """The dataset card (README.md) for data/processed: counts, provenance, filters, license note."""
@@ -76,6 +126,9 @@ def dataset_card(split: dict[str, list[DatasetItem]], reports: Sequence[StepRepo
     for report in reports:
         reasons = ", ".join(f"{k}: {v}" for k, v in report.by_reason.items()) or "none dropped"
         lines.append(f"- **{report.step}**: {report.n_in} -> {report.n_out} ({reasons})")
+    by_step = {r.step: r for r in reports}
+    lines += ["", *quality_card(by_step.get("quality rules"), by_step.get("quality judge")),
+              "", *review_card(by_step.get("review"), everything)]
     lines += ["", "## License and intended use", "",
               "Synthetic text written by the generator model(s) above; no real users' data. Its use is subject to "
               "the generator model's license and terms. EmoBench (MIT license, Sabour et al. 2024) was used only "

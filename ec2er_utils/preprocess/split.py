@@ -71,7 +71,8 @@ def _features():
     features = {}
     for name, field in DatasetItem.model_fields.items():
         text = str(field.annotation)
-        features[name] = Sequence(Value("string")) if "list" in text else Value("string")
+        features[name] = (Sequence(Value("string")) if "list" in text else Value("float64") if "float" in text
+                          else Value("bool") if "bool" in text else Value("string"))
     return Features(features)
 
 
