@@ -87,7 +87,7 @@ def write_preprocess_report(data: Path) -> Path:
     fixture.parent.mkdir(parents=True, exist_ok=True)
     fixture.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     config = pp.PreprocessConfig(inputs=[str(fixture)], output_dir=str(data / "processed"), balance_min_cap=1,
-                                 validation_fraction=0.25, workers=1)
+                                 validation_fraction=0.25, workers=1, judge_backend=None)
     return pp.run_preprocess(config, references=[]).paths["report"]
 
 

@@ -137,7 +137,8 @@ def test_judge_errors_are_drops_and_an_unreachable_judge_stops():
 def test_the_chapter_keeps_judge_scores_in_the_processed_set_and_its_card(tmp_path, monkeypatch):
     monkeypatch.setenv("EC2ER_DATA_DIR", str(tmp_path))
     generator_outputs(tmp_path)
-    config = pp.PreprocessConfig(balance_min_cap=1, validation_fraction=0, workers=1, judge_threshold=0.5)
+    config = pp.PreprocessConfig(balance_min_cap=1, validation_fraction=0, workers=1, judge_threshold=0.5,
+                                 judge_backend=None)
     judge = ScriptedClient(lambda _c, i, _m: verdict(1) if i == 0 else verdict(4))
     run = pp.run_preprocess(config, references=[], judge=judge)
     step = run.report("quality judge")
@@ -147,7 +148,7 @@ def test_the_chapter_keeps_judge_scores_in_the_processed_set_and_its_card(tmp_pa
     card = (tmp_path / "processed" / "README.md").read_text()
     assert "LLM judge `scripted-model` (scripted), threshold 0.5: 9 -> 8, rejected 11%" in card
     report = json.loads((tmp_path / "processed" / "preprocess_report.json").read_text())
-    assert report["parameters"]["judge_backend"] is None  # the CPU demo's default; a client passed in is used
+    assert report["parameters"]["judge_backend"] is None  # a client passed in is used
 
 
 @pytest.mark.slow

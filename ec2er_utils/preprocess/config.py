@@ -33,7 +33,7 @@ class PreprocessConfig(StageConfig):
     emobench_dir: str | None = None  # None: $EMOBENCH_DIR, else shared/emobench, else Hugging Face
     dedup_threshold: float = Field(DEFAULT_THRESHOLD, gt=0, le=1)  # Levenshtein similarity of near-duplicates
     # the quality gate's LLM judge (judge.py); None: off
-    judge_backend: Literal["local", "openai"] | None = None
+    judge_backend: Literal["local", "openai"] | None = "local"  # the CPU demo judges with the embedded model
     judge_model: str | None = None  # local: None = the embedded model; openai: the served model's name
     judge_base_url: str | None = None  # openai: None = $OPENAI_BASE_URL
     judge_threshold: float = Field(0.75, ge=0, le=1)  # items whose weakest question scores lower are dropped
