@@ -153,6 +153,8 @@ class TrainConfig(StageConfig):
                                                            "None = only the final adapter")
     output_dir: str | None = Field(None, description="root of the runs; None = runs_dir() (EC2ER_RUNS_DIR)")
     run_id: str | None = Field(None, description="None = UTC timestamp")
+    min_confidence: float | None = Field(None, ge=0, le=1, description="train only on items whose §3.4 review "
+                                         "confidence is at least this (unreviewed items are kept); None: all")
     resume: bool = Field(False, description="continue from the newest checkpoint of run_id (None: this model's newest "
                                             "run): a disconnected Colab run goes on where it stopped")
     push_to_hub: bool = False
@@ -387,9 +389,10 @@ def token_statistics(questions: Sequence[Question], tokenizer, max_seq_length: i
 
 
 def load_questions(split: str = "train", *, file: str | os.PathLike | None = None,
-                   folder: str | os.PathLike | None = None) -> list[Question]:
+                   folder: str | os.PathLike | None = None, min_confidence: float | None = None) -> list[Question]:
     """Questions of a processed split (``data/processed/<split>.jsonl``, notebook 03) or of any JSONL of
-    :class:`~ec2er_utils.schemas.DatasetItem` s (``file``). EU items give two questions, EA items one."""
+    :class:`~ec2er_utils.schemas.DatasetItem` s (``file``). EU items give two questions, EA items one.
+    ``min_confidence`` drops reviewed items (§3.4) whose confidence is below it; unreviewed items are kept."""
     from .jsonl import read_jsonl
     from .preprocess import item_questions, load_split
     from .schemas import DatasetItem
@@ -402,6 +405,8 @@ def load_questions(split: str = "train", *, file: str | os.PathLike | None = Non
         items = read_jsonl(path, DatasetItem)
     else:
         items = load_split(split, folder=Path(folder) if folder is not None else None)
+    if min_confidence is not None:
+        items = [i for i in items if i.confidence is None or i.confidence >= min_confidence]
     return [question for item in items for question in item_questions(item)]
 
 
