@@ -48,7 +48,6 @@ from .decontaminate import decontaminate, load_emobench_scenarios
 from .dedup import dedup_groups, deduplicate
 from .filters import (
     EMOTION_FORMS,
-    TASK_CATEGORIES,
     check_answer_in_options,
     check_emotion_labels,
     check_explanation_consistency,
@@ -69,12 +68,12 @@ from .load import DEFAULT_INPUTS, find_inputs, input_files, load_items, read_ite
 from .pipeline import PreprocessRun, preprocess_items, run_preprocess, save_processed
 from .quality import QualityRules, check_text_quality, item_quality_problem
 from .questions import is_emotion_question, item_questions, question_slots
-from .report import PAPER_COUNTS, counts_vs_paper, dataset_card, skew_summary, steps_table
+from .report import counts_vs_paper, dataset_card, skew_summary, steps_table
 from .split import SPLITS, load_split, processed_dir, split_train_validation, write_splits
 from .steps import Drop, StepReport, StepResult
 
 __all__ = [
-    "DEFAULT_INPUTS", "EMOTION_FORMS", "JUDGE_SYSTEM_PROMPT", "PAPER_COUNTS", "SPLITS", "TASK_CATEGORIES", "Drop",
+    "DEFAULT_INPUTS", "EMOTION_FORMS", "JUDGE_SYSTEM_PROMPT", "SPLITS", "Drop",
     "JudgeUnavailable", "JudgeVerdict", "OnError", "PreprocessConfig", "PreprocessRun", "QualityRules", "StepReport",
     "StepResult", "answer_letter_counts", "balance_answer_positions", "balance_categories", "category_cap",
     "category_counts", "check_answer_in_options", "check_emotion_labels", "check_explanation_consistency",

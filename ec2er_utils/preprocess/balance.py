@@ -8,15 +8,15 @@ cap are dropped. The expected share of each sub-category is uniform (1/4 of its 
 
 from __future__ import annotations
 
-import hashlib
-import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..formatting import LETTERS
 from ..schemas import DatasetItem
-from .filters import TASK_CATEGORIES, cited_letters, rewrite_letter_citations
+from ..seeds import derived_seed, rng_for
+from ..taxonomy import TASK_CATEGORIES
+from .filters import cited_letters, rewrite_letter_citations
 from .questions import question_slots
 from .steps import StepReport, StepResult, drop
 
@@ -72,10 +72,6 @@ def balance_categories(items: Sequence[DatasetItem], *, ratio: float | None = 1.
              "before": before, "after": category_counts(kept)}
     return StepResult(kept, StepReport(step="category balance", n_in=len(items), n_out=len(kept), dropped=dropped,
                                        notes=notes))
-
-
-def _stable_key(*parts: Any) -> int:
-    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
 def answer_letter_counts(items: Iterable[DatasetItem]) -> dict[str, dict[str, int]]:
@@ -143,7 +139,7 @@ def balance_answer_positions(items: Sequence[DatasetItem], *, seed: int = 0) -> 
     for index, item in enumerate(items):
         for slot, options, _, _ in question_slots(item):
             ranked[f"{_position_group(item, slot, len(options))}|{slot}"].append(
-                (_stable_key(seed, item.item_id, slot), index))
+                (derived_seed(seed, item.item_id, slot), index))
     target: dict[tuple[int, str], int] = {}
     for key, members in ranked.items():
         n_options = int(key.split("|")[0].rsplit("/", 1)[1])
@@ -154,7 +150,7 @@ def balance_answer_positions(items: Sequence[DatasetItem], *, seed: int = 0) -> 
         orders, explanations = {}, {}
         for slot, options, answer, explanation in question_slots(item):
             others = sorted((o for o in options if o != answer), key=lambda o: (o.casefold(), o))
-            random.Random(_stable_key(seed, item.item_id, slot, "order")).shuffle(others)
+            rng_for(seed, item.item_id, slot, "order").shuffle(others)
             if answer in options:
                 others.insert(target[(index, slot)], answer)
             orders[slot] = others

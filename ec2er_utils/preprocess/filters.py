@@ -15,12 +15,10 @@ from collections.abc import Sequence
 
 from ..formatting import LETTERS
 from ..schemas import EA_CHOICES, EU_CAUSE_CHOICES, EU_EMOTION_CHOICES, DatasetItem
-from ..taxonomy import EA_CATEGORIES, EU_CATEGORIES, SCENARIO_WORDS, is_known_emotion, split_emotion_label
+from ..taxonomy import SCENARIO_WORDS, TASK_CATEGORIES, is_known_emotion, split_emotion_label
 from ..words import content_words
 from .questions import is_emotion_question, question_slots
 from .steps import StepReport, StepResult, run_check
-
-TASK_CATEGORIES = {"EU": EU_CATEGORIES, "EA": EA_CATEGORIES}
 
 # Word forms that name each emotion in running text (label leak, explanation consistency).
 EMOTION_FORMS: dict[str, tuple[str, ...]] = {

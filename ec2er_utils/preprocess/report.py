@@ -8,14 +8,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..schemas import DatasetItem
-from ..taxonomy import PAPER_EA_COUNTS, PAPER_EU_COUNTS
+from ..taxonomy import PAPER_COUNTS, TASK_CATEGORIES
 from .balance import category_counts
-from .filters import TASK_CATEGORIES
 from .questions import is_emotion_question, item_questions
 from .steps import StepReport
-
-PAPER_COUNTS = {"EU": PAPER_EU_COUNTS, "EA": PAPER_EA_COUNTS}
-
 
 def counts_vs_paper(items: Iterable[DatasetItem]) -> list[dict[str, Any]]:
     """Rows (task, category, ours, paper, our share, paper share) for a side-by-side table."""
