@@ -35,7 +35,7 @@ import json
 import string
 from dataclasses import dataclass
 
-from .schemas import EAItem, EUItem, MCQItem
+from .schemas import EAItem, EUItem
 
 LETTERS = string.ascii_uppercase
 
@@ -114,11 +114,6 @@ def question_from_ea(item: EAItem, explanation: str | None = None) -> Question:
     text = EA_QUESTION.format(question_type=item.question_type.lower(), subject=item.subject)
     return Question(item.scenario, text, tuple(item.choices), item.choices.index(item.label),
                     explanation or getattr(item, "explanation", None), "EA")
-
-
-def question_from_mcq(item: MCQItem) -> Question:
-    return Question(item.scenario, item.question, tuple(item.options), item.options.index(item.correct_answer),
-                    item.explanation, item.task)
 
 
 def chat_messages(question: Question, *, with_answer: bool) -> list[dict[str, str]]:

@@ -1,9 +1,8 @@
 """Item schemas shared by generation, preprocessing, training and evaluation.
 
-EU and EA items use EmoBench's own field names (``EU.jsonl`` / ``EA.jsonl``), so generated items, EmoBench items
-and training examples all go through the same formatting code. Generated items add a chain-of-thought
-explanation and provenance. ``MCQItem`` is the paper's generic training record (§3.3: scenario, question,
-options, correct answer, explanation), which the concise pipeline writes directly.
+``EUItem`` / ``EAItem`` are EmoBench's items with its own field names (``EU.jsonl`` / ``EA.jsonl``), as the
+benchmark is read. ``DatasetItem`` is the one record of a training item, written by both generators (MADS in
+EmoBench's EU/EA shape, concise as the paper's generic MCQ, §3.3) and read by preprocessing and training.
 """
 
 from __future__ import annotations
@@ -37,18 +36,6 @@ def _distinct_nonempty(values: list[str], what: str) -> list[str]:
 def _label_in(label: str, choices: list[str], what: str) -> None:
     if label.strip() not in choices:
         raise ValueError(f"{what} {label!r} is not one of the choices {choices}")
-
-
-class Provenance(BaseModel):
-    """Where a generated item came from."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    pipeline: Literal["mads", "concise"]
-    generator_model: str
-    persona_id: str
-    dialogue_id: str
-    theme: str | None = None
 
 
 class EUItem(BaseModel):
@@ -105,59 +92,6 @@ class EAItem(BaseModel):
     def _label_is_a_choice(self):
         self.choices = _distinct_nonempty(self.choices, "choices")
         _label_in(self.label, self.choices, "label")
-        return self
-
-
-class GeneratedEUItem(EUItem):
-    """An EU item written by an extraction agent, with its chain-of-thought and where it came from."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    emotion_explanation: str = Field(min_length=1)
-    cause_explanation: str = Field(min_length=1)
-    provenance: Provenance
-
-    @field_validator("cause_choices")
-    @classmethod
-    def _four_causes(cls, value: list[str]) -> list[str]:
-        if len(value) != EU_CAUSE_CHOICES:
-            raise ValueError(f"generated EU items have exactly {EU_CAUSE_CHOICES} cause choices, got {len(value)}")
-        return value
-
-
-class GeneratedEAItem(EAItem):
-    """An EA item written by an extraction agent, with its chain-of-thought and where it came from."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True,
-                              serialize_by_alias=True)
-
-    explanation: str = Field(min_length=1)
-    provenance: Provenance
-
-
-class MCQItem(BaseModel):
-    """The paper's generic training record (§3.3): one question, its options, the answer and the explanation."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    item_id: str
-    task: Literal["EU", "EA"]
-    category: str  # an EmoBench EU coarse_category or EA category
-    scenario: str = Field(min_length=1)
-    question: str = Field(min_length=1)
-    options: list[str] = Field(min_length=2, max_length=8)
-    correct_answer: str
-    explanation: str = Field(min_length=1)
-    provenance: Provenance | None = None
-
-    @model_validator(mode="after")
-    def _answer_is_an_option(self):
-        self.options = _distinct_nonempty(self.options, "options")
-        _label_in(self.correct_answer, self.options, "correct_answer")
-        if self.task == "EU" and self.category not in EU_CATEGORIES:
-            raise ValueError(f"EU category {self.category!r} is not one of {list(EU_CATEGORIES)}")
-        if self.task == "EA" and self.category not in EA_CATEGORIES:
-            raise ValueError(f"EA category {self.category!r} is not one of {list(EA_CATEGORIES)}")
         return self
 
 

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from ec2er_utils.formatting import (assistant_response, chat_messages, question_from_ea, questions_from_eu,
                                     response_schema, user_prompt)
 from ec2er_utils.paths import shared_dir
-from ec2er_utils.schemas import EAItem, EUItem, GeneratedEAItem, MCQItem
+from ec2er_utils.schemas import EAItem, EUItem
 
 EMOBENCH = shared_dir() / "emobench" if shared_dir() else None
 needs_emobench = pytest.mark.skipif(EMOBENCH is None, reason="../shared/emobench not present")
@@ -47,25 +47,6 @@ def test_broken_eu_items_are_rejected_with_the_reason(change, problem):
         EUItem.model_validate({**EU, **change})
 
 
-def test_generated_items_need_explanation_and_provenance():
-    with pytest.raises(ValidationError, match="explanation"):
-        GeneratedEAItem.model_validate(EA)
-    provenance = {"pipeline": "mads", "generator_model": "smollm2", "persona_id": "p1", "dialogue_id": "d1"}
-    item = GeneratedEAItem.model_validate({**EA, "explanation": "Telling a counselor protects him.",
-                                           "provenance": provenance})
-    assert item.provenance.pipeline == "mads"
-
-
-def test_mcq_answer_must_be_an_option_and_category_known():
-    good = dict(item_id="i", task="EA", category="Social-Self", scenario="s", question="q", options=["x", "y"],
-                correct_answer="y", explanation="e")
-    assert MCQItem.model_validate(good).correct_answer == "y"
-    with pytest.raises(ValidationError, match="not one of the choices"):
-        MCQItem.model_validate({**good, "correct_answer": "z"})
-    with pytest.raises(ValidationError, match="EA category"):
-        MCQItem.model_validate({**good, "category": "complex_emotions"})
-
-
 def test_eu_item_becomes_emotion_and_cause_questions_in_the_paper_format():
     emotion, cause = questions_from_eu(EUItem.model_validate(EU), "She is moved.", "The thumbs-up.")
     prompt = user_prompt(emotion)
@@ -96,15 +77,3 @@ def test_response_schema_restricts_letters():
     jsonschema.validate({"reasoning": "r", "answer": "F"}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"reasoning": "r", "answer": "G"}, schema)
-
-
-def test_generated_eu_items_have_exactly_four_causes():
-    from ec2er_utils.schemas import GeneratedEUItem
-
-    provenance = {"pipeline": "concise", "generator_model": "m", "persona_id": "p", "dialogue_id": "d"}
-    extra = {"emotion_explanation": "e", "cause_explanation": "c", "provenance": provenance}
-    assert GeneratedEUItem.model_validate({**EU, **extra}).cause_label == "b"
-    six = {**EU, **extra, "cause_choices": list("abcdef")}
-    assert EUItem.model_validate(six)  # EmoBench has some 6-cause items
-    with pytest.raises(ValidationError, match="exactly 4 cause choices"):
-        GeneratedEUItem.model_validate(six)

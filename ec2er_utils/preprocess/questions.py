@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from ..formatting import Question, question_from_ea, question_from_mcq, questions_from_eu
-from ..schemas import DatasetItem, EAItem, EUItem, MCQItem
+from ..formatting import Question, question_from_ea, questions_from_eu
+from ..schemas import DatasetItem, EAItem, EUItem
 from ..taxonomy import is_known_emotion
 
 
@@ -44,7 +44,5 @@ def item_questions(item: DatasetItem) -> list[Question]:
         ea = EAItem(qid=item.item_id, category=item.category, question_type=item.question_type,
                     scenario=item.scenario, subject=item.subject, choices=item.options, label=item.correct_answer)
         return [question_from_ea(ea, item.explanation)]
-    mcq = MCQItem(item_id=item.item_id, task=item.task, category=item.category, scenario=item.scenario,
-                  question=item.question, options=item.options, correct_answer=item.correct_answer,
-                  explanation=item.explanation)
-    return [question_from_mcq(mcq)]
+    return [Question(item.scenario, item.question, tuple(item.options), item.options.index(item.correct_answer),
+                     item.explanation, item.task)]
