@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from ec2er_utils import attributes as A
 from ec2er_utils import personas as P
 from ec2er_utils.seeds import rng_for
 from ec2er_utils import themes as T
@@ -192,16 +193,16 @@ def test_coverage_shows_values_never_seen_and_unknowns():
 
 
 def test_attributes_are_reproducible_and_cover_every_list():
-    draws = [P.sample_attributes(rng_for(5, "attributes", i)) for i in range(3000)]
-    assert draws[:20] == [P.sample_attributes(rng_for(5, "attributes", i)) for i in range(20)]
-    for field, (kind, values) in P.ATTRIBUTE_LISTS.items():
+    draws = [A.sample_attributes(rng_for(5, "attributes", i)) for i in range(3000)]
+    assert draws[:20] == [A.sample_attributes(rng_for(5, "attributes", i)) for i in range(20)]
+    for field, (kind, values) in A.ATTRIBUTE_LISTS.items():
         assert TAXONOMY[kind] == values
         assert {getattr(a, field) for a in draws} == set(values), field
 
 
 def test_low_insight_avoidance_is_withdrawn_and_high_insight_problem_solving_is_direct():
     rng = random.Random(11)
-    draws = [P.sample_attributes(rng) for _ in range(30000)]
+    draws = [A.sample_attributes(rng) for _ in range(30000)]
     deflecting = {"withdrawn_indirect", "sarcastic_deflecting"}
 
     def shares(insight, coping):
@@ -220,10 +221,10 @@ def test_low_insight_avoidance_is_withdrawn_and_high_insight_problem_solving_is_
 def test_disposition_and_theme_shift_the_attributes():
     expressive = grid_persona(baseline_disposition="expressive")
     rng = random.Random(2)
-    venting = Counter(P.sample_attributes(rng, expressive).coping_style for _ in range(6000))["venting"] / 6000
+    venting = Counter(A.sample_attributes(rng, expressive).coping_style for _ in range(6000))["venting"] / 6000
     assert venting > 1.5 / 6  # uniform would be 1/6
     caregiving = T.theme_by_name("caregiving")
-    domains = Counter(P.sample_attributes(rng, None, caregiving).conflict_domain for _ in range(6000))
+    domains = Counter(A.sample_attributes(rng, None, caregiving).conflict_domain for _ in range(6000))
     assert domains.most_common(1)[0][0] == "caregiving_burden"
 
 

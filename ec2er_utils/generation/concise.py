@@ -32,11 +32,12 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from ..attributes import sample_attributes
 from ..jsonl import append_jsonl, iter_jsonl, write_json_atomic, write_jsonl_atomic
 from ..llm import ChatResult, LLMClient, LLMError
 from ..parameters import StageConfig
 from ..paths import data_dir
-from ..personas import Persona, sample_attributes, sample_personas
+from ..personas import Persona, sample_personas
 from ..seeds import rng_for
 from ..schemas import DatasetItem
 from ..taxonomy import CONCISE_ROUNDS, EA_CATEGORIES, EU_CATEGORIES, SCENARIO_WORDS

@@ -68,11 +68,12 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from ..attributes import AttributeSet, sample_attributes
 from ..jsonl import append_jsonl, iter_jsonl, write_json_atomic
 from ..llm import ChatResult, LLMClient, LLMError
 from ..parameters import StageConfig
 from ..paths import data_dir
-from ..personas import AttributeSet, Persona, compatibility, sample_attributes
+from ..personas import Persona, compatibility
 from ..seeds import rng_for
 from ..taxonomy import EA_CATEGORIES, EA_QUESTION_TYPES, EU_CATEGORIES, MADS_TURNS, SCENARIO_WORDS
 from ..themes import THEMES, Theme
