@@ -51,6 +51,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .figures import plot_training_loss
 from .formatting import Question, chat_messages
+from .hub import publish_folder
 from .jsonl import read_json, write_json_atomic
 from .models import (
     ADAPTER_DIR,
@@ -978,33 +979,6 @@ def model_card(run_dir: str | os.PathLike, scores: dict[str, float] | None = Non
     return "\n".join(lines)
 
 
-class HubPushError(RuntimeError):
-    """An upload to the Hugging Face Hub failed; the message says the run is safe on disk and how to push it later."""
-
-
-def check_hub_access(repo_id: str, token: str | None = None) -> str:
-    """Before training: the repository id is valid and the token may write (``HF_TOKEN`` or the cached login).
-    Returns the account name; raises ValueError / PermissionError naming the fix."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise ValueError(f"hub_model_id {repo_id!r} is not a valid repository id ({err}); use 'your-name/name'") \
-            from None
-    if "/" not in repo_id:
-        raise ValueError(f"hub_model_id {repo_id!r} needs its owner: 'your-name/{repo_id}'")
-    try:
-        account = HfApi(token=token).whoami()["name"]
-    except Exception as err:  # noqa: BLE001 - no token, a revoked one, no network: the same advice
-        raise PermissionError(f"cannot push to {repo_id}: the Hugging Face Hub did not accept a token "
-                              f"({type(err).__name__}). Set HF_TOKEN (Colab: the secret HF_TOKEN, write access), "
-                              "or set push_to_hub False and push later with training.push_to_hub(run_dir, ...).") \
-            from None
-    return account
-
-
 def push_to_hub(run_dir: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = True,
                 scores: dict[str, float] | None = None, dataset_ids: Sequence[str] = ()) -> str:
     """Upload a run's adapter, tokenizer, config, metrics, loss plot and model card to the Hugging Face Hub.
@@ -1015,20 +989,6 @@ def push_to_hub(run_dir: str | os.PathLike, repo_id: str, *, token: str | None =
     run_dir = Path(run_dir)
     adapter_dir = adapter_folder(run_dir)
     (run_dir / "README.md").write_text(model_card(run_dir, scores, dataset_ids), encoding="utf-8")
-    try:
-        return _upload(run_dir, adapter_dir, repo_id, token=token, private=private)
-    except Exception as err:  # noqa: BLE001 - network, auth, quota: the run is safe either way
-        raise HubPushError(
-            f"pushing {run_dir} to {repo_id} failed ({type(err).__name__}: {str(err)[:300]}). The adapter is safe "
-            f"on disk in {adapter_dir}. Push it later, e.g. from notebook 04 or a Python shell: "
-            f"ec2er_utils.training.push_to_hub({str(run_dir)!r}, {repo_id!r})") from None
-
-
-def _upload(run_dir: Path, adapter_dir: Path, repo_id: str, *, token: str | None, private: bool) -> str:
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     staging = run_dir / ".hub_upload"
     if staging.exists():
         shutil.rmtree(staging)
@@ -1037,11 +997,11 @@ def _upload(run_dir: Path, adapter_dir: Path, repo_id: str, *, token: str | None
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, staging / ("training_config.json" if name == "config.json" else name))
     try:
-        api.upload_folder(folder_path=str(staging), repo_id=repo_id, repo_type="model",
-                          commit_message="EC2ER LoRA adapter (ec2er_utils.training)")
+        return publish_folder(staging, repo_id, repo_type="model", token=token, private=private,
+                              commit_message="EC2ER LoRA adapter (ec2er_utils.training)",
+                              later=f"ec2er_utils.training.push_to_hub({str(run_dir)!r}, {repo_id!r})")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return str(url)
 
 
 def describe_run(run_dir: str | os.PathLike) -> str:

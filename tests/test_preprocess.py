@@ -569,3 +569,42 @@ def test_load_split_says_which_notebook_to_run(tmp_path):
         pp.load_split("train", tmp_path)
     with pytest.raises(ValueError, match="split"):
         pp.load_split("test", tmp_path)
+
+
+def test_the_dataset_card_header_is_valid_and_the_push_sends_the_splits(tmp_path, monkeypatch):
+    """The card's YAML header (huggingface_hub's DatasetCard) names the split files; the push goes through a local
+    stand-in for the Hub API (no network here), and a failed push says the files are safe."""
+    import huggingface_hub
+    from huggingface_hub import DatasetCard
+
+    from ec2er_utils.hub import HubPushError
+
+    split = {"train": [mcq_item()], "validation": [mcq_item(item_id="m2")]}
+    paths = pp.save_processed(split, [], {"method": "test"}, tmp_path / "processed")
+    card = DatasetCard(paths["card"].read_text(encoding="utf-8"))
+    assert card.data.configs == [{"config_name": "default", "data_files": [
+        {"split": "train", "path": "train.jsonl"}, {"split": "validation", "path": "validation.jsonl"}]}]
+    assert "multiple-choice-qa" in card.data.task_ids and card.data.size_categories == ["n<1K"]
+    calls = []
+
+    class StandIn:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **options):
+            calls.append(("create", repo_id, options["repo_type"]))
+            return f"https://huggingface.co/datasets/{repo_id}"
+
+        def upload_folder(self, **options):
+            if options["repo_id"] == "ada/broken":
+                raise ConnectionError("unreachable")
+            calls.append(("upload", options["folder_path"], options["allow_patterns"]))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", StandIn)
+    assert pp.push_dataset(tmp_path / "processed", "ada/ec2er-items") == "https://huggingface.co/datasets/ada/ec2er-items"
+    assert calls == [("create", "ada/ec2er-items", "dataset"),
+                     ("upload", str(tmp_path / "processed"), ["train.jsonl", "validation.jsonl", "README.md"])]
+    with pytest.raises(HubPushError, match="files are safe on disk .*push_dataset"):
+        pp.push_dataset(tmp_path / "processed", "ada/broken")
+    with pytest.raises(ValueError, match="hub_dataset_id is None"):
+        pp.PreprocessConfig(push_to_hub=True)

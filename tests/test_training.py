@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from ec2er_utils import training  # imports Unsloth first, as the notebook does
 from ec2er_utils.figures import plot_training_loss
 from ec2er_utils.formatting import Question, assistant_response, question_from_ea, questions_from_eu
+from ec2er_utils.hub import HubPushError, check_hub_access
 from ec2er_utils.models import UnknownModelError
 from ec2er_utils.parameters import ParameterError
 from ec2er_utils.schemas import DatasetItem
@@ -443,14 +444,14 @@ def test_hub_target_is_checked_before_training(monkeypatch):
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: StandInHub(token))
-    assert training.check_hub_access("ada/ec2er-lora") == "ada"
+    assert check_hub_access("ada/ec2er-lora") == "ada"
     with pytest.raises(ValueError, match="needs its owner"):
-        training.check_hub_access("ec2er-lora")
+        check_hub_access("ec2er-lora")
     with pytest.raises(ValueError, match="not a valid repository id"):
-        training.check_hub_access("ada/bad name!")
+        check_hub_access("ada/bad name!")
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: StandInHub(token, account=None))
     with pytest.raises(PermissionError, match="Set HF_TOKEN .*push later"):
-        training.check_hub_access("ada/ec2er-lora")
+        check_hub_access("ada/ec2er-lora")
 
 
 @pytest.mark.slow
@@ -476,7 +477,7 @@ def test_push_sends_the_adapter_and_card_and_a_failed_push_says_the_run_is_safe(
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "training_config.json"} <= set(upload[2])
     assert not (trained["run_dir"] / ".hub_upload").exists()
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: StandInHub(token, fail=True))
-    with pytest.raises(training.HubPushError, match=r"adapter is safe on disk .*push_to_hub\("):
+    with pytest.raises(HubPushError, match=r"files are safe on disk .*push_to_hub\("):
         training.push_to_hub(trained["run_dir"], "ada/ec2er-lora")
     assert (trained["run_dir"] / "adapter" / "adapter_model.safetensors").is_file()
 

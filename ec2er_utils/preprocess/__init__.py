@@ -65,7 +65,7 @@ from .filters import (
 )
 from .judge import JUDGE_SYSTEM_PROMPT, JudgeUnavailable, JudgeVerdict, judge_items, make_judge_client
 from .load import DEFAULT_INPUTS, find_inputs, input_files, load_items, read_items
-from .pipeline import PreprocessRun, preprocess_items, run_preprocess, save_processed
+from .pipeline import PreprocessRun, preprocess_items, push_dataset, run_preprocess, save_processed
 from .quality import QualityRules, check_text_quality, item_quality_problem
 from .questions import is_emotion_question, item_questions, question_slots
 from .report import counts_vs_paper, dataset_card, skew_summary, steps_table
@@ -83,6 +83,6 @@ __all__ = [
     "is_emotion_question", "item_quality_problem", "item_questions", "judge_items", "letter_answer",
     "letter_uniformity", "load_emobench_scenarios", "load_items", "load_split", "make_judge_client",
     "preprocess_items", "processed_dir", "question_slots", "read_items", "rewrite_letter_citations",
-    "run_preprocess", "save_processed", "skew_summary", "split_train_validation", "steps_table", "validate_items",
-    "write_splits",
+    "push_dataset", "run_preprocess", "save_processed", "skew_summary", "split_train_validation", "steps_table",
+    "validate_items", "write_splits",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..parameters import StageConfig
 from .dedup import DEFAULT_THRESHOLD
@@ -46,8 +46,16 @@ class PreprocessConfig(StageConfig):
     validation_fraction: float = Field(0.1, ge=0, lt=1)  # share of items held out for validation
     seed: int = 0  # answer-position shuffling, the review sample and the train/validation split
     output_dir: str | None = None  # None: data/processed
+    push_to_hub: bool = False  # publish the processed set (train, validation, card) as a Hugging Face dataset
+    hub_dataset_id: str | None = None  # e.g. "your-name/ec2er-items" when push_to_hub is True
     workers: int = -1  # processes for similarity search (rapidfuzz); -1: all cores
 
     @property
     def quality_rules(self) -> QualityRules:
         return QualityRules(**{name: getattr(self, name) for name in QualityRules.model_fields})
+
+    @model_validator(mode="after")
+    def _hub_target(self):
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise ValueError("push_to_hub is True but hub_dataset_id is None: set it to e.g. 'your-name/ec2er-items'")
+        return self

@@ -129,3 +129,15 @@ def run_preprocess(config: PreprocessConfig | None = None, *, references: Sequen
     extra = {"parameters": config.model_dump(), "skew": skew_summary(final)}
     paths = save_processed(split, reports, split_notes, config.output_dir, inputs=files, extra_report=extra)
     return PreprocessRun(config, files, reports, final, split, split_notes, paths)
+
+
+def push_dataset(folder: str | os.PathLike | None, repo_id: str, *, token: str | None = None,
+                 private: bool = True) -> str:
+    """Publish the processed set (``train.jsonl``, ``validation.jsonl`` and the dataset card, whose YAML header
+    makes ``datasets.load_dataset(repo_id)`` read them) as a Hugging Face dataset; returns its URL."""
+    from ..hub import publish_folder
+
+    out = processed_dir(folder)
+    return publish_folder(out, repo_id, repo_type="dataset", files=["train.jsonl", "validation.jsonl", "README.md"],
+                          token=token, private=private, commit_message="EC2ER processed set (ec2er_utils.preprocess)",
+                          later=f"ec2er_utils.preprocess.push_dataset({str(out)!r}, {repo_id!r})")

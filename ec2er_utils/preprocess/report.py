@@ -97,11 +97,26 @@ def review_card(review: StepReport | None, items: Sequence[DatasetItem]) -> list
     return lines
 
 
+def card_header(split: dict[str, list[DatasetItem]]) -> str:
+    """The card's YAML header for the Hugging Face Hub (``huggingface_hub.DatasetCardData``): license, task
+    categories, size, and one config whose splits are the JSONL files, so ``load_dataset(repo_id)`` reads them."""
+    from huggingface_hub import DatasetCardData
+
+    n = sum(len(part) for part in split.values())
+    size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K"
+    files = [{"split": name, "path": f"{name}.jsonl"} for name, part in split.items() if part]
+    return DatasetCardData(
+        license="other", license_name="generator-model-terms", language=["en"], pretty_name="EC2ER processed",
+        task_categories=["question-answering", "text-generation"], task_ids=["multiple-choice-qa"],
+        size_categories=[size], tags=["emotional-reasoning", "synthetic", "emobench", "chain-of-thought"],
+        configs=[{"config_name": "default", "data_files": files}]).to_yaml()
+
+
 def dataset_card(split: dict[str, list[DatasetItem]], reports: Sequence[StepReport], split_notes: dict[str, Any],
                  *, inputs: Sequence[str] = ()) -> str:
     """The dataset card (README.md) for data/processed: counts, provenance, filters, license note."""
     everything = [i for part in split.values() for i in part]
-    lines = ["# EC2ER synthetic emotional-reasoning training set (processed)", "",
+    lines = ["---", card_header(split), "---", "", "# EC2ER synthetic emotional-reasoning training set (processed)", "",
              "Written by `notebooks/03_preprocess.ipynb` (`ec2er_utils.preprocess`), paper §3.3-3.4.", "",
              "## Counts", "", "| split | EU items | EA items | questions |", "|---|---:|---:|---:|"]
     for name, part in split.items():
