@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from ec2er_utils.evaluation.runner import NoAnswers, evaluate
+from ec2er_utils.evaluation.runner import EvalConfig, NoAnswers, evaluate
 from ec2er_utils.evaluation.scoring import Prediction
 from ec2er_utils.generation.concise import ConciseConfig, run_concise
 from ec2er_utils.generation import make_generator_client
@@ -929,14 +929,17 @@ needs_emobench = pytest.mark.skipif(shared_dir() is None or not (shared_dir() / 
 def test_evaluation_stops_at_a_fatal_answer_and_when_no_item_is_answered(tmp_path):
     """A rejected key stops evaluation before any prediction is written; a chunk in which no item got an answer
     stops it too, keeping the chunks before it, and running again with a working server resumes after them."""
-    options = dict(backend="openai", protocol="official", tasks=("EA",), data_dir=shared_dir() / "emobench",
-                   out_dir=tmp_path, progress=False, n_resamples=200, attempts=1)
+    def config(**changes):
+        return EvalConfig(model="served-model", adapter=None, backend="openai", protocol="official", tasks=("EA",),
+                          emobench_dir=str(shared_dir() / "emobench"), out_dir=str(tmp_path), n_resamples=200,
+                          attempts=1, **changes)
+
     predictions = tmp_path / "EA-en.predictions.jsonl"
     with StatusServer(401, detail=f"bad key {FAKE_KEY}") as server:
         client = make_client("openai", "served-model", base_url=server.base_url, api_key=FAKE_KEY, max_retries=2,
                              progress=False)
         with pytest.raises(LLMFatalError) as info:
-            evaluate("served-model", limit=3, client=client, **options)
+            evaluate(config(limit=3), client=client, progress=False)
     assert server.requests == 3 and "rejected the API key" in str(info.value)
     assert "Evaluation stopped: nothing of this chunk was written" in str(info.value)
     assert not predictions.exists() and FAKE_KEY not in str(info.value) and files_holding(FAKE_KEY, tmp_path) == []
@@ -945,10 +948,10 @@ def test_evaluation_stops_at_a_fatal_answer_and_when_no_item_is_answered(tmp_pat
         return '{"answer": "A"}' if call == 0 else LLMRequestError("cannot reach http://127.0.0.1:9/v1")
 
     with pytest.raises(NoAnswers, match=r"none of the 2 items .*127.0.0.1:9.* resumes after them"):
-        evaluate("served-model", limit=4, chunk_size=2, client=ScriptedClient(dies_after_the_first_chunk), **options)
+        evaluate(config(limit=4, chunk_size=2), client=ScriptedClient(dies_after_the_first_chunk), progress=False)
     assert [r.status for r in read_jsonl(predictions, Prediction)] == ["ok", "ok"]
     healthy = ScriptedClient(lambda call, index, conversation: '{"answer": "A"}')
-    run = evaluate("served-model", limit=4, chunk_size=2, client=healthy, **options)
+    run = evaluate(config(limit=4, chunk_size=2), client=healthy, progress=False)
     assert sum(len(c) for c in healthy.conversations) == 2 and len(run.predictions["EA"]) == 4
     assert {r.status for r in read_jsonl(predictions, Prediction)} == {"ok"}
 

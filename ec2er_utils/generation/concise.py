@@ -46,7 +46,7 @@ from .dialogue import CLIENT, THERAPIST, Conversation, transcript
 from .items import CategoryBalancer, ItemRejected, build_mcq_item, mcq_draft_schema, rejection, resolve_quotas
 from .lockstep import Algorithm, Request, run_one
 from .run_files import RunFiles, distribution, fingerprint
-from .runner import BatchedRun
+from .runner import BatchedRun, check_run_settings
 
 FILES = {"personas_final": "personas_final.json", "items_final": "items_final.jsonl",
          "personas_checkpoint": "personas_checkpoint.json", "items_checkpoint": "items_checkpoint.jsonl",
@@ -78,16 +78,10 @@ class ConciseConfig(StageConfig):
 
     @model_validator(mode="after")
     def _consistent(self):
-        low, high = self.background_words
-        if not 1 <= low <= high:
-            raise ValueError(f"background_words must be (low, high) with 1 <= low <= high, got {(low, high)}")
+        check_run_settings(self)
         if self.eu_items + self.ea_items < 1:
             raise ValueError(f"need at least one item per persona, got eu_items={self.eu_items}, "
                              f"ea_items={self.ea_items}")
-        resolve_quotas(self.quotas)  # raises on unknown categories
-        if self.shard_index >= self.num_shards:
-            raise ValueError(f"need 0 <= shard_index < num_shards, got shard_index={self.shard_index}, "
-                             f"num_shards={self.num_shards}")
         for task in ("EU", "EA"):  # raises, naming item_max_tokens, if the budget cannot hold such a scenario
             mcq_draft_schema(task, self.item_max_tokens, self.scenario_min_words)
         return self

@@ -93,7 +93,7 @@ from .items import (
 )
 from .lockstep import Algorithm, Request, run_one
 from .run_files import RunFiles, distribution, fingerprint
-from .runner import BatchedRun
+from .runner import BatchedRun, check_run_settings
 
 CRITERIA = ("scenario", "emotions", "causes", "dilemma")
 FILES = {"eu": "eu_items.jsonl", "ea": "ea_items.jsonl", "dialogues": "dialogues.jsonl",
@@ -134,17 +134,14 @@ class MADSConfig(StageConfig):
 
     @model_validator(mode="after")
     def _consistent(self):
-        for name in ("eu_items", "ea_items", "background_words"):
+        check_run_settings(self)
+        for name in ("eu_items", "ea_items"):
             low, high = getattr(self, name)
             if not 1 <= low <= high:
                 raise ValueError(f"{name} must be (low, high) with 1 <= low <= high, got {(low, high)}")
         if self.min_turns > self.max_turns:
             raise ValueError(f"min_turns ({self.min_turns}) is greater than max_turns ({self.max_turns}); the paper "
                              f"uses min_turns={MADS_TURNS[0]}, max_turns={MADS_TURNS[1]}")
-        resolve_quotas(self.quotas)  # raises on unknown categories
-        if self.shard_index >= self.num_shards:
-            raise ValueError(f"need 0 <= shard_index < num_shards, got shard_index={self.shard_index}, "
-                             f"num_shards={self.num_shards}")
         eu_draft_schema(self.item_max_tokens, self.scenario_min_words, mixed=True)  # raises if it cannot fit
         ea_draft_schema(self.item_max_tokens, self.scenario_min_words)
         if not MADS_TURNS[0] <= self.min_turns <= self.max_turns <= MADS_TURNS[1]:

@@ -25,6 +25,20 @@ from .lockstep import Algorithm, run_lockstep
 from .run_files import UnreachableWatch, failed_run
 
 
+def check_run_settings(config: Any) -> None:
+    """The checks MADS and concise configs share: ``background_words`` is (low, high) with 1 <= low <= high, the
+    quotas name real categories, and ``shard_index`` names one of ``num_shards`` shards."""
+    from .items import resolve_quotas
+
+    low, high = config.background_words
+    if not 1 <= low <= high:
+        raise ValueError(f"background_words must be (low, high) with 1 <= low <= high, got {(low, high)}")
+    resolve_quotas(config.quotas)
+    if config.shard_index >= config.num_shards:
+        raise ValueError(f"need 0 <= shard_index < num_shards, got shard_index={config.shard_index}, "
+                         f"num_shards={config.num_shards}")
+
+
 class BatchedRun:
     """Runs one shard of a plan in lockstep batches; subclasses define the unit, its files and its records."""
 
