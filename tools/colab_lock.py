@@ -49,7 +49,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from ec2er_utils.colab_install import COLAB_LOCK, RUNTIME_LINE, VLLM_LOCK, parse_lock, read_lock
+from ec2er_utils.colab_install import COLAB_LOCK, RUNTIME_LINE, VLLM_LOCK, parse_lock
 from ec2er_utils.paths import REPO_ROOT, shared_dir
 
 # The newest vLLM whose torch pin (2.10.0) is a CUDA 12.8 build on PyPI, the CUDA of Colab's own torch
@@ -304,23 +304,28 @@ def resolve(label: str, python: str, requirements: Sequence[str], *, constraints
     return Resolution(label, interpreter_version(python) or "?", packages, seconds)
 
 
-def resolve_colab(runtime: ColabRuntime, python: str) -> Resolution:
-    return resolve("colab", python, colab_requirements(), constraints=colab_constraints(runtime),
+def pins(lock: Mapping[str, str]) -> list[str]:
+    return [f"{name}=={version}" for name, version in lock.items()]
+
+
+def resolve_colab(runtime: ColabRuntime, python: str, lock: Mapping[str, str] | None = None) -> Resolution:
+    """The Colab set against Colab's runtime; with ``lock``, its pins too (checking the lock, not making one)."""
+    return resolve("colab", python, colab_requirements() + pins(lock or {}), constraints=colab_constraints(runtime),
                    stand_ins=runtime.packages, platforms=COLAB_PLATFORMS)
 
 
-def resolve_vllm(python: str, *, platforms: Sequence[str] = COLAB_PLATFORMS, label: str = "vllm") -> Resolution:
-    return resolve(label, python, [VLLM_REQUIREMENT], platforms=platforms,
+def resolve_vllm(python: str, lock: Mapping[str, str] | None = None, *, platforms: Sequence[str] = COLAB_PLATFORMS,
+                 label: str = "vllm") -> Resolution:
+    """vLLM's venv (:data:`VLLM_REQUIREMENT`), or with ``lock`` exactly the lock's pins."""
+    return resolve(label, python, pins(lock) if lock else [VLLM_REQUIREMENT], platforms=platforms,
                    options=["--uploaded-prior-to", VLLM_RESOLVED_AS_OF])
 
 
-def resolve_locked(label: str, python: str, lock: Path, requirements: Sequence[str] = (),
-                   constraints: Sequence[str] = ()) -> Resolution:
-    """A workstation's resolution: this interpreter's own platform, the lock's pins as constraints."""
-    pins = [f"{name}=={version}" for name, version in read_lock(lock).items()]
-    if requirements:
-        return resolve(label, python, requirements, constraints=list(constraints) + pins)
-    return resolve(label, python, pins, constraints=constraints)
+def resolve_workstation(python: str, runtime: ColabRuntime, lock: Mapping[str, str]) -> Resolution:
+    """The package with its GPU extra for a workstation's own Python and platform, held to the Colab lock's pins
+    and to Colab's torch version (the README's workstation install: torch first, then ``-c colab-gpu.txt``)."""
+    torch = f"torch=={Version(runtime.version('torch')).base_version}"
+    return resolve("workstation", python, pyproject_requirements(), constraints=[torch, *pins(lock)])
 
 
 # --------------------------------------------------------------------------------------------------------------
