@@ -251,7 +251,11 @@ class Server:
             self.stop(check_memory=False)
             raise
         colab.use_openai_endpoint(launch.base_url)
-        print(f"[launch] vLLM serves {served} after {time.monotonic() - started:.0f}s", flush=True)
+        answered = round(time.monotonic() - started, 1)
+        self.state.setdefault("server_runs", []).append({"model": model, "answered_after_s": answered,
+                                                         "baseline_mib": self.baseline_mib})
+        self.save()
+        print(f"[launch] vLLM serves {served} after {answered:.0f}s", flush=True)
 
     def stop(self, check_memory: bool = True) -> None:
         if self.process is None:
@@ -264,6 +268,8 @@ class Server:
             if used is not None:
                 print(f"[launch] GPU memory released: {used} MiB in use (before vLLM: {self.baseline_mib} MiB)",
                       flush=True)
+            if self.state.get("server_runs"):
+                self.state["server_runs"][-1].update(stopped=_now(), released_mib=used)
         self.state.pop("server", None)
         self.save()
 

@@ -361,3 +361,46 @@ def test_the_paper_set_up_runs_end_to_end_on_the_real_chapters_and_resumes_after
     assert 'base_url = "http://127.0.0.1:' in injected.source
     assert 'generator_model = "tiny/generator"' in injected.source
     assert all(path.name[:2] in {p.name[:2] for p in numbered_notebooks()} for path in (folder / "notebooks").iterdir())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The GPU smoke test (colab/smoke.py): what can be checked without a GPU
+
+
+def load_smoke():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ec2er_smoke", Path(colab.__file__).parent.parent / "colab" /
+                                                  "smoke.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_smoke_launch_is_the_papers_command_at_a_tiny_size_with_declared_parameters(tmp_path):
+    smoke = load_smoke()
+    settings = smoke.smoke_launch(tmp_path, "some/small-model", 8011)
+    steps = launch.plan(settings)  # every SMOKE name is a parameter of its notebook, or this raises
+    assert [s.id for s in steps] == ["00", "01", "02", "03", "04-smollm2", "05-smollm2", "06"]
+    by_id = {s.id: s.parameters for s in steps}
+    assert by_id["01"]["num_dialogues"] == 2 and by_id["01"]["generator_model"] == "some/small-model"
+    assert by_id["04-smollm2"]["max_steps"] == 5 and by_id["04-smollm2"]["load_in_4bit"] is True
+    assert by_id["05-smollm2"]["limit"] == 10 and by_id["05-smollm2"]["language"] == "en"  # 10 EU + 10 EA items
+    assert by_id["03"] == load_recipe("paper", "03")  # what is not made tiny is the paper's
+
+
+def test_the_smoke_test_fails_with_a_table_on_a_machine_without_gpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    assert load_smoke().main(["--storage", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL NVIDIA GPU" in out and "No NVIDIA GPU in this runtime" in out
+    assert "1 passed, 1 failed" in out  # the GPU row failed; only the time row passed
+
+
+@pytest.mark.slow
+def test_a_stand_in_gpu_does_not_fool_the_smoke_test(tmp_path, fake_gpu, capsys):
+    """nvidia-smi says A100, but torch sees no CUDA device: the smoke test fails at that row, before any launch."""
+    assert load_smoke().main(["--storage", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "PASS NVIDIA GPU" in out and "FAIL CUDA in torch" in out and "no CUDA device" in out
+    assert "vLLM's own venv" not in out
