@@ -9,9 +9,9 @@ where the repository lives: ``Repository = "https://github.com/OWNER/NAME"`` und
     python -m tools.colab_cells bootstrap                     # print the bootstrap cell
     python -m tools.colab_cells bootstrap --add notebooks/07_new.ipynb   # insert it into a new notebook
 
-``--write`` updates every notebook's bootstrap cell (``notebooks/*.ipynb``, ``colab/*.ipynb``), the README's block
-between its markers, and every other mention of the previous repository URL in those files (e.g. notebook 04's
-``git clone`` line).
+``--write`` updates every notebook's bootstrap cell and Colab GPU runtime metadata (``notebooks/*.ipynb``,
+``colab/*.ipynb``), the README's block between its markers, and every other mention of the previous repository URL
+in those files (e.g. notebook 04's ``git clone`` line).
 """
 
 from __future__ import annotations
