@@ -327,8 +327,11 @@ def run_step(step: Step, launch: Launch, folder: Path, state: dict[str, Any], sa
     parameters = dict(step.parameters)
     if "resume" in parameters or step.chapter in ("01", "02"):
         parameters["resume"] = earlier.get("status") == "started" and earlier.get("key") == step.key
-    if step.chapter == "04":
-        parameters["run_id"] = f"{launch.name}-{colab.run_stamp()}"
+    if step.chapter == "04":  # a training run cut off goes on from its last checkpoint, in the same run folder
+        interrupted = earlier.get("status") == "started" and earlier.get("key") == step.key
+        parameters["run_id"] = earlier["parameters"]["run_id"] if interrupted else \
+            f"{launch.name}-{colab.run_stamp()}"
+        parameters["resume"] = interrupted
     if step.chapter == "05":
         trained = state["steps"].get(f"04-{step.model}", {})
         if trained.get("status") != "done":

@@ -16,6 +16,7 @@ import nbformat
 import pytest
 
 from ec2er_utils import colab, launch
+from ec2er_utils.taxonomy import PAPER_MODELS
 from ec2er_utils.launch import Launch, LaunchError
 from ec2er_utils.notebooks import numbered_notebooks
 from ec2er_utils.recipes import load_recipe
@@ -61,7 +62,7 @@ def test_plan_runs_the_chapters_in_order_with_the_papers_recipes_and_one_trainin
     assert [s.id for s in launch.plan(Launch(models=["qwen"], chapters="4,5 6"))] == ["04-qwen", "05-qwen", "06"]
 
 
-@pytest.mark.parametrize("model", [*colab.PAPER_MODELS, "smollm2"])
+@pytest.mark.parametrize("model", [*PAPER_MODELS, "smollm2"])
 def test_every_parameter_the_launcher_passes_is_declared_by_the_notebook(model, storage):
     """Nothing the launcher asks for may be dropped by a notebook: the recipes, the server, the models, and what it
     adds when a step runs (resume, run_id, adapter)."""
