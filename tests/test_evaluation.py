@@ -387,7 +387,7 @@ def test_official_retries_really_retry_and_record_failures(items):
 def test_resume_skips_scored_items_and_repairs_a_partial_line(tmp_path):
     client = ScriptedClient(lambda call, index, conversation: '{"answer": "A"}')
     config = EvalConfig(adapter=None, protocol="official", tasks=("EA",), emobench_dir=SHARED / "emobench",
-                        out_dir=tmp_path, n_resamples=200, limit=3)
+                        out_dir=tmp_path, n_resamples=200, limit=3, orders="original")
     first = evaluate(config, client=client, progress=False)
     assert sum(len(c) for c in client.conversations) == 3
     assert len(first.predictions["EA"]) == 3

@@ -4,11 +4,17 @@
 when there is one; ``-cot`` is added to the protocol folder for chain-of-thought):
 
 - ``run.json``: the settings that produced the numbers (a re-run with different settings is refused);
-- ``<task>-<language>.predictions.jsonl``: one :class:`~ec2er_utils.evaluation.scoring.Prediction` per item,
-  appended chunk by chunk, so a killed run resumes where it stopped (already-scored qids are skipped; a partial
-  last line is cut first);
+- ``<task>-<language>.predictions.jsonl``: one :class:`~ec2er_utils.evaluation.scoring.Prediction` per item and
+  option order, appended chunk by chunk, so a killed run resumes where it stopped (already-scored (qid, shift)
+  pairs are skipped; a partial last line is cut first);
 - ``<task>.leaderboard.json``: per language, accuracy with 95% bootstrap intervals overall and per category,
-  emotion-only and cause-only accuracy (EU), the parse-failure rate, and the official harness's numbers.
+  emotion-only and cause-only accuracy (EU), the parse-failure rate, the official harness's numbers, the
+  letter-prior baselines and, with ``orders="cyclic"``, the accuracy averaged over option orders and the strict
+  accuracy (right under every order); see :mod:`~ec2er_utils.evaluation.orders`.
+
+``orders``: ``original`` asks each item in EmoBench's option order; ``cyclic`` also under every cyclic shift of
+its options (MMBench's CircularEval), which multiplies the work by the number of options (6 or 7 for EU, 4 for EA).
+The original order's result stays the official number. Every protocol is asked the rotated items the same way.
 
 Protocols (see :mod:`~ec2er_utils.evaluation.prompts`): ``official`` (EmoBench's prompts and JSON answer, free
 generation, parsed and scored like the official harness, with retries that really retry: greedy first, then
@@ -53,8 +59,9 @@ from ..paths import results_dir, runs_dir
 from ..taxonomy import OVERALL
 from . import parsing
 from .choice import ChoiceScorer, best_letter
+from .orders import BASELINES, check_orders, item_shifts, rotated
 from .prompts import OFFICIAL_MAX_NEW_TOKENS, gold_letters, official_messages, paper_messages, paper_questions
-from .scoring import DEFAULT_RESAMPLES, DEFAULT_SEED, Prediction, compare_predictions, summarize
+from .scoring import DEFAULT_RESAMPLES, DEFAULT_SEED, ITEM_METRICS, Prediction, compare_predictions, summarize
 
 PROTOCOLS: tuple[str, ...] = ("official", "paper", "choice")
 BACKENDS: tuple[str, ...] = ("local", "openai")
@@ -87,8 +94,10 @@ class EvaluationRun:
         """The leaderboards as a tidy table: one row per task, language, metric and category."""
         return leaderboard_frame(self)
 
-    def records(self, task: str, language: str | None = None) -> list[Prediction]:
-        return [r for r in self.predictions.get(task, []) if language is None or r.language == language]
+    def records(self, task: str, language: str | None = None, *, all_orders: bool = False) -> list[Prediction]:
+        """The task's records (of ``language``), in EmoBench's option order only unless ``all_orders``."""
+        return [r for r in self.predictions.get(task, [])
+                if (language is None or r.language == language) and (all_orders or r.shift == 0)]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -261,13 +270,13 @@ def _check_config(out_dir: Path, config: dict[str, Any]) -> None:
                          "them. Pass another label= or out_dir=, or delete that folder to start over.")
 
 
-def _read_existing(path: Path) -> dict[str, Prediction]:
+def _read_existing(path: Path) -> dict[tuple[str, int], Prediction]:
     if repair_jsonl_tail(path):
         print(f"[evaluate] {path.name}: cut a partial last line left by an interrupted run")
     if not path.exists():
         return {}
     try:
-        return {r.qid: r for r in read_jsonl(path, Prediction)}
+        return {(r.qid, r.shift): r for r in read_jsonl(path, Prediction)}
     except JSONLError as err:
         raise JSONLError(f"{err}. Delete {path} to re-score those items.") from None
 
@@ -290,6 +299,7 @@ class EvalConfig(StageConfig):
     language: str = "en"  # "en", "zh" or "all"
     limit: int | None = Field(None, ge=1)  # first items of each task and language; None: all
     cot: bool = False  # protocol "official" only: EmoBench's chain-of-thought prompt
+    orders: str = "cyclic"  # one of orders.ORDERS
     emobench_dir: Path | None = None  # folder with EU.jsonl and EA.jsonl
     tasks: tuple[str, ...] = TASKS
     out_dir: Path | None = None
@@ -318,6 +328,11 @@ class EvalConfig(StageConfig):
         if value not in BACKENDS:
             raise ValueError(f"Unknown backend {value!r}; use one of {', '.join(BACKENDS)}")
         return value
+
+    @field_validator("orders")
+    @classmethod
+    def _known_orders(cls, value: str) -> str:
+        return check_orders(value)
 
     @field_validator("language")
     @classmethod
@@ -383,7 +398,8 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
         max_tokens = OFFICIAL_MAX_NEW_TOKENS[cot] if protocol == "official" else PAPER_MAX_TOKENS
     temperature, seed = config.temperature, config.seed
     settings = {"label": label, "model": model, "adapter": str(adapter) if adapter is not None else None,
-                "backend": backend, "protocol": protocol, "cot": cot, "temperature": temperature,
+                "backend": backend, "protocol": protocol, "cot": cot, "orders": config.orders,
+                "temperature": temperature,
                 "retry_temperature": config.retry_temperature if protocol == "official" else None,
                 "attempts": config.attempts if protocol == "official" else None, "max_tokens": max_tokens,
                 "lenient": config.lenient if protocol == "official" else None,
@@ -425,22 +441,29 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
     for task, task_items in items.items():
         by_language: dict[str, list[Prediction]] = {}
         for lang in dict.fromkeys(item.language for item in task_items):
-            wanted = [item for item in task_items if item.language == lang]
+            # One unit of work per item and option order.
+            wanted = [(item, shift) for item in task_items if item.language == lang
+                      for shift in item_shifts(item, config.orders)]
             path = predictions_path(out_dir, task, lang)
             done = _read_existing(path)
-            pending = [item for item in wanted if item.qid not in done]
+            pending = [(item, shift) for item, shift in wanted if (item.qid, shift) not in done]
             if pending:
                 predict = predict or predictor()
-                bar = _progress(progress, len(wanted), len(wanted) - len(pending), f"{label} {protocol} {task}-{lang}")
+                bar = _progress(progress, len(wanted), len(wanted) - len(pending),
+                                f"{label} {protocol} {task}-{lang}", "item-order" if config.orders != "original"
+                                else "item")
                 for start in range(0, len(pending), chunk_size):
-                    chunk_records = _predicted_or_stopped(predict, pending[start:start + chunk_size], path)
+                    chunk = pending[start:start + chunk_size]
+                    chunk_records = [record.model_copy(update={"shift": shift}) for record, (_, shift) in
+                                     zip(_predicted_or_stopped(predict, [rotated(item, shift) for item, shift in chunk],
+                                                               path), chunk, strict=True)]
                     append_jsonl(path, chunk_records)
-                    done.update((r.qid, r) for r in chunk_records)
+                    done.update(((r.qid, r.shift), r) for r in chunk_records)
                     if bar is not None:
                         bar.update(len(chunk_records))
                 if bar is not None:
                     bar.close()
-            by_language[lang] = [done[item.qid] for item in wanted]
+            by_language[lang] = [done[item.qid, shift] for item, shift in wanted]
         run.predictions[task] = [r for records in by_language.values() for r in records]
         run.leaderboards[task] = _write_leaderboard(out_dir, task, settings, by_language, config.n_resamples,
                                                     seed)
@@ -472,12 +495,12 @@ def _official_model_name(model: str, backend: str) -> str:
     return f"{model} {resolve_model(model).hf_id}"
 
 
-def _progress(enabled: bool, total: int, initial: int, desc: str):
+def _progress(enabled: bool, total: int, initial: int, desc: str, unit: str = "item"):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="item")
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit)
 
 
 def _now() -> str:
@@ -490,7 +513,8 @@ def _write_leaderboard(out_dir: Path, task: str, config: dict[str, Any], by_lang
     previous = read_json(path).get("languages", {}) if path.exists() else {}
     languages = {**previous, **{lang: summarize(records, n_resamples=n_resamples, seed=seed)
                                 for lang, records in by_language.items()}}
-    board = {"task": task, **{k: config[k] for k in ("label", "model", "adapter", "backend", "protocol", "cot")},
+    board = {"task": task, **{k: config[k] for k in ("label", "model", "adapter", "backend", "protocol", "cot",
+                                                     "orders")},
              "ci": {"level": 0.95, "method": "percentile bootstrap", "n_resamples": n_resamples, "seed": seed},
              "updated": _now(), "languages": languages}
     write_json_atomic(path, board)
@@ -521,7 +545,10 @@ def load_run(out_dir: str | os.PathLike) -> EvaluationRun:
 
 
 def leaderboard_frame(*runs: EvaluationRun):
-    """One tidy table for any number of runs: label, protocol, task, language, metric, category, accuracy, CI."""
+    """One tidy table for any number of runs: label, protocol, task, language, metric, category, accuracy, CI,
+    n, chance, the letter-prior baselines (one column each, see :data:`~ec2er_utils.evaluation.orders.BASELINES`)
+    and the parse-failure rate. ``metric`` is ``accuracy`` (EmoBench's option order: the official number),
+    ``emotion_only``/``cause_only`` (EU), and with ``orders="cyclic"`` ``order_mean`` and ``strict``."""
     import pandas as pd
 
     rows = []
@@ -532,15 +559,65 @@ def leaderboard_frame(*runs: EvaluationRun):
                 for part in ("emotion_only", "cause_only"):
                     if part in summary:
                         metrics[part] = summary[part]
+                for metric in ("order_mean", "strict"):
+                    if metric in summary.get("orders", {}):
+                        metrics[metric] = summary["orders"][metric]
                 for metric, table in metrics.items():
                     for category, entry in table.items():
+                        baselines = entry.get("baselines", {})
                         rows.append({"label": board["label"], "protocol": board["protocol"], "task": task,
                                      "language": lang, "metric": metric, "category": category,
                                      "accuracy": entry["accuracy"], "ci_low": entry["ci_low"],
                                      "ci_high": entry["ci_high"], "n": entry["n"],
                                      "chance": entry.get("chance", float("nan")),
+                                     **{name: baselines.get(name, float("nan")) for name in BASELINES},
                                      "parse_failure_rate": summary["parse_failure_rate"]})
     return pd.DataFrame(rows)
+
+
+def robust_table(frame, *, language: str = "en", category: str = OVERALL):
+    """Per run and task: the official accuracy, the accuracy averaged over option orders and the strict accuracy,
+    each with its 95% CI and the letter-prior baselines scored the same way (rows: label, task, metric)."""
+    import pandas as pd
+
+    data = frame[(frame["language"] == language) & (frame["category"] == category)
+                 & frame["metric"].isin(ITEM_METRICS)]
+    if data.empty:
+        raise ValueError(f"no rows for language {language!r} and category {category!r} in the leaderboard")
+    table = data.assign(**{"95% CI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(data["ci_low"], data["ci_high"],
+                                                                                 strict=True)]})
+    order = {metric: i for i, metric in enumerate(ITEM_METRICS)}
+    table = table.sort_values(["label", "task", "metric"], key=lambda c: c.map(order) if c.name == "metric" else c,
+                              kind="stable")
+    columns = ["label", "task", "metric", "accuracy", "95% CI", "n", "chance", *BASELINES]
+    return pd.DataFrame(table[columns]).set_index(["label", "task", "metric"])
+
+
+def letter_table(*runs: EvaluationRun, language: str = "en"):
+    """Each run's answer-letter distribution beside the gold letters', per task and question: shares in
+    EmoBench's order (``answered``, ``gold``) and, for runs asked under several orders, over all orders
+    (``answered, all orders``; the gold letters are then spread evenly by construction)."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        for task, board in run.leaderboards.items():
+            summary = board["languages"].get(language)
+            if summary is None:
+                continue
+            every = summary.get("orders", {}).get("letters", {})
+            for part, counts in summary["letters"].items():
+                n_all = sum(every[part]["predicted"].values()) if part in every else 0
+                for letter in sorted({*counts["predicted"], *counts["gold"], *every.get(part, {}).get("predicted",
+                                                                                                      {})}):
+                    rows.append({"label": board["label"], "task": task, "question": part, "letter": letter,
+                                 "answered": counts["predicted"].get(letter, 0) / summary["n"],
+                                 "gold": counts["gold"].get(letter, 0) / summary["n"],
+                                 "answered, all orders": (every[part]["predicted"].get(letter, 0) / n_all
+                                                          if n_all else float("nan"))})
+    if not rows:
+        raise ValueError(f"no leaderboard for language {language!r} in these runs")
+    return pd.DataFrame(rows).set_index(["label", "task", "question", "letter"])
 
 
 def compare_runs(run_a: EvaluationRun, run_b: EvaluationRun, *, tasks: Sequence[str] | None = None,
@@ -550,13 +627,17 @@ def compare_runs(run_a: EvaluationRun, run_b: EvaluationRun, *, tasks: Sequence[
     """Paired comparison of run B against run A (e.g. base vs fine-tuned) per task and category, as a table.
 
     Each row: delta = accuracy(B) - accuracy(A) with a 95% paired bootstrap interval and the exact McNemar
-    p-value. With ``out_path`` the table is also written as JSON.
+    p-value. ``metric``: ``correct`` (EmoBench's order), ``emotion``/``cause`` (EU), or over the option orders
+    of runs made with ``orders="cyclic"``: ``strict`` or ``order_mean`` (see
+    :func:`~ec2er_utils.evaluation.scoring.compare_predictions`). With ``out_path`` the table is also written as
+    JSON.
     """
     import pandas as pd
 
     rows = []
     for task in tasks or [t for t in TASKS if t in run_a.predictions and t in run_b.predictions]:
-        records_a, records_b = run_a.records(task, language), run_b.records(task, language)
+        records_a = run_a.records(task, language, all_orders=True)
+        records_b = run_b.records(task, language, all_orders=True)
         if not records_a or not records_b:
             missing = run_a.label if not records_a else run_b.label
             raise ValueError(f"run {missing!r} has no {task}-{language} predictions to compare")
@@ -617,6 +698,18 @@ def describe_run(run: EvaluationRun, language: str = "en") -> str:
         lines.append(f"{task}: {overall['accuracy']:.3f} (95% CI {overall['ci_low']:.3f}-{overall['ci_high']:.3f}, "
                      f"n={overall['n']}) vs chance {chance:.3f}; {verdict}; parse failures "
                      f"{summary['parse_failure_rate']:.0%}.")
+        baselines = overall.get("baselines")
+        if baselines:
+            lines.append(f"  letter priors on the same items: always 'A' {baselines['always_A']:.3f}, always the "
+                         f"most common gold letter {baselines['majority_gold']:.3f}, answering at random with this "
+                         f"model's own letter shares {baselines['own_letters']:.3f}.")
+        orders = summary.get("orders")
+        if orders:
+            mean, strict = orders["order_mean"][OVERALL], orders["strict"][OVERALL]
+            lines.append(f"  over the cyclic option orders: {mean['accuracy']:.3f} on average (95% CI "
+                         f"{mean['ci_low']:.3f}-{mean['ci_high']:.3f}; always 'A' "
+                         f"{mean['baselines']['always_A']:.3f}), right under every order {strict['accuracy']:.3f} "
+                         f"({strict['ci_low']:.3f}-{strict['ci_high']:.3f}).")
         for part, counts in summary.get("letters", {}).items():
             letter, times = max(counts["predicted"].items(), key=lambda kv: kv[1])
             if times >= 0.8 * overall["n"]:
