@@ -154,7 +154,8 @@ def test_cyclic_resumes_an_original_run_asking_only_the_new_orders(tmp_path):
     config = EvalConfig(adapter=None, protocol="official", orders="original", tasks=("EA",), out_dir=tmp_path,
                         emobench_dir=SHARED / "emobench", n_resamples=200, limit=3)
     first = evaluate(config, client=client, progress=False)
-    assert sum(len(c) for c in client.conversations) == 3 and "orders" not in first.leaderboards["EA"]["languages"]["en"]
+    assert sum(len(c) for c in client.conversations) == 3
+    assert "orders" not in first.leaderboards["EA"]["languages"]["en"]
     cyclic = evaluate(config.model_copy(update={"orders": "cyclic"}), client=client, progress=False)
     assert sum(len(c) for c in client.conversations) == 3 + 3 * 3  # shifts 1-3 of each item, nothing twice
     shifts = sorted((r.qid, r.shift) for r in cyclic.records("EA", "en", all_orders=True))
