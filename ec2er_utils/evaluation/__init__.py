@@ -35,6 +35,7 @@ from .runner import (
     load_run,
     model_label,
     predict_choice,
+    predict_cloze,
     predict_official,
     predict_paper,
     predictions_path,
@@ -59,6 +60,6 @@ __all__ = [
     "letter_table", "lettered_choices", "load_run", "mcnemar_exact_p", "model_label", "ORDERS",
     "official_messages", "official_result_rows", "official_scores", "official_system_prompt",
     "official_user_prompt", "paired_bootstrap_ci", "paper_long_with_ours", "paper_questions", "paper_table1",
-    "parse_official_reply", "ParsedReply", "predict_choice", "predict_official", "predict_paper", "Prediction",
-    "predictions_path", "robust_table", "rotated", "run_folder", "summarize",
+    "parse_official_reply", "ParsedReply", "predict_choice", "predict_cloze", "predict_official", "predict_paper",
+    "Prediction", "predictions_path", "robust_table", "rotated", "run_folder", "summarize",
 ]

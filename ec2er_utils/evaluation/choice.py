@@ -25,8 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import cpu_speedups
-from ..formatting import Question, option_letters, user_prompt
-from .prompts import CHOICE_ANSWER_PREFIX
+from ..formatting import LETTERS, Question, option_letters, user_prompt
+from .prompts import CHOICE_ANSWER_PREFIX, cloze_prompt
+
+
+LETTERS_INDEX = {letter: i for i, letter in enumerate(LETTERS)}
 
 
 @dataclass
@@ -185,6 +188,62 @@ class ChoiceScorer:
             if bar is not None:
                 bar.close()
         return results  # type: ignore[return-value]
+
+    def option_loglikelihoods(self, questions: Sequence[Question], *, progress: bool = False,
+                              ) -> list[dict[str, tuple[float, int]]]:
+        """``cloze``: for each question, ``{letter: (log-likelihood, characters)}`` of each option's text as the
+        assistant's answer to :func:`~ec2er_utils.evaluation.prompts.cloze_prompt` (no options shown, so no
+        letter can be favoured). The prompt and each option are tokenized apart and joined, as
+        lm-evaluation-harness does; every (question, option) pair is one full sequence (no prefix sharing)."""
+        import torch
+
+        sequences: list[tuple[int, str, list[int], int]] = []  # (question, letter, tokens, continuation length)
+        for index, question in enumerate(questions):
+            opened = self.tokenizer.apply_chat_template([{"role": "user", "content": cloze_prompt(question)}],
+                                                        tokenize=False, add_generation_prompt=True)
+            context = self.tokenizer(opened, add_special_tokens=False)["input_ids"]
+            for letter, option in zip(option_letters(len(question.options)), question.options, strict=True):
+                continuation = self.tokenizer(option, add_special_tokens=False)["input_ids"]
+                sequences.append((index, letter, context + continuation, len(continuation)))
+        results: list[dict[str, tuple[float, int]]] = [{} for _ in questions]
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][2]))
+        budget = self.batch_size * max((len(s[2]) for s in sequences), default=1)
+        batches: list[list[int]] = []
+        for i in order:  # length-sorted batches of at most ``budget`` tokens, padding included
+            if batches and len(sequences[i][2]) * (len(batches[-1]) + 1) <= budget:
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        device = self.hf_model.device
+        iterator = batches
+        if progress and len(batches) > 1:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(batches, desc="cloze", unit="batch", leave=False)
+        for batch in iterator:
+            width = max(len(sequences[i][2]) for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):  # left padding: every continuation ends at the last position
+                tokens = sequences[i][2]
+                ids[r, width - len(tokens):] = torch.tensor(tokens)
+                mask[r, width - len(tokens):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            keep = max(sequences[i][3] for i in batch) + 1
+            with torch.inference_mode():
+                logits = self.hf_model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                       position_ids=positions.to(device), logits_to_keep=keep).logits
+                logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for r, i in enumerate(batch):
+                question, letter, tokens, length = sequences[i]
+                # logits at position t predict token t + 1: the last ``length`` tokens come from the ``length``
+                # positions before the end
+                predicted = logprobs[r, keep - 1 - length:keep - 1]
+                target = torch.tensor(tokens[-length:])
+                total = float(predicted.gather(-1, target[:, None]).sum())
+                results[question][letter] = (total, len(questions[question].options[LETTERS_INDEX[letter]]))
+        return results
 
     def _batches(self, rows: list[_Row], budget: int) -> list[list[_Row]]:
         """Rows sorted by length, each batch filled up to ``budget`` tokens, padding included."""

@@ -93,7 +93,14 @@ OFFICIAL_USER = {
 OFFICIAL_MAX_NEW_TOKENS = {False: 50, True: 2048}
 
 # ``choice`` reads the answer letter where the JSON asks for it, skipping the reasoning (see module docstring).
+# ``cloze`` shows no options and scores each option's text as the assistant's answer (see :func:`cloze_prompt`).
 CHOICE_ANSWER_PREFIX = '{\n  "answer": "'
+
+
+def cloze_prompt(question: Question) -> str:
+    """The ``cloze`` user turn: the paper format's scenario and question, without the options; the assistant's
+    answer is then each option's text in turn (the completion formulation of OLMES and lm-evaluation-harness)."""
+    return f"<scenario>\n{question.scenario}\n</scenario>\n\n<question>\n{question.question}\n</question>"
 
 
 def lettered_choices(choices: list[str] | tuple[str, ...]) -> str:

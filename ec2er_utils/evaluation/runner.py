@@ -19,9 +19,11 @@ The original order's result stays the official number. Every protocol is asked t
 Protocols (see :mod:`~ec2er_utils.evaluation.prompts`): ``official`` (EmoBench's prompts and JSON answer, free
 generation, parsed and scored like the official harness, with retries that really retry: greedy first, then
 sampled at ``retry_temperature`` with a new seed, up to ``attempts`` tries, the official ``num_retries``), ``paper``
-(the training format, ``{"reasoning", "answer"}`` JSON, schema-constrained on the local backend) and ``choice``
-(letter log-likelihoods, local models only). Departure: decoding is greedy by default (``temperature=0``) for
-reproducible numbers; the official harness samples API models at 0.6.
+(the training format, ``{"reasoning", "answer"}`` JSON, schema-constrained on the local backend), ``choice``
+(letter log-likelihoods, local models only) and ``cloze`` / ``cloze-norm`` (the log-likelihood of each option's
+text as the answer, options not shown; raw, or per character; local models only; with no letters to favour they
+are asked in EmoBench's order only, whatever ``orders`` says). Departure: decoding is greedy by default
+(``temperature=0``) for reproducible numbers; the official harness samples API models at 0.6.
 
 A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`: API key rejected, unknown model, no server) stops
 the run at once, and so does a chunk in which no item got an answer at all (:class:`NoAnswers`); either way that
@@ -63,7 +65,11 @@ from .orders import BASELINES, check_orders, item_shifts, rotated
 from .prompts import OFFICIAL_MAX_NEW_TOKENS, gold_letters, official_messages, paper_messages, paper_questions
 from .scoring import DEFAULT_RESAMPLES, DEFAULT_SEED, ITEM_METRICS, Prediction, compare_predictions, summarize
 
-PROTOCOLS: tuple[str, ...] = ("official", "paper", "choice")
+PROTOCOLS: tuple[str, ...] = ("official", "paper", "choice", "cloze", "cloze-norm")
+# Protocols that read a local model's log-probabilities instead of generating (deterministic: no seed).
+SCORED_PROTOCOLS = ("choice", "cloze", "cloze-norm")
+# Protocols that show no option letters: the answer cannot depend on the option order, so only EmoBench's is asked.
+ORDER_FREE_PROTOCOLS = ("cloze", "cloze-norm")
 BACKENDS: tuple[str, ...] = ("local", "openai")
 PAPER_MAX_TOKENS = 384
 OFFICIAL_RETRY_TEMPERATURE = 0.6  # the temperature the official harness uses for API models
@@ -160,6 +166,25 @@ def predict_choice(items: Sequence[EmoBenchItem], scorer: ChoiceScorer, *, progr
     for (index, part, _), scores in zip(questions, logprobs, strict=True):
         per_item[index][part] = scores
     return [_record(item, "choice", predicted={part: best_letter(s) for part, s in scores.items()},
+                    option_logprobs=scores)
+            for item, scores in zip(items, per_item, strict=True)]
+
+
+def predict_cloze(items: Sequence[EmoBenchItem], scorer: ChoiceScorer, *, normalise: bool = False,
+                  progress: bool = False) -> list[Prediction]:
+    """``cloze`` protocol: the option whose text is most likely as the answer, options not shown; ``normalise``
+    divides each option's log-likelihood by its length in characters (``cloze-norm``, lm-evaluation-harness's
+    ``acc_norm``), which removes the raw score's preference for short options. ``option_logprobs`` holds the
+    scores compared (raw or per character)."""
+    questions = [(index, part, question) for index, item in enumerate(items)
+                 for part, question in paper_questions(item).items()]
+    likelihoods = scorer.option_loglikelihoods([q for _, _, q in questions], progress=progress)
+    per_item: list[dict[str, dict[str, float]]] = [{} for _ in items]
+    for (index, part, _), options in zip(questions, likelihoods, strict=True):
+        per_item[index][part] = {letter: total / chars if normalise else total
+                                 for letter, (total, chars) in options.items()}
+    protocol = "cloze-norm" if normalise else "cloze"
+    return [_record(item, protocol, predicted={part: best_letter(s) for part, s in scores.items()},
                     option_logprobs=scores)
             for item, scores in zip(items, per_item, strict=True)]
 
@@ -349,9 +374,9 @@ class EvalConfig(StageConfig):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.protocol == "choice" and self.backend != "local":
-            raise ValueError("protocol 'choice' reads token log-probabilities from a local model; use backend "
-                             "'local', or protocol 'official'/'paper' with backend 'openai'")
+        if self.protocol in SCORED_PROTOCOLS and self.backend != "local":
+            raise ValueError(f"protocol {self.protocol!r} reads token log-probabilities from a local model; use "
+                             "backend 'local', or protocol 'official'/'paper' with backend 'openai'")
         if self.backend == "openai" and self.adapter not in (None, "latest"):
             raise ValueError("with backend 'openai' the server applies the adapter: serve it (e.g. vLLM "
                              "--enable-lora --lora-modules NAME=PATH), set model to NAME and adapter to None")
@@ -394,7 +419,7 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
     label = config.label or model_label(model, adapter, backend)
     out_dir = config.out_dir if config.out_dir is not None else run_folder(label, protocol, cot)
     max_tokens = config.max_tokens
-    if max_tokens is None and protocol != "choice":
+    if max_tokens is None and protocol not in SCORED_PROTOCOLS:
         max_tokens = OFFICIAL_MAX_NEW_TOKENS[cot] if protocol == "official" else PAPER_MAX_TOKENS
     temperature, seed = config.temperature, config.seed
     settings = {"label": label, "model": model, "adapter": str(adapter) if adapter is not None else None,
@@ -403,23 +428,26 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
                 "retry_temperature": config.retry_temperature if protocol == "official" else None,
                 "attempts": config.attempts if protocol == "official" else None, "max_tokens": max_tokens,
                 "lenient": config.lenient if protocol == "official" else None,
-                "seed": seed if protocol != "choice" else None}  # choice is deterministic: no seed
+                "seed": seed if protocol not in SCORED_PROTOCOLS else None}  # scoring is deterministic: no seed
     _check_config(out_dir, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "run.json", {**settings, "updated": _now()})
 
     batch_size = config.batch_size
     # Items per chunk: each chunk is appended to disk when done (the resume granularity); bigger chunks pad less.
-    chunk_size = config.chunk_size or (256 if protocol == "choice" else max(64, 4 * batch_size))
+    chunk_size = config.chunk_size or (256 if protocol in SCORED_PROTOCOLS else max(64, 4 * batch_size))
     state: dict[str, Any] = {"client": client, "scorer": scorer}
 
     def predictor():  # created on first need, so a fully resumed run loads no model
-        if protocol == "choice":
+        if protocol in SCORED_PROTOCOLS:
             if state["scorer"] is None:
                 local = state["client"]
                 state["scorer"] = (ChoiceScorer(hf_model=local.hf_model, tokenizer=local.tokenizer,
                                                 batch_size=batch_size) if getattr(local, "hf_model", None) is not None
                                    else ChoiceScorer(model, adapter=adapter, batch_size=batch_size))
+            if protocol in ORDER_FREE_PROTOCOLS:
+                return lambda chunk: predict_cloze(chunk, state["scorer"], normalise=protocol == "cloze-norm",
+                                                   progress=progress)
             return lambda chunk: predict_choice(chunk, state["scorer"], progress=progress)
         if state["client"] is None:
             options = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed, "progress": False,
@@ -443,7 +471,8 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
         for lang in dict.fromkeys(item.language for item in task_items):
             # One unit of work per item and option order.
             wanted = [(item, shift) for item in task_items if item.language == lang
-                      for shift in item_shifts(item, config.orders)]
+                      for shift in item_shifts(item, "original" if protocol in ORDER_FREE_PROTOCOLS
+                                               else config.orders)]
             path = predictions_path(out_dir, task, lang)
             done = _read_existing(path)
             pending = [(item, shift) for item, shift in wanted if (item.qid, shift) not in done]
