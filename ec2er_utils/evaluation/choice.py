@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import cpu_speedups
 from ..formatting import LETTERS, Question, option_letters, user_prompt
-from .prompts import CHOICE_ANSWER_PREFIX, cloze_prompt
+from .prompts import CHOICE_ANSWER_PREFIX, cloze_prompt, reasoned_answer_prefix
 
 
 LETTERS_INDEX = {letter: i for i, letter in enumerate(LETTERS)}
@@ -115,11 +115,12 @@ class ChoiceScorer:
             return False
         return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
-    def prompt(self, question: Question) -> str:
-        """The exact text scored: chat template, paper-format user turn, assistant turn up to the answer letter."""
+    def prompt(self, question: Question, reasoning: str | None = None) -> str:
+        """The exact text scored: chat template, paper-format user turn, assistant turn up to the answer letter;
+        with ``reasoning`` (``reason-score``), the assistant turn is the trained JSON with that reasoning first."""
         messages = [{"role": "user", "content": user_prompt(question)}]
         opened = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return opened + CHOICE_ANSWER_PREFIX
+        return opened + (CHOICE_ANSWER_PREFIX if reasoning is None else reasoned_answer_prefix(reasoning))
 
     def letter_id(self, letter: str) -> int:
         if letter not in self._letter_ids:
@@ -130,8 +131,10 @@ class ChoiceScorer:
             self._letter_ids[letter] = ids[0]
         return self._letter_ids[letter]
 
-    def option_logprobs(self, questions: Sequence[Question], *, progress: bool = False) -> list[dict[str, float]]:
-        """For each question, ``{letter: log-probability}`` of its option letters as the next token.
+    def option_logprobs(self, questions: Sequence[Question], *, progress: bool = False,
+                        reasonings: Sequence[str] | None = None) -> list[dict[str, float]]:
+        """For each question, ``{letter: log-probability}`` of its option letters as the next token (after the
+        question's reasoning in the trained format when ``reasonings`` are given; see :meth:`prompt`).
 
         With ``share_prefixes`` (the default) no token is computed twice. The prefix common to all prompts (chat
         template up to the scenario) is computed once. Questions on the same scenario (an EU item's emotion and
@@ -144,7 +147,10 @@ class ChoiceScorer:
         """
         if not questions:
             return []
-        token_ids = self.tokenizer([self.prompt(q) for q in questions], add_special_tokens=False)["input_ids"]
+        if reasonings is not None and len(reasonings) != len(questions):
+            raise ValueError(f"{len(reasonings)} reasonings for {len(questions)} questions")
+        prompts = [self.prompt(q, None if reasonings is None else reasonings[i]) for i, q in enumerate(questions)]
+        token_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         letters = [option_letters(len(q.options)) for q in questions]
         budget = self.batch_size * max(len(ids) for ids in token_ids)
         results: list[dict[str, float] | None] = [None] * len(questions)

@@ -22,8 +22,10 @@ sampled at ``retry_temperature`` with a new seed, up to ``attempts`` tries, the 
 (the training format, ``{"reasoning", "answer"}`` JSON, schema-constrained on the local backend), ``choice``
 (letter log-likelihoods, local models only) and ``cloze`` / ``cloze-norm`` (the log-likelihood of each option's
 text as the answer, options not shown; raw, or per character; local models only; with no letters to favour they
-are asked in EmoBench's order only, whatever ``orders`` says). Departure: decoding is greedy by default
-(``temperature=0``) for reproducible numbers; the official harness samples API models at 0.6.
+are asked in EmoBench's order only, whatever ``orders`` says) and ``reason-score`` (the reasoning generated as
+``paper`` does, then the letter log-probabilities read where ``"answer": "`` follows it; local models only).
+Departure: decoding is greedy by default (``temperature=0``) for reproducible numbers; the official harness
+samples API models at 0.6.
 
 A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`: API key rejected, unknown model, no server) stops
 the run at once, and so does a chunk in which no item got an answer at all (:class:`NoAnswers`); either way that
@@ -32,6 +34,7 @@ chunk is not written, the chunks before it are kept, and running again resumes a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -65,11 +68,13 @@ from .orders import BASELINES, check_orders, item_shifts, rotated
 from .prompts import OFFICIAL_MAX_NEW_TOKENS, gold_letters, official_messages, paper_messages, paper_questions
 from .scoring import DEFAULT_RESAMPLES, DEFAULT_SEED, ITEM_METRICS, Prediction, compare_predictions, summarize
 
-PROTOCOLS: tuple[str, ...] = ("official", "paper", "choice", "cloze", "cloze-norm")
+PROTOCOLS: tuple[str, ...] = ("official", "paper", "choice", "cloze", "cloze-norm", "reason-score")
 # Protocols that read a local model's log-probabilities instead of generating (deterministic: no seed).
 SCORED_PROTOCOLS = ("choice", "cloze", "cloze-norm")
 # Protocols that show no option letters: the answer cannot depend on the option order, so only EmoBench's is asked.
 ORDER_FREE_PROTOCOLS = ("cloze", "cloze-norm")
+# Protocols that need a model in this process (log-probabilities).
+LOCAL_PROTOCOLS = (*SCORED_PROTOCOLS, "reason-score")
 BACKENDS: tuple[str, ...] = ("local", "openai")
 PAPER_MAX_TOKENS = 384
 OFFICIAL_RETRY_TEMPERATURE = 0.6  # the temperature the official harness uses for API models
@@ -187,6 +192,55 @@ def predict_cloze(items: Sequence[EmoBenchItem], scorer: ChoiceScorer, *, normal
     return [_record(item, protocol, predicted={part: best_letter(s) for part, s in scores.items()},
                     option_logprobs=scores)
             for item, scores in zip(items, per_item, strict=True)]
+
+
+def reasoning_of(raw: str | None) -> tuple[str, bool]:
+    """The ``"reasoning"`` value of a ``paper`` reply, and whether the reply was complete JSON; from a reply cut
+    short (token budget), the reasoning written so far."""
+    try:
+        data = json.loads(raw or "")
+        if isinstance(data, dict) and isinstance(data.get("reasoning"), str):
+            return data["reasoning"], True
+    except ValueError:
+        pass
+    found = re.search(r'"reasoning"\s*:\s*"((?:[^"\\]|\\.)*)', raw or "")
+    if found is None:
+        return "", False
+    text = found.group(1).rstrip("\\")
+    try:
+        return json.loads(f'"{text}"'), False
+    except ValueError:
+        return text, False
+
+
+def predict_reason_score(items: Sequence[EmoBenchItem], client: LLMClient, scorer: ChoiceScorer, *,
+                         temperature: float = 0.0, max_tokens: int | None = None, seed: int = DEFAULT_SEED,
+                         progress: bool = False) -> list[Prediction]:
+    """``reason-score`` protocol: each question's reasoning is generated in the trained format (as ``paper``
+    does: greedy, schema-constrained locally), then the option letters' log-probabilities are read where
+    ``"answer": "`` follows that reasoning in the trained JSON. The generated letter is not used, so nothing can
+    fail to parse; a reasoning cut short by the token budget is used as far as it goes (``detail`` says so).
+    ``raw`` holds the reasoning per question."""
+    generated = predict_paper(items, client, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    questions = [(index, part, question) for index, item in enumerate(items)
+                 for part, question in paper_questions(item).items()]
+    reasonings = []
+    for index, part, _ in questions:
+        raw = generated[index].raw
+        reasonings.append(reasoning_of(raw.get(part) if isinstance(raw, dict) else raw))
+    logprobs = scorer.option_logprobs([q for _, _, q in questions], reasonings=[r for r, _ in reasonings],
+                                      progress=progress)
+    per_item: list[dict[str, Any]] = [{"scores": {}, "raw": {}, "cut": []} for _ in items]
+    for (index, part, _), scores, (reasoning, complete) in zip(questions, logprobs, reasonings, strict=True):
+        per_item[index]["scores"][part] = scores
+        per_item[index]["raw"][part] = reasoning
+        if not complete:
+            per_item[index]["cut"].append(part)
+    return [_record(item, "reason-score", predicted={part: best_letter(s) for part, s in done["scores"].items()},
+                    option_logprobs=done["scores"], raw=done["raw"],
+                    detail=f"reasoning incomplete ({', '.join(done['cut'])}): scored as far as it went"
+                    if done["cut"] else "")
+            for item, done in zip(items, per_item, strict=True)]
 
 
 def predict_official(items: Sequence[EmoBenchItem], client: LLMClient, *, cot: bool = False, temperature: float = 0.0,
@@ -374,7 +428,7 @@ class EvalConfig(StageConfig):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.protocol in SCORED_PROTOCOLS and self.backend != "local":
+        if self.protocol in LOCAL_PROTOCOLS and self.backend != "local":
             raise ValueError(f"protocol {self.protocol!r} reads token log-probabilities from a local model; use "
                              "backend 'local', or protocol 'official'/'paper' with backend 'openai'")
         if self.backend == "openai" and self.adapter not in (None, "latest"):
@@ -419,7 +473,7 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
     label = config.label or model_label(model, adapter, backend)
     out_dir = config.out_dir if config.out_dir is not None else run_folder(label, protocol, cot)
     max_tokens = config.max_tokens
-    if max_tokens is None and protocol not in SCORED_PROTOCOLS:
+    if max_tokens is None and protocol not in SCORED_PROTOCOLS:  # reason-score generates like paper
         max_tokens = OFFICIAL_MAX_NEW_TOKENS[cot] if protocol == "official" else PAPER_MAX_TOKENS
     temperature, seed = config.temperature, config.seed
     settings = {"label": label, "model": model, "adapter": str(adapter) if adapter is not None else None,
@@ -455,6 +509,13 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
             if backend == "local":
                 options.update(adapter=adapter, batch_size=batch_size)
             state["client"] = make_client(backend, model, **options)
+        if protocol == "reason-score":
+            local = state["client"]
+            if state["scorer"] is None:
+                state["scorer"] = ChoiceScorer(hf_model=local.hf_model, tokenizer=local.tokenizer,
+                                               batch_size=batch_size)
+            return lambda chunk: predict_reason_score(chunk, local, state["scorer"], temperature=temperature,
+                                                      max_tokens=max_tokens, seed=seed, progress=progress)
         if protocol == "official":
             name = _official_model_name(model, backend)
             return lambda chunk: predict_official(chunk, state["client"], cot=cot, temperature=temperature,
