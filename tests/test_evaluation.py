@@ -387,7 +387,7 @@ def test_official_retries_really_retry_and_record_failures(items):
 def test_resume_skips_scored_items_and_repairs_a_partial_line(tmp_path):
     client = ScriptedClient(lambda call, index, conversation: '{"answer": "A"}')
     config = EvalConfig(adapter=None, protocol="official", tasks=("EA",), emobench_dir=SHARED / "emobench",
-                        out_dir=tmp_path, n_resamples=200, limit=3)
+                        out_dir=tmp_path, n_resamples=200, limit=3, orders="original")
     first = evaluate(config, client=client, progress=False)
     assert sum(len(c) for c in client.conversations) == 3
     assert len(first.predictions["EA"]) == 3
@@ -509,11 +509,13 @@ def test_choice_on_real_items_with_the_embedded_model(tmp_path):
 
     scorer = ChoiceScorer("smollm2", batch_size=8, dtype=torch.float32)
     run = evaluate(EvalConfig(adapter=None, protocol="choice", limit=10, emobench_dir=SHARED / "emobench",
-                              out_dir=tmp_path, n_resamples=500), scorer=scorer, progress=False)
+                              out_dir=tmp_path, n_resamples=500, orders="cyclic"), scorer=scorer, progress=False)
     for task in ("EU", "EA"):
-        records = run.predictions[task]
-        assert len(records) == 10 and {r.status for r in records} == {"ok"}
-        for record in records:
+        records = run.records(task)  # EmoBench's order
+        every_order = run.records(task, all_orders=True)
+        assert len(records) == 10 and len(every_order) >= 10 * (6 if task == "EU" else 4)
+        assert {r.status for r in every_order} == {"ok"}
+        for record in every_order:
             for part, scores in record.option_logprobs.items():
                 assert record.predicted[part] == max(scores, key=scores.get)
                 assert sum(np.exp(list(scores.values()))) <= 1.0 + 1e-6
@@ -672,7 +674,8 @@ def test_official_and_paper_protocols_with_the_local_backend(tmp_path):
     from ec2er_utils.llm import make_client
 
     client = make_client("local", temperature=0, max_reasks=0, batch_size=4, progress=False)
-    common = dict(adapter=None, tasks=("EU", "EA"), limit=2, emobench_dir=SHARED / "emobench", n_resamples=200)
+    common = dict(adapter=None, tasks=("EU", "EA"), limit=2, emobench_dir=SHARED / "emobench", n_resamples=200,
+                  orders="original")
     official = evaluate(EvalConfig(protocol="official", out_dir=tmp_path / "official", **common), client=client,
                         progress=False)
     paper = evaluate(EvalConfig(protocol="paper", out_dir=tmp_path / "paper", max_tokens=48, **common), client=client,
@@ -695,7 +698,7 @@ def test_official_and_paper_protocols_with_the_local_backend(tmp_path):
 def test_openai_backend_against_a_real_server(openai_server, tmp_path):
     config = EvalConfig(model=openai_server.model, backend="openai", base_url=openai_server.base_url,
                         protocol="official", tasks=("EA",), limit=2, emobench_dir=SHARED / "emobench",
-                        out_dir=tmp_path, attempts=2, max_tokens=32, n_resamples=200,
+                        out_dir=tmp_path, attempts=2, max_tokens=32, n_resamples=200, orders="original",
                         client_options={"max_retries": 1, "timeout": 120})
     run = evaluate(config, progress=False)
     records = run.predictions["EA"]

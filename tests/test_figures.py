@@ -250,8 +250,24 @@ def test_evaluation_runs_are_read_as_base_and_fine_tuned(fixture_tree):
                                                                            ("mistral", True, "choice")]
     deltas, notes = figures.finetune_deltas(entries, "choice")
     assert notes == []
-    overall = deltas[(deltas["task"] == "EA") & (deltas["category"] == "Overall")].iloc[0]
+    overall = deltas[(deltas["task"] == "EA") & (deltas["category"] == "Overall")
+                     & (deltas["metric"] == "correct")].iloc[0]
     assert overall["n"] == 12 and overall["ci_low"] <= overall["delta"] <= overall["ci_high"]
+    # the fixture runs were asked under every option order: the robust metric is compared too, with the change
+    # the letter habit alone would give (the own-letters baseline of tuned minus base, from the leaderboards)
+    assert set(deltas["metric"]) == {"correct", "order_mean"}
+    robust = deltas[(deltas["task"] == "EA") & (deltas["category"] == "Overall")
+                    & (deltas["metric"] == "order_mean")].iloc[0]
+    base, tuned = sorted(entries, key=lambda e: e.fine_tuned)
+    own = [e.summary("EA", "en")["orders"]["order_mean"]["Overall"]["baselines"]["own_letters"] for e in (base, tuned)]
+    assert robust["letter_habit_delta"] == pytest.approx(own[1] - own[0])
+    assert robust["accuracy_b"] == tuned.summary("EA", "en")["orders"]["order_mean"]["Overall"]["accuracy"]
+    figure = figures.plot_table1_ours(entries, "choice")
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert {"ours base", "ours fine-tuned", "ours base, over orders", "always A", "majority gold letter",
+            "chance"} <= set(legend)
+    gain = figures.plot_finetune_gain(deltas, "choice")
+    assert len(gain.axes) == 4 and "averaged over option orders" in gain.axes[2].get_title()
     assert figures.paper_alias("mistralai/Mistral-7B-Instruct-v0.3") == "mistral"
     assert figures.paper_alias("unsloth/Qwen2.5-7B-Instruct-bnb-4bit") == "qwen"
     assert figures.paper_alias("my-served-model") == "my-served-model"

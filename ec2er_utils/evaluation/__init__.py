@@ -1,5 +1,6 @@
-"""EmoBench evaluation (notebook 05): three protocols, batched local and OpenAI-compatible backends, resumable runs,
-leaderboards with bootstrap intervals, paired comparisons, and the paper's Table 1 for reference. Its plots are in
+"""EmoBench evaluation (notebook 05): three protocols, each in EmoBench's option order or under all its cyclic
+shifts, batched local and OpenAI-compatible backends, resumable runs, leaderboards with bootstrap intervals and
+letter-prior baselines, paired comparisons, and the paper's Table 1 for reference. Its plots are in
 :mod:`ec2er_utils.figures`.
 
 >>> from ec2er_utils.evaluation import EvalConfig, evaluate
@@ -9,6 +10,7 @@ leaderboards with bootstrap intervals, paired comparisons, and the paper's Table
 
 from .choice import ChoiceScorer, best_letter
 from .paper_table import compare_with_paper, paper_long_with_ours, paper_table1
+from .orders import BASELINES, ORDERS, item_shifts, rotated
 from .parsing import STATUSES, ParsedReply, parse_official_reply
 from .prompts import (
     CHOICE_ANSWER_PREFIX,
@@ -29,12 +31,16 @@ from .runner import (
     evaluate,
     leaderboard_frame,
     leaderboard_table,
+    letter_table,
     load_run,
     model_label,
     predict_choice,
+    predict_cloze,
     predict_official,
     predict_paper,
+    predict_reason_score,
     predictions_path,
+    robust_table,
     run_folder,
 )
 from .scoring import (
@@ -49,11 +55,12 @@ from .scoring import (
 )
 
 __all__ = [
-    "BACKENDS", "CHOICE_ANSWER_PREFIX", "PROTOCOLS", "STATUSES", "best_letter", "bootstrap_ci", "ChoiceScorer",
-    "compare_predictions", "compare_runs", "compare_with_paper", "describe_run", "EvalConfig", "evaluate",
-    "EvaluationRun", "gold_letters", "leaderboard_frame", "leaderboard_table", "lettered_choices", "load_run",
-    "mcnemar_exact_p", "model_label", "official_messages", "official_result_rows", "official_scores",
-    "official_system_prompt", "official_user_prompt", "paired_bootstrap_ci", "paper_long_with_ours",
-    "paper_questions", "paper_table1", "parse_official_reply", "ParsedReply", "predict_choice", "predict_official",
-    "predict_paper", "Prediction", "predictions_path", "run_folder", "summarize",
+    "BACKENDS", "BASELINES", "CHOICE_ANSWER_PREFIX", "PROTOCOLS", "STATUSES", "best_letter", "bootstrap_ci",
+    "ChoiceScorer", "compare_predictions", "compare_runs", "compare_with_paper", "describe_run", "EvalConfig",
+    "evaluate", "EvaluationRun", "gold_letters", "item_shifts", "leaderboard_frame", "leaderboard_table",
+    "letter_table", "lettered_choices", "load_run", "mcnemar_exact_p", "model_label", "ORDERS", "official_messages",
+    "official_result_rows", "official_scores", "official_system_prompt", "official_user_prompt",
+    "paired_bootstrap_ci", "paper_long_with_ours", "paper_questions", "paper_table1", "parse_official_reply",
+    "ParsedReply", "predict_choice", "predict_cloze", "predict_official", "predict_paper", "predict_reason_score",
+    "Prediction", "predictions_path", "robust_table", "rotated", "run_folder", "summarize",
 ]

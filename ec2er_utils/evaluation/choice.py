@@ -25,8 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import cpu_speedups
-from ..formatting import Question, option_letters, user_prompt
-from .prompts import CHOICE_ANSWER_PREFIX
+from ..formatting import LETTERS, Question, option_letters, user_prompt
+from .prompts import CHOICE_ANSWER_PREFIX, cloze_prompt, reasoned_answer_prefix
+
+
+LETTERS_INDEX = {letter: i for i, letter in enumerate(LETTERS)}
 
 
 @dataclass
@@ -112,11 +115,12 @@ class ChoiceScorer:
             return False
         return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
-    def prompt(self, question: Question) -> str:
-        """The exact text scored: chat template, paper-format user turn, assistant turn up to the answer letter."""
+    def prompt(self, question: Question, reasoning: str | None = None) -> str:
+        """The exact text scored: chat template, paper-format user turn, assistant turn up to the answer letter;
+        with ``reasoning`` (``reason-score``), the assistant turn is the trained JSON with that reasoning first."""
         messages = [{"role": "user", "content": user_prompt(question)}]
         opened = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return opened + CHOICE_ANSWER_PREFIX
+        return opened + (CHOICE_ANSWER_PREFIX if reasoning is None else reasoned_answer_prefix(reasoning))
 
     def letter_id(self, letter: str) -> int:
         if letter not in self._letter_ids:
@@ -127,8 +131,10 @@ class ChoiceScorer:
             self._letter_ids[letter] = ids[0]
         return self._letter_ids[letter]
 
-    def option_logprobs(self, questions: Sequence[Question], *, progress: bool = False) -> list[dict[str, float]]:
-        """For each question, ``{letter: log-probability}`` of its option letters as the next token.
+    def option_logprobs(self, questions: Sequence[Question], *, progress: bool = False,
+                        reasonings: Sequence[str] | None = None) -> list[dict[str, float]]:
+        """For each question, ``{letter: log-probability}`` of its option letters as the next token (after the
+        question's reasoning in the trained format when ``reasonings`` are given; see :meth:`prompt`).
 
         With ``share_prefixes`` (the default) no token is computed twice. The prefix common to all prompts (chat
         template up to the scenario) is computed once. Questions on the same scenario (an EU item's emotion and
@@ -141,7 +147,10 @@ class ChoiceScorer:
         """
         if not questions:
             return []
-        token_ids = self.tokenizer([self.prompt(q) for q in questions], add_special_tokens=False)["input_ids"]
+        if reasonings is not None and len(reasonings) != len(questions):
+            raise ValueError(f"{len(reasonings)} reasonings for {len(questions)} questions")
+        prompts = [self.prompt(q, None if reasonings is None else reasonings[i]) for i, q in enumerate(questions)]
+        token_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         letters = [option_letters(len(q.options)) for q in questions]
         budget = self.batch_size * max(len(ids) for ids in token_ids)
         results: list[dict[str, float] | None] = [None] * len(questions)
@@ -185,6 +194,62 @@ class ChoiceScorer:
             if bar is not None:
                 bar.close()
         return results  # type: ignore[return-value]
+
+    def option_loglikelihoods(self, questions: Sequence[Question], *, progress: bool = False,
+                              ) -> list[dict[str, tuple[float, int]]]:
+        """``cloze``: for each question, ``{letter: (log-likelihood, characters)}`` of each option's text as the
+        assistant's answer to :func:`~ec2er_utils.evaluation.prompts.cloze_prompt` (no options shown, so no
+        letter can be favoured). The prompt and each option are tokenized apart and joined, as
+        lm-evaluation-harness does; every (question, option) pair is one full sequence (no prefix sharing)."""
+        import torch
+
+        sequences: list[tuple[int, str, list[int], int]] = []  # (question, letter, tokens, continuation length)
+        for index, question in enumerate(questions):
+            opened = self.tokenizer.apply_chat_template([{"role": "user", "content": cloze_prompt(question)}],
+                                                        tokenize=False, add_generation_prompt=True)
+            context = self.tokenizer(opened, add_special_tokens=False)["input_ids"]
+            for letter, option in zip(option_letters(len(question.options)), question.options, strict=True):
+                continuation = self.tokenizer(option, add_special_tokens=False)["input_ids"]
+                sequences.append((index, letter, context + continuation, len(continuation)))
+        results: list[dict[str, tuple[float, int]]] = [{} for _ in questions]
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][2]))
+        budget = self.batch_size * max((len(s[2]) for s in sequences), default=1)
+        batches: list[list[int]] = []
+        for i in order:  # length-sorted batches of at most ``budget`` tokens, padding included
+            if batches and len(sequences[i][2]) * (len(batches[-1]) + 1) <= budget:
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        device = self.hf_model.device
+        iterator = batches
+        if progress and len(batches) > 1:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(batches, desc="cloze", unit="batch", leave=False)
+        for batch in iterator:
+            width = max(len(sequences[i][2]) for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):  # left padding: every continuation ends at the last position
+                tokens = sequences[i][2]
+                ids[r, width - len(tokens):] = torch.tensor(tokens)
+                mask[r, width - len(tokens):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            keep = max(sequences[i][3] for i in batch) + 1
+            with torch.inference_mode():
+                logits = self.hf_model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                       position_ids=positions.to(device), logits_to_keep=keep).logits
+                logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for r, i in enumerate(batch):
+                question, letter, tokens, length = sequences[i]
+                # logits at position t predict token t + 1: the last ``length`` tokens come from the ``length``
+                # positions before the end
+                predicted = logprobs[r, keep - 1 - length:keep - 1]
+                target = torch.tensor(tokens[-length:])
+                total = float(predicted.gather(-1, target[:, None]).sum())
+                results[question][letter] = (total, len(questions[question].options[LETTERS_INDEX[letter]]))
+        return results
 
     def _batches(self, rows: list[_Row], budget: int) -> list[list[_Row]]:
         """Rows sorted by length, each batch filled up to ``budget`` tokens, padding included."""

@@ -18,6 +18,13 @@ from importlib import resources
 from ..taxonomy import OVERALL
 
 PAPER_TABLE1 = "data/paper_table1.csv"
+PAPER_LANGUAGE = "en"  # Table 1 reports English EmoBench only (see the module docstring)
+
+
+def check_paper_language(language: str) -> None:
+    if language != PAPER_LANGUAGE:
+        raise ValueError(f"the paper's Table 1 reports English EmoBench only, so our {language!r} numbers have no "
+                         "counterpart there; compare with language='en' (evaluate with language 'en' or 'all')")
 
 
 def paper_table1():
@@ -35,21 +42,34 @@ def paper_row_name(model: str, fine_tuned: bool) -> str:
 
 
 def compare_with_paper(frame, *, language: str = "en", metric: str = "accuracy"):
-    """Our leaderboard next to Table 1: one row per (task, category), our runs' accuracy and 95% CI, then every
-    paper model. ``frame`` is :func:`~ec2er_utils.evaluation.leaderboard_frame` output (one or more runs).
+    """Our leaderboard next to Table 1: one row per (task, category), our runs' accuracy and 95% CI (with
+    ``orders="cyclic"`` also the accuracy averaged over option orders), chance, the letter-prior baselines
+    (always "A", always the most common gold letter, and per run its own letter shares), then every paper model.
+    ``frame`` is :func:`~ec2er_utils.evaluation.leaderboard_frame` output (one or more runs). The paper reports
+    English only: another ``language`` raises, saying so.
     """
     import pandas as pd
 
+    check_paper_language(language)
     ours = frame[(frame["language"] == language) & (frame["metric"] == metric)]
     if ours.empty:
         raise ValueError(f"no {metric!r} rows for language {language!r} in the leaderboard to compare")
+    robust = frame[(frame["language"] == language) & (frame["metric"] == "order_mean")]
     columns = {}
     for label, group in ours.groupby("label", sort=False):
         indexed = group.set_index(["task", "category"])
         columns[f"{label}"] = indexed["accuracy"]
         columns[f"{label} 95% CI"] = indexed.apply(lambda r: f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", axis=1)
+        over_orders = robust[robust["label"] == label].set_index(["task", "category"])
+        if not over_orders.empty:
+            columns[f"{label} over orders"] = over_orders["accuracy"]
+        if "own_letters" in indexed:
+            columns[f"{label} own letters"] = indexed["own_letters"]
         if "chance" in indexed:
             columns["chance"] = indexed["chance"]
+        for baseline, name in (("always_A", "always A"), ("majority_gold", "majority gold letter")):
+            if baseline in indexed:
+                columns[name] = indexed[baseline]
     paper = paper_table1()
     for (model, fine_tuned), group in paper.groupby(["model", "fine_tuned"], sort=False):
         columns[paper_row_name(model, fine_tuned)] = group.set_index(["task", "category"])["accuracy"]
@@ -63,6 +83,7 @@ def paper_long_with_ours(frame, *, language: str = "en"):
     """Paper rows and our runs in one long table (``source``, ``task``, ``category``, ``accuracy``), for plots."""
     import pandas as pd
 
+    check_paper_language(language)
     paper = paper_table1()
     names = [paper_row_name(m, f) for m, f in zip(paper["model"], paper["fine_tuned"], strict=True)]
     paper = paper.assign(source=names)

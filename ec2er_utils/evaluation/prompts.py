@@ -17,6 +17,8 @@ in English around the Chinese scenario and options (the official protocol has pr
 
 from __future__ import annotations
 
+import json
+
 from ..formatting import LETTERS, Question, chat_messages, question_from_ea, questions_from_eu
 from ..schemas import EAItem, EUItem
 
@@ -93,7 +95,20 @@ OFFICIAL_USER = {
 OFFICIAL_MAX_NEW_TOKENS = {False: 50, True: 2048}
 
 # ``choice`` reads the answer letter where the JSON asks for it, skipping the reasoning (see module docstring).
+# ``cloze`` shows no options and scores each option's text as the assistant's answer (see :func:`cloze_prompt`).
 CHOICE_ANSWER_PREFIX = '{\n  "answer": "'
+
+
+def reasoned_answer_prefix(reasoning: str) -> str:
+    """``reason-score``: the start of the trained assistant turn (:func:`~ec2er_utils.formatting.assistant_response`,
+    ``json.dumps(..., indent=2)``) with ``reasoning`` filled in, up to where the answer letter goes."""
+    return '{\n  "reasoning": ' + json.dumps(reasoning, ensure_ascii=False) + ',\n  "answer": "'
+
+
+def cloze_prompt(question: Question) -> str:
+    """The ``cloze`` user turn: the paper format's scenario and question, without the options; the assistant's
+    answer is then each option's text in turn (the completion formulation of OLMES and lm-evaluation-harness)."""
+    return f"<scenario>\n{question.scenario}\n</scenario>\n\n<question>\n{question.question}\n</question>"
 
 
 def lettered_choices(choices: list[str] | tuple[str, ...]) -> str:

@@ -4,18 +4,28 @@
 when there is one; ``-cot`` is added to the protocol folder for chain-of-thought):
 
 - ``run.json``: the settings that produced the numbers (a re-run with different settings is refused);
-- ``<task>-<language>.predictions.jsonl``: one :class:`~ec2er_utils.evaluation.scoring.Prediction` per item,
-  appended chunk by chunk, so a killed run resumes where it stopped (already-scored qids are skipped; a partial
-  last line is cut first);
+- ``<task>-<language>.predictions.jsonl``: one :class:`~ec2er_utils.evaluation.scoring.Prediction` per item and
+  option order, appended chunk by chunk, so a killed run resumes where it stopped (already-scored (qid, shift)
+  pairs are skipped; a partial last line is cut first);
 - ``<task>.leaderboard.json``: per language, accuracy with 95% bootstrap intervals overall and per category,
-  emotion-only and cause-only accuracy (EU), the parse-failure rate, and the official harness's numbers.
+  emotion-only and cause-only accuracy (EU), the parse-failure rate, the official harness's numbers, the
+  letter-prior baselines and, with ``orders="cyclic"``, the accuracy averaged over option orders and the strict
+  accuracy (right under every order); see :mod:`~ec2er_utils.evaluation.orders`.
+
+``orders``: ``original`` asks each item in EmoBench's option order; ``cyclic`` also under every cyclic shift of
+its options (MMBench's CircularEval), which multiplies the work by the number of options (6 or 7 for EU, 4 for EA).
+The original order's result stays the official number. Every protocol is asked the rotated items the same way.
 
 Protocols (see :mod:`~ec2er_utils.evaluation.prompts`): ``official`` (EmoBench's prompts and JSON answer, free
 generation, parsed and scored like the official harness, with retries that really retry: greedy first, then
 sampled at ``retry_temperature`` with a new seed, up to ``attempts`` tries, the official ``num_retries``), ``paper``
-(the training format, ``{"reasoning", "answer"}`` JSON, schema-constrained on the local backend) and ``choice``
-(letter log-likelihoods, local models only). Departure: decoding is greedy by default (``temperature=0``) for
-reproducible numbers; the official harness samples API models at 0.6.
+(the training format, ``{"reasoning", "answer"}`` JSON, schema-constrained on the local backend), ``choice``
+(letter log-likelihoods, local models only) and ``cloze`` / ``cloze-norm`` (the log-likelihood of each option's
+text as the answer, options not shown; raw, or per character; local models only; with no letters to favour they
+are asked in EmoBench's order only, whatever ``orders`` says) and ``reason-score`` (the reasoning generated as
+``paper`` does, then the letter log-probabilities read where ``"answer": "`` follows it; local models only).
+Departure: decoding is greedy by default (``temperature=0``) for reproducible numbers; the official harness
+samples API models at 0.6.
 
 A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`: API key rejected, unknown model, no server) stops
 the run at once, and so does a chunk in which no item got an answer at all (:class:`NoAnswers`); either way that
@@ -24,6 +34,7 @@ chunk is not written, the chunks before it are kept, and running again resumes a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -53,10 +64,17 @@ from ..paths import results_dir, runs_dir
 from ..taxonomy import OVERALL
 from . import parsing
 from .choice import ChoiceScorer, best_letter
+from .orders import BASELINES, check_orders, item_shifts, rotated
 from .prompts import OFFICIAL_MAX_NEW_TOKENS, gold_letters, official_messages, paper_messages, paper_questions
-from .scoring import DEFAULT_RESAMPLES, DEFAULT_SEED, Prediction, compare_predictions, summarize
+from .scoring import DEFAULT_RESAMPLES, DEFAULT_SEED, ITEM_METRICS, Prediction, compare_predictions, summarize
 
-PROTOCOLS: tuple[str, ...] = ("official", "paper", "choice")
+PROTOCOLS: tuple[str, ...] = ("official", "paper", "choice", "cloze", "cloze-norm", "reason-score")
+# Protocols that read a local model's log-probabilities instead of generating (deterministic: no seed).
+SCORED_PROTOCOLS = ("choice", "cloze", "cloze-norm")
+# Protocols that show no option letters: the answer cannot depend on the option order, so only EmoBench's is asked.
+ORDER_FREE_PROTOCOLS = ("cloze", "cloze-norm")
+# Protocols that need a model in this process (log-probabilities).
+LOCAL_PROTOCOLS = (*SCORED_PROTOCOLS, "reason-score")
 BACKENDS: tuple[str, ...] = ("local", "openai")
 PAPER_MAX_TOKENS = 384
 OFFICIAL_RETRY_TEMPERATURE = 0.6  # the temperature the official harness uses for API models
@@ -87,8 +105,10 @@ class EvaluationRun:
         """The leaderboards as a tidy table: one row per task, language, metric and category."""
         return leaderboard_frame(self)
 
-    def records(self, task: str, language: str | None = None) -> list[Prediction]:
-        return [r for r in self.predictions.get(task, []) if language is None or r.language == language]
+    def records(self, task: str, language: str | None = None, *, all_orders: bool = False) -> list[Prediction]:
+        """The task's records (of ``language``), in EmoBench's option order only unless ``all_orders``."""
+        return [r for r in self.predictions.get(task, [])
+                if (language is None or r.language == language) and (all_orders or r.shift == 0)]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -153,6 +173,74 @@ def predict_choice(items: Sequence[EmoBenchItem], scorer: ChoiceScorer, *, progr
     return [_record(item, "choice", predicted={part: best_letter(s) for part, s in scores.items()},
                     option_logprobs=scores)
             for item, scores in zip(items, per_item, strict=True)]
+
+
+def predict_cloze(items: Sequence[EmoBenchItem], scorer: ChoiceScorer, *, normalise: bool = False,
+                  progress: bool = False) -> list[Prediction]:
+    """``cloze`` protocol: the option whose text is most likely as the answer, options not shown; ``normalise``
+    divides each option's log-likelihood by its length in characters (``cloze-norm``, lm-evaluation-harness's
+    ``acc_norm``), which removes the raw score's preference for short options. ``option_logprobs`` holds the
+    scores compared (raw or per character)."""
+    questions = [(index, part, question) for index, item in enumerate(items)
+                 for part, question in paper_questions(item).items()]
+    likelihoods = scorer.option_loglikelihoods([q for _, _, q in questions], progress=progress)
+    per_item: list[dict[str, dict[str, float]]] = [{} for _ in items]
+    for (index, part, _), options in zip(questions, likelihoods, strict=True):
+        per_item[index][part] = {letter: total / chars if normalise else total
+                                 for letter, (total, chars) in options.items()}
+    protocol = "cloze-norm" if normalise else "cloze"
+    return [_record(item, protocol, predicted={part: best_letter(s) for part, s in scores.items()},
+                    option_logprobs=scores)
+            for item, scores in zip(items, per_item, strict=True)]
+
+
+def reasoning_of(raw: str | None) -> tuple[str, bool]:
+    """The ``"reasoning"`` value of a ``paper`` reply, and whether the reply was complete JSON; from a reply cut
+    short (token budget), the reasoning written so far."""
+    try:
+        data = json.loads(raw or "")
+        if isinstance(data, dict) and isinstance(data.get("reasoning"), str):
+            return data["reasoning"], True
+    except ValueError:
+        pass
+    found = re.search(r'"reasoning"\s*:\s*"((?:[^"\\]|\\.)*)', raw or "")
+    if found is None:
+        return "", False
+    text = found.group(1).rstrip("\\")
+    try:
+        return json.loads(f'"{text}"'), False
+    except ValueError:
+        return text, False
+
+
+def predict_reason_score(items: Sequence[EmoBenchItem], client: LLMClient, scorer: ChoiceScorer, *,
+                         temperature: float = 0.0, max_tokens: int | None = None, seed: int = DEFAULT_SEED,
+                         progress: bool = False) -> list[Prediction]:
+    """``reason-score`` protocol: each question's reasoning is generated in the trained format (as ``paper``
+    does: greedy, schema-constrained locally), then the option letters' log-probabilities are read where
+    ``"answer": "`` follows that reasoning in the trained JSON. The generated letter is not used, so nothing can
+    fail to parse; a reasoning cut short by the token budget is used as far as it goes (``detail`` says so).
+    ``raw`` holds the reasoning per question."""
+    generated = predict_paper(items, client, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    questions = [(index, part, question) for index, item in enumerate(items)
+                 for part, question in paper_questions(item).items()]
+    reasonings = []
+    for index, part, _ in questions:
+        raw = generated[index].raw
+        reasonings.append(reasoning_of(raw.get(part) if isinstance(raw, dict) else raw))
+    logprobs = scorer.option_logprobs([q for _, _, q in questions], reasonings=[r for r, _ in reasonings],
+                                      progress=progress)
+    per_item: list[dict[str, Any]] = [{"scores": {}, "raw": {}, "cut": []} for _ in items]
+    for (index, part, _), scores, (reasoning, complete) in zip(questions, logprobs, reasonings, strict=True):
+        per_item[index]["scores"][part] = scores
+        per_item[index]["raw"][part] = reasoning
+        if not complete:
+            per_item[index]["cut"].append(part)
+    return [_record(item, "reason-score", predicted={part: best_letter(s) for part, s in done["scores"].items()},
+                    option_logprobs=done["scores"], raw=done["raw"],
+                    detail=f"reasoning incomplete ({', '.join(done['cut'])}): scored as far as it went"
+                    if done["cut"] else "")
+            for item, done in zip(items, per_item, strict=True)]
 
 
 def predict_official(items: Sequence[EmoBenchItem], client: LLMClient, *, cot: bool = False, temperature: float = 0.0,
@@ -261,13 +349,13 @@ def _check_config(out_dir: Path, config: dict[str, Any]) -> None:
                          "them. Pass another label= or out_dir=, or delete that folder to start over.")
 
 
-def _read_existing(path: Path) -> dict[str, Prediction]:
+def _read_existing(path: Path) -> dict[tuple[str, int], Prediction]:
     if repair_jsonl_tail(path):
         print(f"[evaluate] {path.name}: cut a partial last line left by an interrupted run")
     if not path.exists():
         return {}
     try:
-        return {r.qid: r for r in read_jsonl(path, Prediction)}
+        return {(r.qid, r.shift): r for r in read_jsonl(path, Prediction)}
     except JSONLError as err:
         raise JSONLError(f"{err}. Delete {path} to re-score those items.") from None
 
@@ -290,6 +378,7 @@ class EvalConfig(StageConfig):
     language: str = "en"  # "en", "zh" or "all"
     limit: int | None = Field(None, ge=1)  # first items of each task and language; None: all
     cot: bool = False  # protocol "official" only: EmoBench's chain-of-thought prompt
+    orders: str = "cyclic"  # one of orders.ORDERS
     emobench_dir: Path | None = None  # folder with EU.jsonl and EA.jsonl
     tasks: tuple[str, ...] = TASKS
     out_dir: Path | None = None
@@ -319,6 +408,11 @@ class EvalConfig(StageConfig):
             raise ValueError(f"Unknown backend {value!r}; use one of {', '.join(BACKENDS)}")
         return value
 
+    @field_validator("orders")
+    @classmethod
+    def _known_orders(cls, value: str) -> str:
+        return check_orders(value)
+
     @field_validator("language")
     @classmethod
     def _known_language(cls, value: str) -> str:
@@ -334,9 +428,9 @@ class EvalConfig(StageConfig):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.protocol == "choice" and self.backend != "local":
-            raise ValueError("protocol 'choice' reads token log-probabilities from a local model; use backend "
-                             "'local', or protocol 'official'/'paper' with backend 'openai'")
+        if self.protocol in LOCAL_PROTOCOLS and self.backend != "local":
+            raise ValueError(f"protocol {self.protocol!r} reads token log-probabilities from a local model; use "
+                             "backend 'local', or protocol 'official'/'paper' with backend 'openai'")
         if self.backend == "openai" and self.adapter not in (None, "latest"):
             raise ValueError("with backend 'openai' the server applies the adapter: serve it (e.g. vLLM "
                              "--enable-lora --lora-modules NAME=PATH), set model to NAME and adapter to None")
@@ -379,31 +473,35 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
     label = config.label or model_label(model, adapter, backend)
     out_dir = config.out_dir if config.out_dir is not None else run_folder(label, protocol, cot)
     max_tokens = config.max_tokens
-    if max_tokens is None and protocol != "choice":
+    if max_tokens is None and protocol not in SCORED_PROTOCOLS:  # reason-score generates like paper
         max_tokens = OFFICIAL_MAX_NEW_TOKENS[cot] if protocol == "official" else PAPER_MAX_TOKENS
     temperature, seed = config.temperature, config.seed
     settings = {"label": label, "model": model, "adapter": str(adapter) if adapter is not None else None,
-                "backend": backend, "protocol": protocol, "cot": cot, "temperature": temperature,
+                "backend": backend, "protocol": protocol, "cot": cot, "orders": config.orders,
+                "temperature": temperature,
                 "retry_temperature": config.retry_temperature if protocol == "official" else None,
                 "attempts": config.attempts if protocol == "official" else None, "max_tokens": max_tokens,
                 "lenient": config.lenient if protocol == "official" else None,
-                "seed": seed if protocol != "choice" else None}  # choice is deterministic: no seed
+                "seed": seed if protocol not in SCORED_PROTOCOLS else None}  # scoring is deterministic: no seed
     _check_config(out_dir, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "run.json", {**settings, "updated": _now()})
 
     batch_size = config.batch_size
     # Items per chunk: each chunk is appended to disk when done (the resume granularity); bigger chunks pad less.
-    chunk_size = config.chunk_size or (256 if protocol == "choice" else max(64, 4 * batch_size))
+    chunk_size = config.chunk_size or (256 if protocol in SCORED_PROTOCOLS else max(64, 4 * batch_size))
     state: dict[str, Any] = {"client": client, "scorer": scorer}
 
     def predictor():  # created on first need, so a fully resumed run loads no model
-        if protocol == "choice":
+        if protocol in SCORED_PROTOCOLS:
             if state["scorer"] is None:
                 local = state["client"]
                 state["scorer"] = (ChoiceScorer(hf_model=local.hf_model, tokenizer=local.tokenizer,
                                                 batch_size=batch_size) if getattr(local, "hf_model", None) is not None
                                    else ChoiceScorer(model, adapter=adapter, batch_size=batch_size))
+            if protocol in ORDER_FREE_PROTOCOLS:
+                return lambda chunk: predict_cloze(chunk, state["scorer"], normalise=protocol == "cloze-norm",
+                                                   progress=progress)
             return lambda chunk: predict_choice(chunk, state["scorer"], progress=progress)
         if state["client"] is None:
             options = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed, "progress": False,
@@ -411,6 +509,13 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
             if backend == "local":
                 options.update(adapter=adapter, batch_size=batch_size)
             state["client"] = make_client(backend, model, **options)
+        if protocol == "reason-score":
+            local = state["client"]
+            if state["scorer"] is None:
+                state["scorer"] = ChoiceScorer(hf_model=local.hf_model, tokenizer=local.tokenizer,
+                                               batch_size=batch_size)
+            return lambda chunk: predict_reason_score(chunk, local, state["scorer"], temperature=temperature,
+                                                      max_tokens=max_tokens, seed=seed, progress=progress)
         if protocol == "official":
             name = _official_model_name(model, backend)
             return lambda chunk: predict_official(chunk, state["client"], cot=cot, temperature=temperature,
@@ -425,22 +530,30 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
     for task, task_items in items.items():
         by_language: dict[str, list[Prediction]] = {}
         for lang in dict.fromkeys(item.language for item in task_items):
-            wanted = [item for item in task_items if item.language == lang]
+            # One unit of work per item and option order.
+            wanted = [(item, shift) for item in task_items if item.language == lang
+                      for shift in item_shifts(item, "original" if protocol in ORDER_FREE_PROTOCOLS
+                                               else config.orders)]
             path = predictions_path(out_dir, task, lang)
             done = _read_existing(path)
-            pending = [item for item in wanted if item.qid not in done]
+            pending = [(item, shift) for item, shift in wanted if (item.qid, shift) not in done]
             if pending:
                 predict = predict or predictor()
-                bar = _progress(progress, len(wanted), len(wanted) - len(pending), f"{label} {protocol} {task}-{lang}")
+                bar = _progress(progress, len(wanted), len(wanted) - len(pending),
+                                f"{label} {protocol} {task}-{lang}", "item-order" if config.orders != "original"
+                                else "item")
                 for start in range(0, len(pending), chunk_size):
-                    chunk_records = _predicted_or_stopped(predict, pending[start:start + chunk_size], path)
+                    chunk = pending[start:start + chunk_size]
+                    chunk_records = [record.model_copy(update={"shift": shift}) for record, (_, shift) in
+                                     zip(_predicted_or_stopped(predict, [rotated(item, shift) for item, shift in chunk],
+                                                               path), chunk, strict=True)]
                     append_jsonl(path, chunk_records)
-                    done.update((r.qid, r) for r in chunk_records)
+                    done.update(((r.qid, r.shift), r) for r in chunk_records)
                     if bar is not None:
                         bar.update(len(chunk_records))
                 if bar is not None:
                     bar.close()
-            by_language[lang] = [done[item.qid] for item in wanted]
+            by_language[lang] = [done[item.qid, shift] for item, shift in wanted]
         run.predictions[task] = [r for records in by_language.values() for r in records]
         run.leaderboards[task] = _write_leaderboard(out_dir, task, settings, by_language, config.n_resamples,
                                                     seed)
@@ -472,12 +585,12 @@ def _official_model_name(model: str, backend: str) -> str:
     return f"{model} {resolve_model(model).hf_id}"
 
 
-def _progress(enabled: bool, total: int, initial: int, desc: str):
+def _progress(enabled: bool, total: int, initial: int, desc: str, unit: str = "item"):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="item")
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit)
 
 
 def _now() -> str:
@@ -490,7 +603,8 @@ def _write_leaderboard(out_dir: Path, task: str, config: dict[str, Any], by_lang
     previous = read_json(path).get("languages", {}) if path.exists() else {}
     languages = {**previous, **{lang: summarize(records, n_resamples=n_resamples, seed=seed)
                                 for lang, records in by_language.items()}}
-    board = {"task": task, **{k: config[k] for k in ("label", "model", "adapter", "backend", "protocol", "cot")},
+    board = {"task": task, **{k: config[k] for k in ("label", "model", "adapter", "backend", "protocol", "cot",
+                                                     "orders")},
              "ci": {"level": 0.95, "method": "percentile bootstrap", "n_resamples": n_resamples, "seed": seed},
              "updated": _now(), "languages": languages}
     write_json_atomic(path, board)
@@ -521,7 +635,10 @@ def load_run(out_dir: str | os.PathLike) -> EvaluationRun:
 
 
 def leaderboard_frame(*runs: EvaluationRun):
-    """One tidy table for any number of runs: label, protocol, task, language, metric, category, accuracy, CI."""
+    """One tidy table for any number of runs: label, protocol, task, language, metric, category, accuracy, CI,
+    n, chance, the letter-prior baselines (one column each, see :data:`~ec2er_utils.evaluation.orders.BASELINES`)
+    and the parse-failure rate. ``metric`` is ``accuracy`` (EmoBench's option order: the official number),
+    ``emotion_only``/``cause_only`` (EU), and with ``orders="cyclic"`` ``order_mean`` and ``strict``."""
     import pandas as pd
 
     rows = []
@@ -532,15 +649,65 @@ def leaderboard_frame(*runs: EvaluationRun):
                 for part in ("emotion_only", "cause_only"):
                     if part in summary:
                         metrics[part] = summary[part]
+                for metric in ("order_mean", "strict"):
+                    if metric in summary.get("orders", {}):
+                        metrics[metric] = summary["orders"][metric]
                 for metric, table in metrics.items():
                     for category, entry in table.items():
+                        baselines = entry.get("baselines", {})
                         rows.append({"label": board["label"], "protocol": board["protocol"], "task": task,
                                      "language": lang, "metric": metric, "category": category,
                                      "accuracy": entry["accuracy"], "ci_low": entry["ci_low"],
                                      "ci_high": entry["ci_high"], "n": entry["n"],
                                      "chance": entry.get("chance", float("nan")),
+                                     **{name: baselines.get(name, float("nan")) for name in BASELINES},
                                      "parse_failure_rate": summary["parse_failure_rate"]})
     return pd.DataFrame(rows)
+
+
+def robust_table(frame, *, language: str = "en", category: str = OVERALL):
+    """Per run and task: the official accuracy, the accuracy averaged over option orders and the strict accuracy,
+    each with its 95% CI and the letter-prior baselines scored the same way (rows: label, task, metric)."""
+    import pandas as pd
+
+    data = frame[(frame["language"] == language) & (frame["category"] == category)
+                 & frame["metric"].isin(ITEM_METRICS)]
+    if data.empty:
+        raise ValueError(f"no rows for language {language!r} and category {category!r} in the leaderboard")
+    table = data.assign(**{"95% CI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(data["ci_low"], data["ci_high"],
+                                                                                 strict=True)]})
+    order = {metric: i for i, metric in enumerate(ITEM_METRICS)}
+    table = table.sort_values(["label", "task", "metric"], key=lambda c: c.map(order) if c.name == "metric" else c,
+                              kind="stable")
+    columns = ["label", "task", "metric", "accuracy", "95% CI", "n", "chance", *BASELINES]
+    return pd.DataFrame(table[columns]).set_index(["label", "task", "metric"])
+
+
+def letter_table(*runs: EvaluationRun, language: str = "en"):
+    """Each run's answer-letter distribution beside the gold letters', per task and question: shares in
+    EmoBench's order (``answered``, ``gold``) and, for runs asked under several orders, over all orders
+    (``answered, all orders``; the gold letters are then spread evenly by construction)."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        for task, board in run.leaderboards.items():
+            summary = board["languages"].get(language)
+            if summary is None:
+                continue
+            every = summary.get("orders", {}).get("letters", {})
+            for part, counts in summary["letters"].items():
+                n_all = sum(every[part]["predicted"].values()) if part in every else 0
+                for letter in sorted({*counts["predicted"], *counts["gold"], *every.get(part, {}).get("predicted",
+                                                                                                      {})}):
+                    rows.append({"label": board["label"], "task": task, "question": part, "letter": letter,
+                                 "answered": counts["predicted"].get(letter, 0) / summary["n"],
+                                 "gold": counts["gold"].get(letter, 0) / summary["n"],
+                                 "answered, all orders": (every[part]["predicted"].get(letter, 0) / n_all
+                                                          if n_all else float("nan"))})
+    if not rows:
+        raise ValueError(f"no leaderboard for language {language!r} in these runs")
+    return pd.DataFrame(rows).set_index(["label", "task", "question", "letter"])
 
 
 def compare_runs(run_a: EvaluationRun, run_b: EvaluationRun, *, tasks: Sequence[str] | None = None,
@@ -550,13 +717,17 @@ def compare_runs(run_a: EvaluationRun, run_b: EvaluationRun, *, tasks: Sequence[
     """Paired comparison of run B against run A (e.g. base vs fine-tuned) per task and category, as a table.
 
     Each row: delta = accuracy(B) - accuracy(A) with a 95% paired bootstrap interval and the exact McNemar
-    p-value. With ``out_path`` the table is also written as JSON.
+    p-value. ``metric``: ``correct`` (EmoBench's order), ``emotion``/``cause`` (EU), or over the option orders
+    of runs made with ``orders="cyclic"``: ``strict`` or ``order_mean`` (see
+    :func:`~ec2er_utils.evaluation.scoring.compare_predictions`). With ``out_path`` the table is also written as
+    JSON.
     """
     import pandas as pd
 
     rows = []
     for task in tasks or [t for t in TASKS if t in run_a.predictions and t in run_b.predictions]:
-        records_a, records_b = run_a.records(task, language), run_b.records(task, language)
+        records_a = run_a.records(task, language, all_orders=True)
+        records_b = run_b.records(task, language, all_orders=True)
         if not records_a or not records_b:
             missing = run_a.label if not records_a else run_b.label
             raise ValueError(f"run {missing!r} has no {task}-{language} predictions to compare")
@@ -617,6 +788,18 @@ def describe_run(run: EvaluationRun, language: str = "en") -> str:
         lines.append(f"{task}: {overall['accuracy']:.3f} (95% CI {overall['ci_low']:.3f}-{overall['ci_high']:.3f}, "
                      f"n={overall['n']}) vs chance {chance:.3f}; {verdict}; parse failures "
                      f"{summary['parse_failure_rate']:.0%}.")
+        baselines = overall.get("baselines")
+        if baselines:
+            lines.append(f"  letter priors on the same items: always 'A' {baselines['always_A']:.3f}, always the "
+                         f"most common gold letter {baselines['majority_gold']:.3f}, answering at random with this "
+                         f"model's own letter shares {baselines['own_letters']:.3f}.")
+        orders = summary.get("orders")
+        if orders:
+            mean, strict = orders["order_mean"][OVERALL], orders["strict"][OVERALL]
+            lines.append(f"  over the cyclic option orders: {mean['accuracy']:.3f} on average (95% CI "
+                         f"{mean['ci_low']:.3f}-{mean['ci_high']:.3f}; always 'A' "
+                         f"{mean['baselines']['always_A']:.3f}), right under every order {strict['accuracy']:.3f} "
+                         f"({strict['ci_low']:.3f}-{strict['ci_high']:.3f}).")
         for part, counts in summary.get("letters", {}).items():
             letter, times = max(counts["predicted"].items(), key=lambda kv: kv[1])
             if times >= 0.8 * overall["n"]:

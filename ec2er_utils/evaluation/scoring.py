@@ -14,7 +14,7 @@ discordant items, ``scipy.stats.binomtest``).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -34,7 +34,8 @@ class Prediction(BaseModel):
     ``gold`` and ``predicted`` hold letters keyed ``emotion``/``cause`` (EU) or ``answer`` (EA); ``predicted``
     is ``""`` where no answer could be read. ``raw`` is the model's reply (per question for the ``paper``
     protocol), ``status`` a :mod:`~ec2er_utils.evaluation.parsing` status, ``option_logprobs`` the per-letter
-    log-probabilities of the ``choice`` protocol.
+    log-probabilities of the ``choice`` protocol. ``shift`` is the option order it was asked in: ``gold`` and
+    ``predicted`` are letters of that order; a run with ``orders="cyclic"`` holds one record per item and shift.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -52,6 +53,7 @@ class Prediction(BaseModel):
     attempts: int = 1
     option_logprobs: dict[str, dict[str, float]] | None = None
     chance: float | None = None  # accuracy of uniform guessing on this item
+    shift: int = 0  # cyclic shift of the options (:mod:`~ec2er_utils.evaluation.orders`); 0: EmoBench's order
 
     @property
     def key(self) -> tuple[str, str]:
@@ -148,59 +150,114 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
 # Leaderboard
 
 
-def _accuracy_entry(values: list[float], *, n_resamples: int, seed: int, chance: list[float | None] | None = None,
-                    ) -> dict[str, Any]:
+def _accuracy_entry(values: list[float], *, n_resamples: int, seed: int) -> dict[str, Any]:
     low, high = bootstrap_ci(values, n_resamples=n_resamples, seed=seed)
-    entry: dict[str, Any] = {"n": len(values), "accuracy": float(np.mean(values)) if values else float("nan"),
-                             "ci_low": low, "ci_high": high}
-    if chance and all(c is not None for c in chance):
-        entry["chance"] = float(np.mean(chance))
-    return entry
+    return {"n": len(values), "accuracy": float(np.mean(values)) if values else float("nan"), "ci_low": low,
+            "ci_high": high}
+
+
+# How an item's records (one per option order) become one value: EmoBench's order only, the mean over orders,
+# or the product over orders (for 0/1 scores: right under every order).
+ITEM_METRICS = ("accuracy", "order_mean", "strict")
+
+
+def item_value(metric: str, records: Sequence[Prediction], score) -> float:
+    """``score(record)`` of one item's records, combined as ``metric`` says (see :data:`ITEM_METRICS`)."""
+    if metric == "accuracy":
+        official = [r for r in records if r.shift == 0]
+        if not official:
+            raise ValueError(f"item {records[0].qid} has no prediction in EmoBench's option order (shift 0)")
+        return float(score(official[0]))
+    values = [float(score(r)) for r in records]
+    if metric == "order_mean":
+        return float(np.mean(values))
+    if metric == "strict":
+        return float(np.prod(values))
+    raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(ITEM_METRICS)}")
+
+
+def by_item(records: Iterable[Prediction]) -> dict[tuple[str, str], list[Prediction]]:
+    """Records grouped per item ((language, qid)), each item's sorted by shift."""
+    items: dict[tuple[str, str], list[Prediction]] = defaultdict(list)
+    for record in records:
+        items[record.key].append(record)
+    return {key: sorted(group, key=lambda r: r.shift) for key, group in items.items()}
 
 
 def summarize(records: Iterable[Prediction], *, n_resamples: int = DEFAULT_RESAMPLES,
               seed: int = DEFAULT_SEED) -> dict[str, Any]:
-    """Leaderboard entry for the predictions of one task and language.
+    """Leaderboard entry for the predictions of one task and language (one record per item and option order).
 
-    Keys: ``n``, ``overall`` and ``categories`` (accuracy with 95% CI and chance level), ``emotion_only`` and
-    ``cause_only`` per category for EU, ``parse_failures`` and ``parse_failure_rate``, ``statuses`` (counts),
-    ``letters`` (how often each letter was predicted and was gold, per question: a small model that always says
-    "A" scores the share of items whose answer is A) and ``official`` (the official harness's numbers, the same
-    values as ``accuracy``).
+    Keys: ``n``, ``overall`` and ``categories`` (accuracy in EmoBench's option order, the official number, with
+    95% CI, chance level and the letter-prior ``baselines`` of :mod:`~ec2er_utils.evaluation.orders`),
+    ``emotion_only`` and ``cause_only`` per category for EU, ``parse_failures`` and ``parse_failure_rate``,
+    ``statuses`` (counts), ``letters`` (how often each letter was predicted and was gold, per question: a small
+    model that always says "A" scores the share of items whose answer is A) and ``official`` (the official
+    harness's numbers, the same values as ``accuracy``). All of these use EmoBench's order (shift 0). When the
+    items were also asked in other orders, ``orders`` adds: ``shifts`` (how many items had how many orders),
+    ``order_mean`` and ``strict`` (tables like ``overall``/``categories``, keyed by category with "Overall"
+    first: the accuracy averaged over orders, and the share of items right under every order; ``chance`` and
+    ``baselines`` scored the same way) and ``letters`` (answer and gold letters over all orders).
     """
+    from .orders import BASELINES, baseline_predictors
+
     records = list(records)
     if not records:
         raise ValueError("no predictions to summarize")
     tasks = {r.task for r in records}
     if len(tasks) != 1:
         raise ValueError(f"summarize one task at a time, got {sorted(tasks)}")
-    by_category: dict[str, list[Prediction]] = defaultdict(list)
-    for record in records:
-        by_category[record.category].append(record)
-    groups = {OVERALL: records, **dict(sorted(by_category.items()))}
+    items = by_item(records)
+    official_records = [next((r for r in group if r.shift == 0), None) for group in items.values()]
+    if any(r is None for r in official_records):
+        raise ValueError("some items have no prediction in EmoBench's option order (shift 0); evaluate them with "
+                         "orders='original' or 'cyclic'")
+    official: list[Prediction] = official_records  # type: ignore[assignment]
+    by_category: dict[str, list[list[Prediction]]] = defaultdict(list)
+    for group in items.values():
+        by_category[group[0].category].append(group)
+    groups = {OVERALL: list(items.values()), **dict(sorted(by_category.items()))}
+    baselines = {"accuracy": baseline_predictors(official), "order_mean": baseline_predictors(records)}
+    baselines["strict"] = baselines["order_mean"]
 
-    def table(metric) -> dict[str, Any]:
-        return {name: _accuracy_entry([float(metric(r)) for r in group], n_resamples=n_resamples, seed=seed,
-                                      chance=[r.chance for r in group])
-                for name, group in groups.items()}
+    def table(metric: str, score=lambda r: r.correct, with_baselines: bool = True) -> dict[str, Any]:
+        result = {}
+        for name, group in groups.items():
+            entry = _accuracy_entry([item_value(metric, rs, score) for rs in group], n_resamples=n_resamples,
+                                    seed=seed)
+            if all(r.chance is not None for rs in group for r in rs):
+                entry["chance"] = float(np.mean([item_value(metric, rs, lambda r: r.chance) for rs in group]))
+            if with_baselines:
+                entry["baselines"] = {b: float(np.mean([item_value(metric, rs, baselines[metric][b])
+                                                        for rs in group])) for b in BASELINES}
+            result[name] = entry
+        return result
 
-    accuracy = table(lambda r: r.correct)
-    summary: dict[str, Any] = {"n": len(records), "overall": accuracy.pop(OVERALL), "categories": accuracy}
+    accuracy = table("accuracy")
+    summary: dict[str, Any] = {"n": len(items), "overall": accuracy.pop(OVERALL), "categories": accuracy}
     if tasks == {"EU"}:
         for part in ("emotion", "cause"):
-            part_table = table(lambda r, part=part: r.parts_correct[part])
+            part_table = table("accuracy", lambda r, part=part: r.parts_correct[part], with_baselines=False)
             for entry in part_table.values():
                 entry.pop("chance", None)  # chance of the combined answer; meaningless per part
             summary[f"{part}_only"] = part_table
-    failures = sum(r.parse_failed for r in records)
+    failures = sum(r.parse_failed for r in official)
     statuses: dict[str, int] = defaultdict(int)
-    for record in records:
+    for record in official:
         statuses[record.status] += 1
-    letters = {part: {"predicted": _counts(r.predicted.get(part, "") for r in records),
-                      "gold": _counts(r.gold[part] for r in records)} for part in records[0].gold}
-    summary.update(parse_failures=failures, parse_failure_rate=failures / len(records), statuses=dict(statuses),
-                   letters=letters, official=official_scores(records))
+    summary.update(parse_failures=failures, parse_failure_rate=failures / len(official), statuses=dict(statuses),
+                   letters=_letters(official), official=official_scores(official))
+    if len(records) > len(official):
+        summary["orders"] = {"shifts": {str(k): v for k, v in sorted(Counter(len(rs) for rs in items.values())
+                                                                     .items())},
+                             "order_mean": table("order_mean"), "strict": table("strict"),
+                             "letters": _letters(records)}
     return summary
+
+
+def _letters(records: list[Prediction]) -> dict[str, dict[str, dict[str, int]]]:
+    return {part: {"predicted": _counts(r.predicted.get(part, "") for r in records),
+                   "gold": _counts(r.gold[part] for r in records)} for part in records[0].gold}
 
 
 def _counts(values: Iterable[str]) -> dict[str, int]:
@@ -219,15 +276,18 @@ def compare_predictions(run_a: Iterable[Prediction], run_b: Iterable[Prediction]
                         seed: int = DEFAULT_SEED) -> list[dict[str, Any]]:
     """Per-category (and Overall) comparison of run B against run A on the same items.
 
-    ``metric`` is ``correct`` (the EmoBench rule), or for EU ``emotion`` / ``cause``. Each row: ``category``,
-    ``n``, ``accuracy_a``, ``accuracy_b``, ``delta`` (B - A) with its paired bootstrap ``ci_low``/``ci_high``,
-    ``only_a`` / ``only_b`` (items only that run got right) and ``mcnemar_p`` (exact). Items are matched by
-    (language, qid); runs over different items raise unless ``allow_partial`` (then the shared items are used
-    and the row says how many were left out).
+    ``metric`` is ``correct`` (the EmoBench rule, in EmoBench's option order), for EU ``emotion`` / ``cause``, or
+    a robust one over the option orders both runs were asked in (``orders="cyclic"``): ``strict`` (right under
+    every order) or ``order_mean`` (accuracy averaged over orders). Each row: ``category``, ``n``,
+    ``accuracy_a``, ``accuracy_b``, ``delta`` (B - A) with its paired bootstrap ``ci_low``/``ci_high``,
+    ``only_a`` / ``only_b`` (items only that run got right) and ``mcnemar_p`` (exact). McNemar needs a yes/no per
+    item: for ``order_mean`` (a fraction per item) ``only_a``/``only_b`` count the items where that run scored
+    higher and ``mcnemar_p`` is the exact sign test on them. Items are matched by (language, qid); runs over
+    different items (or, for the robust metrics, different orders) raise unless ``allow_partial`` (then the
+    shared items are used and the row says how many were left out).
     """
-    a = {r.key: r for r in run_a}
-    b = {r.key: r for r in run_b}
-    tasks = {r.task for r in (*a.values(), *b.values())}
+    a, b = by_item(run_a), by_item(run_b)
+    tasks = {r.task for rs in (*a.values(), *b.values()) for r in rs}
     if len(tasks) != 1:
         raise ValueError(f"compare runs of one task at a time, got {sorted(tasks)}")
     shared = sorted(a.keys() & b.keys())
@@ -237,23 +297,37 @@ def compare_predictions(run_a: Iterable[Prediction], run_b: Iterable[Prediction]
     if left_out and not allow_partial:
         raise ValueError(f"the runs cover different items ({len(a)} vs {len(b)}, {len(shared)} shared); finish "
                          "both runs on the same items, or pass allow_partial=True to compare the shared ones")
+    robust = metric in ("strict", "order_mean")
+    if robust:
+        if all(len(rs) == 1 for rs in (*a.values(), *b.values())):
+            raise ValueError(f"metric {metric!r} needs predictions under several option orders; evaluate both runs "
+                             "with orders='cyclic'")
+        differ = [key for key in shared if [r.shift for r in a[key]] != [r.shift for r in b[key]]]
+        if differ and not allow_partial:
+            raise ValueError(f"{len(differ)} items were asked in different option orders by the two runs (e.g. "
+                             f"{differ[0][1]}); evaluate both with the same orders, or pass allow_partial=True")
+        left_out += len(differ)
+        shared = [key for key in shared if key not in set(differ)]
+    elif metric != "correct" and metric not in next(iter(a.values()))[0].gold:
+        raise ValueError(f"unknown metric {metric!r} for {next(iter(tasks))}; use 'correct', 'strict', "
+                         f"'order_mean' or one of {list(next(iter(a.values()))[0].gold)}")
 
-    def value(record: Prediction) -> float:
+    def value(records: list[Prediction]) -> float:
+        if robust:
+            return item_value(metric, records, lambda r: r.correct)
         if metric == "correct":
-            return float(record.correct)
-        if metric in record.gold:
-            return float(record.parts_correct[metric])
-        raise ValueError(f"unknown metric {metric!r} for {record.task}; use 'correct' or one of {list(record.gold)}")
+            return item_value("accuracy", records, lambda r: r.correct)
+        return item_value("accuracy", records, lambda r: r.parts_correct[metric])
 
     by_category: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for key in shared:
-        by_category[a[key].category].append(key)
+        by_category[a[key][0].category].append(key)
     rows = []
     for category, keys in [(OVERALL, shared), *sorted(by_category.items())]:
         values_a = np.array([value(a[k]) for k in keys])
         values_b = np.array([value(b[k]) for k in keys])
-        only_a = int(np.sum((values_a == 1) & (values_b == 0)))
-        only_b = int(np.sum((values_a == 0) & (values_b == 1)))
+        only_a = int(np.sum(values_a > values_b))
+        only_b = int(np.sum(values_b > values_a))
         low, high = paired_bootstrap_ci(values_a, values_b, n_resamples=n_resamples, seed=seed)
         rows.append({"category": category, "n": len(keys), "accuracy_a": float(values_a.mean()),
                      "accuracy_b": float(values_b.mean()), "delta": float(values_b.mean() - values_a.mean()),

@@ -208,10 +208,23 @@ def latest_runs(entries: list[EvaluationEntry], protocol: str) -> dict[tuple[str
     return chosen
 
 
+# Letter-prior baselines drawn across each category of Table 1 (see ec2er_utils.evaluation.orders): line styles.
+BASELINE_LINES = {"always_A": ("always A", "black", ":"), "majority_gold": ("majority gold letter", "tab:red", "-.")}
+
+
+def _hline_per_category(ax, levels, *, label: str, colour: str, style: str) -> None:
+    for i, level in enumerate(levels):
+        if level == level:
+            ax.hlines(level, i - 0.42, i + 0.42, colors=colour, linestyles=style, linewidth=1,
+                      label=label if i == 0 else None)
+
+
 @styled
 def plot_table1_ours(entries: list[EvaluationEntry], protocol: str, *, language: str = "en"):
     """Table 1's layout for this repository's runs of one protocol: per model and task, accuracy per category with
-    95% bootstrap intervals and chance (dashes), the paper's reported base/fine-tuned numbers beside them."""
+    95% bootstrap intervals (official: EmoBench's option order; for runs with ``orders="cyclic"`` also the
+    accuracy averaged over option orders), chance (grey dashes) and the letter-prior baselines always "A" and
+    always the most common gold letter (lines), the paper's reported base/fine-tuned numbers beside them."""
     runs = latest_runs(entries, protocol)
     models = _model_order(alias for alias, _ in runs)
     if not models:
@@ -229,6 +242,7 @@ def plot_table1_ours(entries: list[EvaluationEntry], protocol: str, *, language:
                 series += [(f"paper {state}", [paper.get((alias, tuned, task, c), float("nan")) for c in categories],
                             None) for state, tuned in (("base", False), ("fine-tuned", True))]
             chance = None
+            baselines: dict[str, list[float]] = {}
             n = None
             for state, tuned in (("base", False), ("fine-tuned", True)):
                 entry = runs.get((alias, tuned))
@@ -236,25 +250,35 @@ def plot_table1_ours(entries: list[EvaluationEntry], protocol: str, *, language:
                 if summary is None:
                     continue
                 table = {OVERALL: summary["overall"], **summary["categories"]}
-                values = [table[c]["accuracy"] if c in table else float("nan") for c in categories]
-                intervals = [(table[c]["ci_low"], table[c]["ci_high"]) if c in table else (float("nan"),) * 2
-                             for c in categories]
-                series.append((f"ours {state}", values, intervals))
+                series.append((f"ours {state}", *_values_and_intervals(table, categories)))
+                over_orders = summary.get("orders", {}).get("order_mean")
+                if over_orders:
+                    series.append((f"ours {state}, over orders", *_values_and_intervals(over_orders, categories)))
                 chance = [table[c].get("chance", float("nan")) if c in table else float("nan") for c in categories]
+                baselines = {name: [table[c].get("baselines", {}).get(name, float("nan")) if c in table
+                                    else float("nan") for c in categories] for name in BASELINE_LINES}
                 n = summary["n"]
             grouped_bars(ax, categories, series)
-            for i, level in enumerate(chance or []):
-                if level == level:
-                    ax.hlines(level, i - 0.42, i + 0.42, colors="grey", linestyles="dashed", linewidth=1,
-                              label="chance" if i == 0 else None)
+            _hline_per_category(ax, chance or [], label="chance", colour="grey", style="dashed")
+            for name, levels in baselines.items():
+                _hline_per_category(ax, levels, label=BASELINE_LINES[name][0], colour=BASELINE_LINES[name][1],
+                                    style=BASELINE_LINES[name][2])
             suffix = f", n={n}" if n else ", no run"
             ax.set_title(f"{alias}: {task}{suffix}", fontsize=10)
             if column == 0:
                 ax.set_ylabel("accuracy")
     shared_legend(figure, axes)
-    suptitle(figure, f"EmoBench ({language}), protocol {protocol}: this repository's runs (95% bootstrap CI, "
-                     "chance dashed) beside the paper's reported Table 1 (no CI). Runs: " + "; ".join(described))
+    suptitle(figure, f"EmoBench ({language}), protocol {protocol}: this repository's runs (95% bootstrap CI; "
+                     "official order and, where asked, averaged over option orders; chance and letter-prior "
+                     "baselines as lines) beside the paper's reported Table 1 (no CI). Runs: " + "; ".join(described))
     return figure
+
+
+def _values_and_intervals(table: dict[str, Any], categories) -> tuple[list[float], list[tuple[float, float]]]:
+    nan = float("nan")
+    values = [table[c]["accuracy"] if c in table else nan for c in categories]
+    intervals = [(table[c]["ci_low"], table[c]["ci_high"]) if c in table else (nan, nan) for c in categories]
+    return values, intervals
 
 
 def finetune_pairs(entries: list[EvaluationEntry], protocol: str) -> list[tuple[str, EvaluationEntry,
@@ -265,50 +289,78 @@ def finetune_pairs(entries: list[EvaluationEntry], protocol: str) -> list[tuple[
             if (alias, False) in runs and (alias, True) in runs]
 
 
-def finetune_deltas(entries: list[EvaluationEntry], protocol: str, *, language: str = "en"):
-    """Paired comparison (fine-tuned - base) per model, task and category, from the per-item predictions
-    (:func:`ec2er_utils.evaluation.compare_runs`: paired bootstrap 95% CI, exact McNemar p). Returns the table and
-    notes on models that could not be compared (e.g. runs over different items)."""
+def finetune_deltas(entries: list[EvaluationEntry], protocol: str, *, language: str = "en",
+                    metrics: tuple[str, ...] = ("correct", "order_mean")):
+    """Paired comparison (fine-tuned - base) per model, metric, task and category, from the per-item predictions
+    (:func:`ec2er_utils.evaluation.compare_runs`: paired bootstrap 95% CI, exact McNemar p). ``metrics``:
+    ``correct`` (the official number) and, for runs asked under every option order, ``order_mean`` (or
+    ``strict``). Each row also has ``letter_habit_delta``: the change of the ``own_letters`` baseline of the same
+    metric, what the change of letter habit alone would give. Returns the table and notes on what could not be
+    compared (e.g. runs over different items, or without the other option orders)."""
     import pandas as pd
 
     from ..evaluation import compare_runs
 
     tables, notes = [], []
     for alias, base, tuned in finetune_pairs(entries, protocol):
-        try:
-            table = compare_runs(base.run, tuned.run, language=language)
-        except ValueError as err:
-            notes.append(f"{alias}: not compared ({err})")
-            continue
-        tables.append(table.assign(alias=alias))
+        for metric in metrics:
+            try:
+                table = compare_runs(base.run, tuned.run, language=language, metric=metric)
+            except ValueError as err:
+                notes.append(f"{alias} {metric}: not compared ({err})")
+                continue
+            habit = [_own_letters(tuned, task, language, metric, category)
+                     - _own_letters(base, task, language, metric, category)
+                     for task, category in zip(table["task"], table["category"], strict=True)]
+            tables.append(table.assign(alias=alias, letter_habit_delta=habit))
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), notes
+
+
+def _own_letters(entry: EvaluationEntry, task: str, language: str, metric: str, category: str) -> float:
+    summary = entry.summary(task, language) or {}
+    if metric == "correct":
+        table = {OVERALL: summary.get("overall", {}), **summary.get("categories", {})}
+    else:
+        table = summary.get("orders", {}).get(metric, {})
+    return table.get(category, {}).get("baselines", {}).get("own_letters", float("nan"))
 
 
 @styled
 def plot_finetune_gain(deltas, protocol: str, *, language: str = "en"):
     """Fine-tuned minus base accuracy per category (bars, paired bootstrap 95% CI), the paper's reported change as
-    a diamond for its models."""
+    a diamond for its models, and the change that the letter habit alone would give (the ``own_letters``
+    baseline's change) as a cross. One row of panels per metric of ``deltas`` (official; averaged over option
+    orders where the runs were asked under every order)."""
     import numpy as np
 
     if deltas.empty:
         raise FigureInputError("no paired comparison to plot")
+    if "metric" not in deltas:
+        deltas = deltas.assign(metric="correct")
+    metrics = list(dict.fromkeys(deltas["metric"]))
+    titles = {"correct": "official order", "order_mean": "averaged over option orders",
+              "strict": "right under every order"}
     paper = _paper_rows()
     models = _model_order(set(deltas["alias"]))
     palette = dict(zip(models, colour_cycle(len(models)), strict=True))
-    figure, axes = new_figure(13.0, 5.2, 1, 2, sharex=True)
+    figure, axes = new_figure(13.0, 5.2 * len(metrics), len(metrics), 2, sharex=True)
     height = 0.8 / len(models)
-    for ax, task in zip(axes[0], ("EU", "EA"), strict=True):
+    for (metric, task), ax in zip([(m, t) for m in metrics for t in ("EU", "EA")], axes.flat, strict=True):
         categories = TABLE1_CATEGORIES[task]
         y = np.arange(len(categories))
         for k, alias in enumerate(models):
-            rows = deltas[(deltas["alias"] == alias) & (deltas["task"] == task)].set_index("category")
+            rows = deltas[(deltas["alias"] == alias) & (deltas["task"] == task) & (deltas["metric"] == metric)]
+            rows = rows.set_index("category")
             rows = rows.reindex(list(categories))
             positions = y - 0.4 + height * (k + 0.5)
             n = int(rows["n"].max()) if rows["n"].notna().any() else 0
             ax.barh(positions, rows["delta"], height * 0.9, color=palette[alias], label=f"{alias} (ours, n={n})")
             errors = [(rows["delta"] - rows["ci_low"]).fillna(0), (rows["ci_high"] - rows["delta"]).fillna(0)]
             ax.errorbar(rows["delta"], positions, xerr=errors, fmt="none", ecolor="black", capsize=2, linewidth=0.9)
-            if alias in PAPER_MODELS:
+            if "letter_habit_delta" in rows:
+                ax.scatter(rows["letter_habit_delta"], positions, marker="x", s=22, color="tab:red", zorder=3,
+                           label="letter habit alone (own-letters baseline)" if k == 0 else None)
+            if alias in PAPER_MODELS and metric == "correct":
                 reported = [paper.get((alias, True, task, c), np.nan) - paper.get((alias, False, task, c), np.nan)
                             for c in categories]
                 ax.scatter(reported, positions, marker="D", s=22, color="black", zorder=3,
@@ -316,11 +368,12 @@ def plot_finetune_gain(deltas, protocol: str, *, language: str = "en"):
         ax.axvline(0, color="grey", linewidth=1)
         ax.set_yticks(y, [category_label(c, 40) for c in categories], fontsize=8)
         ax.invert_yaxis()
-        ax.set_title(f"{task}: fine-tuned - base", fontsize=10)
+        ax.set_title(f"{task}: fine-tuned - base, {titles.get(metric, metric)}", fontsize=10)
         ax.set_xlabel("accuracy difference")
     shared_legend(figure, axes)
     suptitle(figure, f"Effect of fine-tuning on EmoBench ({language}), protocol {protocol}: paired bootstrap 95% CI "
-                     "over the same items; diamonds are the paper's reported change (no CI)")
+                     "over the same items; diamonds are the paper's reported change (no CI), crosses the change "
+                     "the model's letter habit alone would give")
     return figure
 
 

@@ -1,0 +1,107 @@
+"""Option orders: each item asked under the cyclic shifts of its options, and the letter-prior baselines.
+
+EmoBench's gold letters are not uniform (English EU emotion answers are "A" in 36% of the items, EA answers "C" in
+37%), so a model that always answers one letter can beat chance without reading the scenario, and a fine-tuned
+model can gain or lose by changing its letter habit alone. Following MMBench's CircularEval, an item is asked once
+per cyclic shift of its options: shift ``s`` moves the option at position ``i`` to position ``(i - s) mod n``, so
+over the shifts every option sits once under every letter. Shift 0 is EmoBench's own order: its result is the
+official number. From the shifts come the accuracy averaged over orders (on a one-question item a letter habit
+scores exactly chance on it) and the strict accuracy (right under every order).
+
+An EU item is two questions (emotion: 6 options; cause: 4, sometimes 6 or 7) scored together. Both are rotated
+together, by the same ``s`` (each modulo its own option count), and the item is asked under ``max(6, causes)``
+shifts: every emotion option takes every letter once, and the cause options cycle through theirs (with 4 causes,
+shifts 4 and 5 repeat cause orders 0 and 1, paired with new emotion orders). Rotating both at once keeps the item
+one prompt in the ``official`` protocol and keeps the EU rule (both answers right) per order. The price: on EU
+always-A is right over the orders only where the two gold options land on "A" in the same shift, so its
+accuracy over orders is not exactly chance; the ``always_A`` baseline reports what it is.
+
+Letter-prior baselines, computed on the same items and orders as the model (see :func:`baseline_predictors`):
+``always_A``; ``majority_gold``, always the most common gold letter of the evaluated items in EmoBench's order (an
+oracle prior: it knows the answer key's skew); and ``own_letters``, the expected accuracy of answering at random
+with the model's own answer-letter distribution (what the model's letter habit alone would score).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..schemas import EAItem, EUItem
+
+if TYPE_CHECKING:
+    from .scoring import Prediction
+
+ORDERS: tuple[str, ...] = ("original", "cyclic")
+BASELINES: tuple[str, ...] = ("always_A", "majority_gold", "own_letters")
+
+
+def check_orders(orders: str) -> str:
+    if orders not in ORDERS:
+        raise ValueError(f"Unknown orders {orders!r}; use 'original' (EmoBench's option order only) or 'cyclic' "
+                         "(every cyclic shift of the options; shift 0 is EmoBench's order)")
+    return orders
+
+
+def shift_count(item: EUItem | EAItem) -> int:
+    """How many cyclic shifts ask every option under every letter (EU: the longer of its two option lists)."""
+    if isinstance(item, EUItem):
+        return max(len(item.emotion_choices), len(item.cause_choices))
+    return len(item.choices)
+
+
+def item_shifts(item: EUItem | EAItem, orders: str) -> list[int]:
+    """The shifts to ask ``item`` under: ``[0]`` for ``original``, all of them for ``cyclic``."""
+    return list(range(shift_count(item))) if check_orders(orders) == "cyclic" else [0]
+
+
+def rotate(options: Sequence[str], shift: int) -> list[str]:
+    """``options`` shifted left by ``shift`` (modulo their number): shift 1 puts the second option under "A"."""
+    shift %= len(options)
+    return [*options[shift:], *options[:shift]]
+
+
+def rotated(item: EUItem | EAItem, shift: int) -> EUItem | EAItem:
+    """The item with its options rotated by ``shift`` (both questions of an EU item); shift 0 is the item itself.
+    Labels are option texts, so the gold letters follow the options."""
+    if shift == 0:
+        return item
+    if isinstance(item, EUItem):
+        return item.model_copy(update={"emotion_choices": rotate(item.emotion_choices, shift),
+                                       "cause_choices": rotate(item.cause_choices, shift)})
+    return item.model_copy(update={"choices": rotate(item.choices, shift)})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Letter-prior baselines
+
+
+def letter_shares(records: Sequence[Prediction], part: str, *, gold: bool = False) -> dict[str, float]:
+    """How often each letter was predicted (or was gold) for question ``part``, as shares of ``records``
+    (``"(none)"`` for unreadable answers)."""
+    counts = Counter((r.gold[part] if gold else r.predicted.get(part, "")) or "(none)" for r in records)
+    return {letter: counts[letter] / len(records) for letter in sorted(counts)}
+
+
+def baseline_predictors(records: Sequence[Prediction]):
+    """``{name: function(record) -> expected correctness}`` for the letter-prior baselines of ``records`` (one
+    task and language; all orders). ``majority_gold`` takes the most common gold letter in EmoBench's order
+    (shift 0; ties: the first letter); ``own_letters`` the model's answer-letter shares over the same records."""
+    official = [r for r in records if r.shift == 0] or list(records)
+    parts = list(records[0].gold)
+    majority = {part: max(sorted(letter_shares(official, part, gold=True).items()), key=lambda kv: kv[1])[0]
+                for part in parts}
+    own = {part: letter_shares(records, part) for part in parts}
+
+    def always(letters: dict[str, str]):
+        return lambda r: float(all(r.gold[part] == letters[part] for part in parts))
+
+    def own_letters(r: Prediction) -> float:
+        probability = 1.0
+        for part in parts:
+            probability *= own[part].get(r.gold[part], 0.0)
+        return probability
+
+    return {"always_A": always(dict.fromkeys(parts, "A")), "majority_gold": always(majority),
+            "own_letters": own_letters}
