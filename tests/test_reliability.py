@@ -931,6 +931,7 @@ def test_evaluation_stops_at_a_fatal_answer_and_when_no_item_is_answered(tmp_pat
     stops it too, keeping the chunks before it, and running again with a working server resumes after them."""
     def config(**changes):
         return EvalConfig(model="served-model", adapter=None, backend="openai", protocol="official", tasks=("EA",),
+                          orders="original",
                           emobench_dir=str(shared_dir() / "emobench"), out_dir=str(tmp_path), n_resamples=200,
                           attempts=1, **changes)
 
