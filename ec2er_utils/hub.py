@@ -53,3 +53,26 @@ def publish_folder(folder: str | os.PathLike, repo_id: str, *, repo_type: str, f
         raise HubPushError(f"pushing {folder} to {repo_id} failed ({type(err).__name__}: {str(err)[:300]}). The "
                            f"files are safe on disk in {Path(folder)}. Push them later with {later}") from None
     return str(url)
+
+
+def is_repo_id(text: str) -> bool:
+    """Whether ``text`` reads as a Hub repository id (``owner/name``) rather than a local path."""
+    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).expanduser().exists()
+
+
+def download_adapter(repo_id: str) -> Path:
+    """A LoRA adapter repository on the Hugging Face Hub, downloaded once (``snapshot_download``) into its cache;
+    later calls read the cache. Raises FileNotFoundError when the repository holds no adapter."""
+    from huggingface_hub import snapshot_download
+
+    if not is_repo_id(repo_id):
+        raise FileNotFoundError(f"{repo_id}: neither a local adapter or run folder nor a Hub repository id "
+                                "('owner/name')")
+    try:
+        folder = Path(snapshot_download(repo_id, repo_type="model"))
+    except Exception as err:  # noqa: BLE001 - offline, private, no such repository: one message names both readings
+        raise FileNotFoundError(f"{repo_id}: no such local folder, and no adapter could be downloaded from the Hub "
+                                f"under that id ({type(err).__name__}: {str(err)[:200]})") from None
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"the Hub repository {repo_id} holds no adapter_config.json: not a LoRA adapter")
+    return folder

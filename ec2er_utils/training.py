@@ -51,7 +51,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .figures import plot_training_loss
 from .formatting import Question, chat_messages
-from .hub import publish_folder
+from .hub import download_adapter, publish_folder
 from .jsonl import read_json, write_json_atomic
 from .models import (
     ADAPTER_DIR,
@@ -879,19 +879,6 @@ def adapter_folder(run_dir: str | os.PathLike) -> Path:
                             "a run folder written by notebooks/04_train.ipynb, runs/<model>/<run-id>/")
 
 
-def hub_adapter(repo_id: str) -> Path:
-    """A LoRA adapter repository on the Hugging Face Hub, downloaded once (``snapshot_download``) into its cache."""
-    from huggingface_hub import snapshot_download
-
-    if repo_id.count("/") != 1:
-        raise FileNotFoundError(f"{repo_id}: neither a run folder of notebook 04 nor a Hub repository id "
-                                "('owner/name')")
-    folder = Path(snapshot_download(repo_id, repo_type="model"))
-    if not (folder / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"the Hub repository {repo_id} holds no adapter_config.json: not a LoRA adapter")
-    return folder
-
-
 def load_adapter(run_dir: str | os.PathLike, *, device: str | None = None, dtype: Any = None):
     """Load a trained run for inference: ``(model, tokenizer)``, the base model with the LoRA adapter on top.
     ``run_dir`` is a run folder of notebook 04, an adapter folder, or a Hub repository id of a pushed adapter.
@@ -905,7 +892,7 @@ def load_adapter(run_dir: str | os.PathLike, *, device: str | None = None, dtype
 
     from .models import load_model_and_tokenizer
 
-    adapter_dir = adapter_folder(run_dir) if Path(run_dir).expanduser().exists() else hub_adapter(str(run_dir))
+    adapter_dir = adapter_folder(run_dir) if Path(run_dir).expanduser().exists() else download_adapter(str(run_dir))
     config_file = adapter_dir.parent / "config.json"
     if config_file.is_file():
         base = read_json(config_file)["config"]["model"]

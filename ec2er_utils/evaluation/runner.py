@@ -56,6 +56,7 @@ from ..emobench import (
     task_of,
 )
 from ..formatting import response_schema
+from ..hub import download_adapter, is_repo_id
 from ..jsonl import JSONLError, append_jsonl, read_json, read_jsonl, repair_jsonl_tail, write_json_atomic
 from ..llm import ChatResult, LLMClient, LLMError, LLMFatalError, LLMInvalidJSONError, make_client
 from ..models import DEFAULT_MODEL
@@ -466,8 +467,11 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
     config = (config or EvalConfig()).resolved()
     model, adapter, protocol, backend, cot = config.model, config.adapter, config.protocol, config.backend, config.cot
     if adapter is not None and backend == "local" and not adapter.expanduser().is_dir():
-        raise FileNotFoundError(f"adapter folder {adapter} not found; train one with notebook 04 (it writes "
-                                f"{runs_dir()}/<model>/<run-id>/), or set adapter to None to evaluate the base model")
+        if not is_repo_id(str(adapter)):
+            raise FileNotFoundError(f"adapter folder {adapter} not found; train one with notebook 04 (it writes "
+                                    f"{runs_dir()}/<model>/<run-id>/), name a pushed adapter on the Hub "
+                                    "('owner/name'), or set adapter to None to evaluate the base model")
+        adapter = download_adapter(str(adapter))  # a Hub id: downloaded once, then read from the cache
     items = load_tasks(config.tasks, config.language, config.emobench_dir, limit=config.limit)
 
     label = config.label or model_label(model, adapter, backend)
