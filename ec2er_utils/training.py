@@ -158,6 +158,8 @@ class TrainConfig(StageConfig):
                                          "confidence is at least this (unreviewed items are kept); None: all")
     resume: bool = Field(False, description="continue from the newest checkpoint of run_id (None: this model's newest "
                                             "run): a disconnected Colab run goes on where it stopped")
+    merged_16bit: bool = Field(False, description="also save the base model with the adapter merged in, 16-bit, "
+                                                  "in <run>/merged_16bit (to serve without PEFT, e.g. with vLLM)")
     push_to_hub: bool = False
     hub_model_id: str | None = None
     hub_private: bool = True
@@ -867,6 +869,27 @@ def save_run(model, tokenizer, plan: RunPlan, result: TrainingResult, *, backend
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()
     return run_dir
+
+
+MERGED_DIR = "merged_16bit"
+
+
+def save_merged_16bit(run_dir: str | os.PathLike, model=None, tokenizer=None) -> Path:
+    """The base model with the run's adapter merged in, in 16 bits, in ``<run>/merged_16bit``: a plain checkpoint
+    that serves without PEFT. With an Unsloth model on a GPU (``model``/``tokenizer`` given), Unsloth's
+    ``save_pretrained_merged`` (it dequantises a 4-bit base); otherwise PEFT's ``merge_and_unload`` on the saved
+    adapter loaded afresh, so the model in memory keeps its adapter."""
+    folder = Path(run_dir) / MERGED_DIR
+    if model is not None and hasattr(model, "save_pretrained_merged") and detect_device().is_gpu:
+        model.save_pretrained_merged(str(folder), tokenizer, save_method="merged_16bit")
+        return folder
+    import torch
+
+    reloaded, reloaded_tokenizer = load_adapter(run_dir, dtype=torch.bfloat16)
+    merged = reloaded.merge_and_unload()
+    merged.save_pretrained(str(folder), safe_serialization=True)
+    reloaded_tokenizer.save_pretrained(str(folder))
+    return folder
 
 
 def adapter_folder(run_dir: str | os.PathLike) -> Path:

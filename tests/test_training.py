@@ -540,3 +540,18 @@ def test_out_of_memory_is_raised_with_advice_and_only_a_missing_unsloth_falls_ba
     _, _, backend = training.load_model_for_training(plan)
     assert backend.startswith("transformers+peft (fallback: NotImplementedError")
     assert "UNSLOTH NOT USED" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_merged_16bit_copy_is_a_plain_checkpoint_with_the_adapters_logits(trained):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = training.save_merged_16bit(trained["run_dir"])
+    assert (folder / "config.json").is_file() and not (folder / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16)
+    adapted, tokenizer = training.load_adapter(trained["run_dir"], dtype=torch.bfloat16)
+    inputs = tokenizer(["Mia smiles after losing the match."], return_tensors="pt")
+    with torch.no_grad():
+        difference = (merged(**inputs).logits - adapted(**inputs).logits).abs().max().item()
+    assert difference < 0.5, difference  # the same function up to bf16 rounding of the merged weights
