@@ -3,9 +3,10 @@ attributes are :mod:`ec2er_utils.attributes`).
 
 Three persona sources:
 
-- **PersonaHub** (the paper's source, Ge et al.): the Hugging Face dataset ``proj-persona/PersonaHub``, config
-  ``persona`` (:func:`load_personahub`; needs the Hub), or any JSONL file with a ``persona`` field per line, such as
-  the 5,000-persona sample in ``shared/personahub/`` (:func:`read_persona_jsonl`).
+- **PersonaHub** (the paper's source, Ge et al.): its public ``data/persona.jsonl`` at a pinned commit of
+  github.com/tencent-ailab/persona-hub, downloaded once and checked (:func:`load_personahub`; needs the network the
+  first time), or any JSONL file with a ``persona`` field per line, such as the 5,000-persona sample in
+  ``shared/personahub/`` (:func:`read_persona_jsonl`).
 - **The paper's grid** (:func:`grid_personas`): age 18–75, occupation, relationship status, cultural region and
   baseline disposition, sampled with age-dependent occupation and relationship-status weights (our choice: the
   paper lists the values, not how they combine).
@@ -53,8 +54,11 @@ from .themes import THEMES, Theme
 if TYPE_CHECKING:
     import pandas as pd
 
-PERSONAHUB_DATASET = "proj-persona/PersonaHub"
-PERSONAHUB_CONFIG = "persona"
+# PersonaHub (Ge et al.) pinned: its public home's commit, and git's object id of data/persona.jsonl at that commit
+# (checked after the download, so a changed or damaged file is refused, not used).
+PERSONAHUB_COMMIT = "72bf19b886312041b32f7cae12c02dab8653c6fa"
+PERSONAHUB_URL = "https://raw.githubusercontent.com/tencent-ailab/persona-hub/{commit}/data/persona.jsonl"
+PERSONAHUB_BLOB = "43ec406a7df5c881bfc1723334cf566a4ded2aaa"
 SHARED_SAMPLE = ("personahub", "persona_sample.jsonl")  # under ec2er_utils.paths.shared_dir()
 
 AgeBand = Literal["young_adult", "adult", "older_adult"]
@@ -215,37 +219,42 @@ def read_persona_jsonl(path: str | os.PathLike, limit: int | None = None) -> lis
     return dedupe_personas(personas, str(path))
 
 
-def load_personahub(limit: int = 1000, split: str = "train", seed: int | None = None) -> list[Persona]:
-    """``limit`` personas of ``proj-persona/PersonaHub`` (config ``persona``) from the Hugging Face Hub.
+def git_blob_id(path: str | os.PathLike) -> str:
+    """The object id git gives a file's content (SHA-1 of ``blob <size>\\0`` + the bytes)."""
+    data = Path(path).read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's id, not security
 
-    Streams, so only about ``limit`` rows are downloaded; ``seed`` shuffles the stream (a buffer of 10,000 rows)
-    first. Rows without persona text are skipped with a warning. Needs network access to the Hub: offline, use
-    :func:`read_persona_jsonl` on a local copy instead.
-    """
+
+def download_personahub(cache: str | os.PathLike | None = None, url: str | None = None) -> Path:
+    """PersonaHub's ``data/persona.jsonl`` at :data:`PERSONAHUB_COMMIT`, downloaded once and checked against git's
+    object id of that file; later calls read the cached copy without the network."""
+    import pooch
+
+    from .paths import cache_dir
+
+    folder = Path(cache) if cache is not None else cache_dir() / "personahub" / PERSONAHUB_COMMIT[:12]
+    url = url or PERSONAHUB_URL.format(commit=PERSONAHUB_COMMIT)
+    try:
+        path = Path(pooch.retrieve(url, known_hash=None, fname="persona.jsonl", path=folder, progressbar=False))
+    except Exception as err:  # noqa: BLE001 - offline, HTTP errors: say what to do instead
+        raise RuntimeError(f"could not download PersonaHub (commit {PERSONAHUB_COMMIT[:12]}) from {url}: "
+                           f"{type(err).__name__}: {str(err)[:300]}. Offline, pass a local JSONL file with a 'persona' "
+                           "field per line instead (e.g. shared/personahub/persona_sample.jsonl).") from None
+    if git_blob_id(path) != PERSONAHUB_BLOB:
+        path.unlink()
+        raise RuntimeError(f"{url} is not PersonaHub's data/persona.jsonl of commit {PERSONAHUB_COMMIT[:12]} (its git "
+                           "object id differs); it was removed. Retry later, or pass a local persona JSONL file.")
+    return path
+
+
+def load_personahub(limit: int = 1000, seed: int | None = None) -> list[Persona]:
+    """``limit`` personas of PersonaHub (Ge et al., the paper's source) from its pinned public file
+    (:func:`download_personahub`), in file order or, with ``seed``, a seeded sample. Offline, use
+    :func:`read_persona_jsonl` on a local copy instead."""
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    personas, skipped = [], 0
-    try:
-        from datasets import load_dataset
-
-        stream = load_dataset(PERSONAHUB_DATASET, PERSONAHUB_CONFIG, split=split, streaming=True)
-        if seed is not None:
-            stream = stream.shuffle(seed=seed, buffer_size=10_000)
-        for row in stream:
-            text = row.get("persona")
-            if not isinstance(text, str) or not text.strip():
-                skipped += 1
-                continue
-            personas.append(persona_from_text(text, "personahub"))
-            if len(personas) >= limit:
-                break
-    except Exception as err:  # network, auth or a renamed dataset: say what to do instead
-        raise RuntimeError(f"could not load {PERSONAHUB_DATASET} (config {PERSONAHUB_CONFIG!r}) from the Hugging "
-                           f"Face Hub: {type(err).__name__}: {err}. Offline, pass a local JSONL file with a "
-                           "'persona' field per line instead (e.g. shared/personahub/persona_sample.jsonl).") from err
-    if skipped:
-        warnings.warn(f"{PERSONAHUB_DATASET}: {skipped} row(s) without persona text skipped", stacklevel=2)
-    return dedupe_personas(personas, PERSONAHUB_DATASET)
+    personas = read_persona_jsonl(download_personahub())
+    return sample_personas(personas, limit, seed) if seed is not None else personas[:limit]
 
 
 def shared_sample_path() -> Path | None:

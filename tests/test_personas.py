@@ -104,32 +104,40 @@ def test_cues_in_personahub_text(text, expected):
     assert P.infer_from_text(text) == expected
 
 
-def test_personahub_loader_streams_the_hub_dataset(monkeypatch):
-    import datasets
+def test_personahub_is_downloaded_pinned_checked_and_then_read_offline(tmp_path, monkeypatch):
+    import functools
+    from http.server import SimpleHTTPRequestHandler
 
-    rows = [{"persona": f"Persona number {i}, a teacher."} for i in range(30)] + [{"persona": ""}]
-    calls = []
+    from tests.helpers import LoopbackHTTPServer
 
-    def fake_load_dataset(name, config, split, streaming):
-        calls.append((name, config, split, streaming))
-        return datasets.Dataset.from_list(rows).to_iterable_dataset()
+    served = tmp_path / "served" / "data"
+    served.mkdir(parents=True)
+    rows = [{"persona": f"Persona number {i}, a teacher."} for i in range(30)]
+    (served / "persona.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    monkeypatch.setattr(P, "PERSONAHUB_BLOB", P.git_blob_id(served / "persona.jsonl"))
+    monkeypatch.setenv("EC2ER_CACHE_DIR", str(tmp_path / "cache"))
 
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    personas = P.load_personahub(limit=5)
-    assert calls == [("proj-persona/PersonaHub", "persona", "train", True)]
-    assert [p.text for p in personas] == [r["persona"] for r in rows[:5]]
-    assert all(p.occupation == "teacher" for p in personas)
-    with pytest.warns(UserWarning, match="1 row"):
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    with LoopbackHTTPServer(functools.partial(Quiet, directory=str(tmp_path / "served"))) as server:
+        monkeypatch.setattr(P, "PERSONAHUB_URL", server.base_url.removesuffix("/v1") + "/data/persona.jsonl")
+        personas = P.load_personahub(limit=5)
+        assert [p.text for p in personas] == [r["persona"] for r in rows[:5]]
+        assert all(p.occupation == "teacher" and p.source == "personahub" for p in personas)
         assert len(P.load_personas("personahub", n=30, seed=3)) == 30
+    assert len(P.load_personahub(limit=7, seed=1)) == 7  # the server is gone: read from the cache
+    monkeypatch.setattr(P, "PERSONAHUB_BLOB", "0" * 40)  # the file the commit names is not this one
+    with pytest.raises(RuntimeError, match="git object id differs"):
+        P.load_personahub(limit=5)
 
 
-def test_personahub_loader_offline_says_what_to_do(monkeypatch):
-    import datasets
+def test_personahub_loader_offline_says_what_to_do(tmp_path, monkeypatch):
+    from tools.local_server import free_loopback_port
 
-    def offline(*args, **kwargs):
-        raise ConnectionError("no network")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setenv("EC2ER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(P, "PERSONAHUB_URL", f"http://127.0.0.1:{free_loopback_port()}/data/persona.jsonl")
     with pytest.raises(RuntimeError, match="local JSONL file with a 'persona' field"):
         P.load_personahub(limit=5)
 
