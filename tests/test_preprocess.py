@@ -608,3 +608,12 @@ def test_the_dataset_card_header_is_valid_and_the_push_sends_the_splits(tmp_path
         pp.push_dataset(tmp_path / "processed", "ada/broken")
     with pytest.raises(ValueError, match="hub_dataset_id is None"):
         pp.PreprocessConfig(push_to_hub=True)
+
+
+def test_the_dataset_card_counts_mixed_emotion_labels(tmp_path):
+    mixed = mcq_item(item_id="m3", options=["Relief & Guilt", "Anger & Fear", "Joy & Pride", "Fear & Sadness"],
+                     correct_answer="Relief & Guilt",
+                     explanation="He is relieved the wait is over and guilty that he doubted his doctor.")
+    paths = pp.save_processed({"train": [mcq_item(), mixed], "validation": []}, [], {"method": "test"},
+                              tmp_path / "processed")
+    assert "1 of 2 EU emotion questions have a mixed-emotion label" in paths["card"].read_text(encoding="utf-8")

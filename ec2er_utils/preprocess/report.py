@@ -126,6 +126,10 @@ def dataset_card(split: dict[str, list[DatasetItem]], reports: Sequence[StepRepo
                                                            if split_notes.get("reason") else ""), "",
               "| task | category | ours | paper |", "|---|---|---:|---:|"]
     lines += [f"| {r['task']} | {r['category']} | {r['ours']} | {r['paper']} |" for r in counts_vs_paper(everything)]
+    eu = [i for i in everything if i.task == "EU" and is_emotion_question(i)]
+    mixed = sum(" & " in i.correct_answer for i in eu)
+    lines += ["", f"Emotion labels: {mixed} of {len(eu)} EU emotion questions have a mixed-emotion label "
+                  "(a pair felt at once, EmoBench's \"X & Y\"; EmoBench's English EU: 63 of 200)."]
     models = Counter(i.generator_model or "unknown" for i in everything)
     pipelines = Counter(i.pipeline or "unknown" for i in everything)
     lines += ["", "## Provenance", "",
