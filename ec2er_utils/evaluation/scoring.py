@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ..taxonomy import OVERALL
+from .orders import BASELINES, baseline_predictors
 from .parsing import OK
 
 DEFAULT_RESAMPLES = 10_000
@@ -199,7 +200,6 @@ def summarize(records: Iterable[Prediction], *, n_resamples: int = DEFAULT_RESAM
     first: the accuracy averaged over orders, and the share of items right under every order; ``chance`` and
     ``baselines`` scored the same way) and ``letters`` (answer and gold letters over all orders).
     """
-    from .orders import BASELINES, baseline_predictors
 
     records = list(records)
     if not records:
