@@ -553,5 +553,7 @@ def test_a_merged_16bit_copy_is_a_plain_checkpoint_with_the_adapters_logits(trai
     adapted, tokenizer = training.load_adapter(trained["run_dir"], dtype=torch.bfloat16)
     inputs = tokenizer(["Mia smiles after losing the match."], return_tensors="pt")
     with torch.no_grad():
-        difference = (merged(**inputs).logits - adapted(**inputs).logits).abs().max().item()
-    assert difference < 0.5, difference  # the same function up to bf16 rounding of the merged weights
+        ours, reference = merged(**inputs).logits.float(), adapted(**inputs).logits.float()
+    # the same function up to bf16 rounding of the merged weights: the same next tokens, logits within 5%
+    assert torch.equal(ours.argmax(-1), reference.argmax(-1))
+    assert (ours - reference).abs().max().item() < 0.05 * reference.abs().max().item()
