@@ -51,7 +51,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .figures import plot_training_loss
 from .formatting import Question, chat_messages
-from .hub import download_adapter, publish_folder
+from .hub import download_adapter, is_repo_id, publish_folder
 from .jsonl import read_json, write_json_atomic
 from .models import (
     ADAPTER_DIR,
@@ -915,7 +915,7 @@ def load_adapter(run_dir: str | os.PathLike, *, device: str | None = None, dtype
 
     from .models import load_model_and_tokenizer
 
-    adapter_dir = adapter_folder(run_dir) if Path(run_dir).expanduser().exists() else download_adapter(str(run_dir))
+    adapter_dir = download_adapter(str(run_dir)) if is_repo_id(str(run_dir)) else adapter_folder(run_dir)
     config_file = adapter_dir.parent / "config.json"
     if config_file.is_file():
         base = read_json(config_file)["config"]["model"]
