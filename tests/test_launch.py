@@ -338,7 +338,8 @@ def test_the_paper_set_up_runs_end_to_end_on_the_real_chapters_and_resumes_after
     the embedded model for 2 steps, 05 evaluates its adapter. The first run fails in 03 (a bad parameter): the
     server was stopped before it and the GPU released; the second run starts no server and goes on from 03."""
     vllm, gpu_dir = fake_gpu
-    extra = dict(TINY, **{"03": {"validation_fraction": 1.5}, "06": {"figures_dir": str(tmp_path / "figures")}})
+    extra = dict(TINY, **{"03": {**TINY["03"], "validation_fraction": 1.5},
+                          "06": {"figures_dir": str(tmp_path / "figures")}})
     settings = Launch(models=["smollm2"], name="e2e", generator="tiny/generator", extra=extra,
                       port=free_loopback_port(), vllm_executable=str(vllm), server_timeout_s=120,
                       release_timeout_s=30)
@@ -350,7 +351,7 @@ def test_the_paper_set_up_runs_end_to_end_on_the_real_chapters_and_resumes_after
     assert server_starts(folder) == 1 and server_pids(gpu_dir) == [] and "server" not in state
     assert (tmp_path / "data" / "mads" / "eu_items.jsonl").stat().st_size > 0
 
-    del extra["03"]
+    extra["03"] = TINY["03"]
     state = launch.run(Launch(**dict(settings.__dict__, extra=extra)))
     assert all(record["status"] == "done" for record in state["steps"].values())
     assert server_starts(folder) == 1, "00-02 were done: no server the second time"

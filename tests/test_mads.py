@@ -544,7 +544,7 @@ def test_tiny_real_runs_with_the_embedded_model(tmp_path):
         with pytest.warns(UserWarning, match="differ from the paper"):
             settings = MADSConfig(num_dialogues=1, min_turns=2, max_turns=4, eu_items=(1, 1), ea_items=(1, 1),
                                   background_words=(30, 50), background_max_tokens=64, turn_max_tokens=32,
-                                  supervisor_max_tokens=60, item_max_tokens=240, scenario_min_words=10)
+                                  supervisor_max_tokens=60, item_max_tokens=280, scenario_min_words=10)
         stats = run_mads(client, PERSONAS, THEMES, tmp_path / "mads", settings, progress=False)
         (record,) = read_jsonl(tmp_path / "mads" / "metadata.jsonl")
         assert record["generator_model"] == "smollm2"
