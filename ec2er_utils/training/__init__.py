@@ -49,11 +49,11 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from .figures import plot_training_loss
-from .formatting import Question, chat_messages
-from .hub import download_adapter, is_repo_id, publish_folder
-from .jsonl import read_json, write_json_atomic
-from .models import (
+from ..figures import plot_training_loss
+from ..formatting import Question, chat_messages
+from ..hub import download_adapter, is_repo_id, publish_folder
+from ..jsonl import read_json, write_json_atomic
+from ..models import (
     ADAPTER_DIR,
     DEFAULT_MODEL,
     ModelSpec,
@@ -62,8 +62,8 @@ from .models import (
     preferred_dtype,
     resolve_model,
 )
-from .parameters import StageConfig
-from .paths import runs_dir
+from ..parameters import StageConfig
+from ..paths import runs_dir
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 ALL_LINEAR_MODULES = (*ATTENTION_MODULES, "gate_proj", "up_proj", "down_proj")
@@ -226,7 +226,7 @@ def detect_device() -> DeviceReport:
         free, total = torch.cuda.mem_get_info(0)
         return DeviceReport("cuda", torch.cuda.get_device_name(0), total / 2**30, free / 2**30,
                             torch.cuda.is_bf16_supported(), torch.get_num_threads())
-    from .models import cpu_supports_bf16
+    from ..models import cpu_supports_bf16
 
     memory = psutil.virtual_memory()
     return DeviceReport("cpu", _cpu_name(), memory.total / 2**30, memory.available / 2**30, cpu_supports_bf16(),
@@ -396,9 +396,9 @@ def load_questions(split: str = "train", *, file: str | os.PathLike | None = Non
     """Questions of a processed split (``data/processed/<split>.jsonl``, notebook 03) or of any JSONL of
     :class:`~ec2er_utils.schemas.DatasetItem` s (``file``). EU items give two questions, EA items one.
     ``min_confidence`` drops reviewed items (§3.4) whose confidence is below it; unreviewed items are kept."""
-    from .jsonl import read_jsonl
-    from .preprocess import item_questions, load_split
-    from .schemas import DatasetItem
+    from ..jsonl import read_jsonl
+    from ..preprocess import item_questions, load_split
+    from ..schemas import DatasetItem
 
     if file is not None:
         path = Path(file).expanduser()
@@ -421,7 +421,7 @@ def load_eval_questions(train_file: str | os.PathLike | None = None, eval_file: 
         return load_questions(file=eval_file), str(eval_file)
     if train_file is not None:
         return [], "none (train_file given without eval_file)"
-    from .preprocess import processed_dir
+    from ..preprocess import processed_dir
 
     path = processed_dir(Path(folder) if folder is not None else None) / "validation.jsonl"
     if not path.is_file():
@@ -913,7 +913,7 @@ def load_adapter(run_dir: str | os.PathLike, *, device: str | None = None, dtype
     """
     from transformers import AutoTokenizer
 
-    from .models import load_model_and_tokenizer
+    from ..models import load_model_and_tokenizer
 
     adapter_dir = download_adapter(str(run_dir)) if is_repo_id(str(run_dir)) else adapter_folder(run_dir)
     config_file = adapter_dir.parent / "config.json"
