@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from ec2er_utils import training  # imports Unsloth first, as the notebook does
 from ec2er_utils.figures import plot_training_loss
-from ec2er_utils.formatting import Question, assistant_response, question_from_ea, questions_from_eu
+from ec2er_utils.formatting import Question, assistant_response, chat_messages, question_from_ea, questions_from_eu
 from ec2er_utils.hub import HubPushError, check_hub_access
-from ec2er_utils.models import UnknownModelError
+from ec2er_utils.models import UnknownModelError, model_folder_name, resolve_model
 from ec2er_utils.parameters import ParameterError
 from ec2er_utils.schemas import DatasetItem
 from ec2er_utils.schemas import EAItem, EUItem
@@ -155,7 +155,7 @@ def test_refuses_early_when_the_model_cannot_fit(tmp_path, monkeypatch):
 
 
 def test_local_checkpoint_size_is_counted_from_safetensors(embedded_model_path):
-    spec = training.resolve_model(str(embedded_model_path))
+    spec = resolve_model(str(embedded_model_path))
     assert spec.params_billion is None
     assert 0.13 < training.parameter_count_billion(spec) < 0.14
 
@@ -200,7 +200,7 @@ def test_no_questions_is_an_error_and_few_questions_are_said_to_be_few():
 
 
 def test_run_folders_are_named_by_model_and_never_overwritten(tmp_path):
-    assert training.model_folder_name(training.resolve_model("Qwen/Qwen2.5-7B-Instruct")) == \
+    assert model_folder_name(resolve_model("Qwen/Qwen2.5-7B-Instruct")) == \
         "Qwen--Qwen2.5-7B-Instruct"
     config = training.TrainConfig(output_dir=str(tmp_path), run_id="demo")
     first = training.new_run_dir(config)
@@ -264,7 +264,7 @@ def test_a_tokenizer_without_chat_template_gets_unsloths_alpaca(embedded_model_p
     assert training.ensure_chat_template(tokenizer) is None  # already has one now
     ea = sample_questions()[2]
     rendered = training.render_example(ea, tokenizer)
-    assert rendered["prompt"].endswith("### Instruction:\n" + training.chat_messages(ea, with_answer=False)[0]
+    assert rendered["prompt"].endswith("### Instruction:\n" + chat_messages(ea, with_answer=False)[0]
                                        ["content"] + "\n\n### Response:\n")
     assert rendered["response"] == assistant_response(ea) + tokenizer.eos_token + "\n\n"
 
