@@ -21,26 +21,28 @@ from .prompts import (
     official_user_prompt,
     paper_questions,
 )
-from .runner import (
-    BACKENDS,
-    PROTOCOLS,
-    EvalConfig,
+from .report import (
     EvaluationRun,
     compare_runs,
     describe_run,
-    evaluate,
     leaderboard_frame,
     leaderboard_table,
     letter_table,
     load_run,
+    predictions_path,
+    robust_table,
+)
+from .runner import (
+    BACKENDS,
+    PROTOCOLS,
+    EvalConfig,
+    evaluate,
     model_label,
     predict_choice,
     predict_cloze,
     predict_official,
     predict_paper,
     predict_reason_score,
-    predictions_path,
-    robust_table,
     run_folder,
 )
 from .scoring import (
