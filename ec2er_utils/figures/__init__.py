@@ -32,31 +32,12 @@ Modules: ``style`` (look, saving, shared bar helpers), ``pipeline`` (Figure 1), 
 04), ``make`` (:func:`make_figures` and its :class:`FiguresConfig`).
 """
 
-from .dataset import (
-    answer_position_notes,
-    drop_rows,
-    load_mads_metadata,
-    load_preprocess_report,
-    plot_answer_letters,
-    plot_dataset_categories,
-    plot_mads_dialogues,
-    plot_preprocess_drops,
-)
+from .dataset import (answer_position_notes, drop_rows, load_mads_metadata, load_preprocess_report, plot_answer_letters,
+                      plot_dataset_categories, plot_mads_dialogues, plot_preprocess_drops)
 from .make import FIGURES_DIR, FigureReport, FiguresConfig, make_figures
 from .pipeline import plot_pipeline
-from .results import (
-    EvaluationEntry,
-    finetune_deltas,
-    finetune_pairs,
-    latest_runs,
-    load_evaluations,
-    paper_alias,
-    plot_against_paper,
-    plot_finetune_gain,
-    plot_leaderboard,
-    plot_table1_ours,
-    plot_table1_paper,
-)
+from .results import (EvaluationEntry, finetune_deltas, finetune_pairs, latest_runs, load_evaluations, paper_alias,
+                      plot_against_paper, plot_finetune_gain, plot_leaderboard, plot_table1_ours, plot_table1_paper)
 from .style import FigureInputError, figure_style, save_figure
 from .training_loss import load_loss_histories, plot_training_loss
 

@@ -40,36 +40,14 @@ import unsloth  # noqa: F401, I001
 
 from .card import model_card
 from .config import CPU_DEMO_STEPS, CPU_EVAL_QUESTIONS, PAPER_NOTES, TrainConfig
-from .data import (
-    NoTrainingDataError,
-    ensure_chat_template,
-    load_eval_questions,
-    load_questions,
-    masking_summary,
-    render_example,
-    require_questions,
-    token_statistics,
-    training_records,
-)
-from .device import (
-    DeviceReport,
-    FitCheck,
-    ModelTooLargeError,
-    check_fits,
-    detect_device,
-    parameter_count_billion,
-    training_path,
-)
+from .data import (NoTrainingDataError, ensure_chat_template, load_eval_questions, load_questions, masking_summary,
+                   render_example, require_questions, token_statistics, training_records)
+from .device import (DeviceReport, FitCheck, ModelTooLargeError, check_fits, detect_device, parameter_count_billion,
+                     training_path)
 from .plan import RunPlan, config_table, new_run_dir, prepare_run
 from .saving import MERGED_DIR, adapter_folder, describe_run, load_adapter, push_to_hub, save_merged_16bit, save_run
-from .trainer import (
-    TrainingResult,
-    build_trainer,
-    load_model_for_training,
-    loss_history,
-    run_training,
-    trainable_parameters,
-)
+from .trainer import (TrainingResult, build_trainer, load_model_for_training, loss_history, run_training,
+                      trainable_parameters)
 
 __all__ = [
     "CPU_DEMO_STEPS", "CPU_EVAL_QUESTIONS", "DeviceReport", "FitCheck", "MERGED_DIR", "ModelTooLargeError",
