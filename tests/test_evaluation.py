@@ -431,8 +431,10 @@ def test_paper_protocol_groups_by_option_count_and_records_invalid_json(items):
 
 
 def test_eval_config_rejects_bad_settings_naming_them():
-    with pytest.raises(ValueError, match="Unknown protocol"):
+    with pytest.raises(ValueError, match="Unknown protocol 'mcq'; use one of official, paper"):
         EvalConfig(protocol="mcq")
+    with pytest.raises(ValueError, match="Unknown backend 'vllm'; use one of local, openai"):
+        EvalConfig(backend="vllm")
     with pytest.raises(ValueError, match="choice.*local"):
         EvalConfig(protocol="choice", backend="openai")
     with pytest.raises(ValueError, match="enable-lora"):

@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..emobench import (
     TASKS,
@@ -58,7 +58,7 @@ from ..emobench import (
 from ..formatting import response_schema
 from ..hub import download_adapter, is_repo_id
 from ..jsonl import JSONLError, append_jsonl, read_json, read_jsonl, repair_jsonl_tail, write_json_atomic
-from ..llm import ChatResult, LLMClient, LLMError, LLMFatalError, LLMInvalidJSONError, make_client
+from ..llm import BACKENDS, ChatResult, LLMClient, LLMError, LLMFatalError, LLMInvalidJSONError, make_client
 from ..models import DEFAULT_MODEL
 from ..parameters import StageConfig
 from ..paths import results_dir, runs_dir
@@ -76,7 +76,6 @@ SCORED_PROTOCOLS = ("choice", "cloze", "cloze-norm")
 ORDER_FREE_PROTOCOLS = ("cloze", "cloze-norm")
 # Protocols that need a model in this process (log-probabilities).
 LOCAL_PROTOCOLS = (*SCORED_PROTOCOLS, "reason-score")
-BACKENDS: tuple[str, ...] = ("local", "openai")
 PAPER_MAX_TOKENS = 384
 OFFICIAL_RETRY_TEMPERATURE = 0.6  # the temperature the official harness uses for API models
 # Settings that change the numbers: a resumed run must match them.
@@ -364,18 +363,12 @@ class EvalConfig(StageConfig):
     n_resamples: int = Field(DEFAULT_RESAMPLES, ge=1)  # bootstrap resamples of every interval
     client_options: dict[str, Any] = Field(default_factory=dict)  # for ec2er_utils.llm.make_client
 
-    @field_validator("protocol")
+    @field_validator("protocol", "backend")
     @classmethod
-    def _known_protocol(cls, value: str) -> str:
-        if value not in PROTOCOLS:
-            raise ValueError(f"Unknown protocol {value!r}; use one of {', '.join(PROTOCOLS)}")
-        return value
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"Unknown backend {value!r}; use one of {', '.join(BACKENDS)}")
+    def _one_of_the_known(cls, value: str, info: ValidationInfo) -> str:
+        known = {"protocol": PROTOCOLS, "backend": BACKENDS}[info.field_name]
+        if value not in known:
+            raise ValueError(f"Unknown {info.field_name} {value!r}; use one of {', '.join(known)}")
         return value
 
     @field_validator("orders")
