@@ -9,11 +9,18 @@ from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+
 from ec2er_utils.llm import Completion, LLMClient, LLMError
 from ec2er_utils.llm.base import JSONSchema, Message
+from ec2er_utils.paths import shared_dir
 from tools.local_server import free_loopback_port  # noqa: F401 - re-exported for the tests
 
 Reply = str | Completion | LLMError
+
+SHARED = shared_dir()  # the shared/ folder beside the checkout (EmoBench, paper, personas), or None
+needs_emobench = pytest.mark.skipif(SHARED is None or not (SHARED / "emobench").is_dir(),
+                                    reason="needs the offline EmoBench copy in shared/emobench")
 
 
 class ScriptedClient(LLMClient):

@@ -9,11 +9,8 @@ from ec2er_utils.evaluation import EvalConfig, evaluate, paper_questions
 from ec2er_utils.evaluation.prompts import cloze_prompt
 from ec2er_utils.formatting import LETTERS
 from ec2er_utils.parameters import ParameterError
-from ec2er_utils.paths import shared_dir
+from tests.helpers import SHARED, needs_emobench
 
-SHARED = shared_dir()
-needs_emobench = pytest.mark.skipif(SHARED is None or not (SHARED / "emobench").is_dir(),
-                                    reason="needs the shared/ folder beside the checkout")
 
 
 class LengthScorer:

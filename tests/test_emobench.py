@@ -11,13 +11,11 @@ import pytest
 
 from ec2er_utils import emobench
 from ec2er_utils.emobench import EmoBenchDataError, chance_accuracy, load_emobench
-from ec2er_utils.paths import shared_dir
+from tests.helpers import SHARED, needs_emobench
 from ec2er_utils.schemas import EAItem, EUItem
 from ec2er_utils.taxonomy import EA_CATEGORIES, EU_CATEGORIES
 
-SHARED = shared_dir()
-pytestmark = pytest.mark.skipif(SHARED is None or not (SHARED / "emobench").is_dir(),
-                                reason="needs the shared/ folder beside the checkout")
+pytestmark = needs_emobench
 
 
 @pytest.fixture()

@@ -41,12 +41,8 @@ from ec2er_utils.formatting import user_prompt
 from ec2er_utils.jsonl import read_jsonl
 from ec2er_utils.llm import LLMRequestError
 from ec2er_utils.parameters import ParameterError
-from ec2er_utils.paths import shared_dir
-from tests.helpers import ScriptedClient
+from tests.helpers import SHARED, ScriptedClient, needs_emobench
 
-SHARED = shared_dir()
-needs_emobench = pytest.mark.skipif(SHARED is None or not (SHARED / "emobench").is_dir(),
-                                    reason="needs the shared/ folder beside the checkout")
 
 # --------------------------------------------------------------------------------------------------------------
 # The official harness's prompt configuration, transcribed verbatim from github.com/Sahandfer/EmoBench

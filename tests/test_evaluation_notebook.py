@@ -11,10 +11,10 @@ import nbformat
 import pytest
 
 from ec2er_utils.evaluation import load_run
-from ec2er_utils.paths import REPO_ROOT, shared_dir
+from ec2er_utils.paths import REPO_ROOT
+from tests.helpers import needs_emobench
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "05_evaluate.ipynb"
-SHARED = shared_dir()
 
 
 def _outputs(path: Path) -> str:
@@ -26,7 +26,7 @@ def _outputs(path: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(SHARED is None or not (SHARED / "emobench").is_dir(), reason="needs shared/emobench")
+@needs_emobench
 @pytest.mark.parametrize("language", ["zh", "all"])
 def test_notebook_05_runs_in_chinese_and_in_both_languages(language, tmp_path, monkeypatch):
     import papermill

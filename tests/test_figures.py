@@ -16,11 +16,9 @@ import pytest
 from ec2er_utils import figures
 from ec2er_utils.formatting import LETTERS
 from ec2er_utils.jsonl import write_json_atomic
-from ec2er_utils.paths import REPO_ROOT, shared_dir
+from ec2er_utils.paths import REPO_ROOT
+from tests.helpers import SHARED, needs_emobench
 
-SHARED = shared_dir()
-needs_emobench = pytest.mark.skipif(SHARED is None or not (SHARED / "emobench").is_dir(),
-                                    reason="needs the offline EmoBench copy in shared/emobench")
 ALL_FIGURES = {"pipeline_overview", "table1_paper", "table1_choice", "finetune_gain_choice", "dataset_categories",
                "answer_letters", "preprocess_drops", "mads_dialogues", "training_loss"}
 

@@ -13,12 +13,8 @@ from ec2er_utils.evaluation.prompts import reasoned_answer_prefix
 from ec2er_utils.evaluation.runner import reasoning_of
 from ec2er_utils.formatting import Question, assistant_response
 from ec2er_utils.parameters import ParameterError
-from ec2er_utils.paths import shared_dir
-from tests.helpers import ScriptedClient
+from tests.helpers import SHARED, ScriptedClient, needs_emobench
 
-SHARED = shared_dir()
-needs_emobench = pytest.mark.skipif(SHARED is None or not (SHARED / "emobench").is_dir(),
-                                    reason="needs the shared/ folder beside the checkout")
 
 
 @pytest.mark.parametrize("explanation", ['She "liked" it.\nA lot — 很好', "Plain."])

@@ -56,7 +56,7 @@ from ec2er_utils.personas import grid_personas, sample_personas, write_personas
 from ec2er_utils.schemas import DatasetItem
 from ec2er_utils.themes import THEMES, save_themes
 from tests.generation_backend import ScriptedGenerationClient, agent_of
-from tests.helpers import LoopbackHTTPServer, ScriptedClient, StatusServer, free_loopback_port
+from tests.helpers import LoopbackHTTPServer, ScriptedClient, StatusServer, free_loopback_port, needs_emobench
 
 PERSONAS = grid_personas(40, seed=1)
 FAKE_KEY = "sk-ec2er-FAKE-RELIABILITY-KEY-5d1c0ffee"
@@ -921,8 +921,6 @@ def test_a_run_in_which_every_unit_failed_is_an_error(tmp_path, pipeline):
     assert [r["status"] for r in generated_units(pipeline, tmp_path / "run")] == ["failed", "failed"]
 
 
-needs_emobench = pytest.mark.skipif(shared_dir() is None or not (shared_dir() / "emobench").is_dir(),
-                                    reason="needs the shared/ folder beside the checkout")
 
 
 @needs_emobench
