@@ -20,6 +20,7 @@ from typing import Any
 from ec2er_utils.generation import prompts
 from ec2er_utils.llm import Completion, LLMClient, LLMError, LLMRequestError
 from ec2er_utils.llm.base import JSONSchema, Message
+from ec2er_utils.taxonomy import EA_CATEGORIES, EU_CATEGORIES
 
 
 class InjectedCrash(RuntimeError):
@@ -153,3 +154,10 @@ class ScriptedGenerationClient(LLMClient):
 
 def request_error(message: str = "scripted outage") -> LLMRequestError:
     return LLMRequestError(message)
+
+
+def assert_stopped_at_quotas(summary: dict[str, Any], quotas: dict[str, int], written: str, asked: int) -> None:
+    """A generator's run summary says it filled every category's quota exactly, then stopped before ``asked``."""
+    assert summary["eu_categories"] == {c: quotas[c] for c in EU_CATEGORIES}
+    assert summary["ea_categories"] == {c: quotas[c] for c in EA_CATEGORIES}
+    assert summary["stopped_early"] == "quotas_met" and summary[written] < asked

@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,20 @@ Reply = str | Completion | LLMError
 SHARED = shared_dir()  # the shared/ folder beside the checkout (EmoBench, paper, personas), or None
 needs_emobench = pytest.mark.skipif(SHARED is None or not (SHARED / "emobench").is_dir(),
                                     reason="needs the offline EmoBench copy in shared/emobench")
+
+
+def write_notebook(path: Path, parameters: str, body: str) -> Path:
+    """A two-cell notebook as the chapters are built: a tagged ``parameters`` cell, then one code cell."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(parameters)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("Parameters."), cell, nbformat.v4.new_markdown_cell("Body."),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
 
 
 class ScriptedClient(LLMClient):

@@ -20,6 +20,7 @@ from ec2er_utils import colab
 from ec2er_utils.colab import ServerStartError
 from ec2er_utils.notebooks import NOTEBOOKS_DIR, numbered_notebooks
 from ec2er_utils.paths import REPO_ROOT
+from tests.helpers import write_notebook
 from tools import colab_cells
 from tools.local_server import free_loopback_port
 from tools.notebook_conventions import convention_problems
@@ -29,17 +30,6 @@ LAUNCHER = REPO_ROOT / "colab" / "ec2er_colab.ipynb"
 
 def code_cells(path: Path) -> list:
     return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-
-
-def write_notebook(path: Path, parameters: str, body: str) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    cell = nbformat.v4.new_code_cell(parameters)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("Parameters."), cell, nbformat.v4.new_markdown_cell("Body."),
-                nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, path)
-    return path
 
 
 # --------------------------------------------------------------------------------------------------------------

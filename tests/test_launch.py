@@ -21,6 +21,7 @@ from ec2er_utils.launch import Launch, LaunchError
 from ec2er_utils.notebooks import numbered_notebooks
 from ec2er_utils.recipes import load_recipe
 from tests.fake_vllm import IDLE_MIB, TINY, install_fake_gpu, server_pids
+from tests.helpers import write_notebook
 from tools.local_server import free_loopback_port
 
 PAPER_GENERATOR = load_recipe("paper", "01")["generator_model"]
@@ -137,13 +138,7 @@ TINY_NOTEBOOKS = {
 def tiny_notebooks(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, (parameters, body) in TINY_NOTEBOOKS.items():
-        nb = nbformat.v4.new_notebook()
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        cell = nbformat.v4.new_code_cell(parameters)
-        cell.metadata["tags"] = ["parameters"]
-        nb.cells = [nbformat.v4.new_markdown_cell("Parameters."), cell, nbformat.v4.new_markdown_cell("Body."),
-                    nbformat.v4.new_code_cell(body)]
-        nbformat.write(nb, folder / f"{name}.ipynb")
+        write_notebook(folder / f"{name}.ipynb", parameters, body)
     return folder
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from ec2er_utils import taxonomy as tx
+from ec2er_utils.paths import REPO_ROOT, shared_dir
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = shared_dir() or REPO_ROOT.parent / "shared"  # EC2ER_SHARED_DIR, as the package reads it
 PAPER = SHARED / "paper" / "ec2er_paper.txt"
 EMOBENCH = SHARED / "emobench"
 
@@ -31,25 +31,22 @@ PAPER_ATTRIBUTE_LISTS = (
 SNAKE = re.compile(r"^[a-z]+(?:_[a-z]+)*$")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _emobench_records(task: str) -> list[dict]:
+    path = EMOBENCH / f"{task}.jsonl"
+    if not path.is_file():
+        pytest.skip(f"EmoBench data not available at {path} (needs the shared/ folder beside the checkout)")
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
 @pytest.fixture(scope="module")
 def eu_items() -> list[dict]:
-    path = EMOBENCH / "EU.jsonl"
-    if not path.is_file():
-        pytest.skip(f"EmoBench data not available at {path} (needs the shared/ folder beside the checkout)")
-    return _read_jsonl(path)
+    return _emobench_records("EU")
 
 
 @pytest.fixture(scope="module")
 def ea_items() -> list[dict]:
-    path = EMOBENCH / "EA.jsonl"
-    if not path.is_file():
-        pytest.skip(f"EmoBench data not available at {path} (needs the shared/ folder beside the checkout)")
-    return _read_jsonl(path)
+    return _emobench_records("EA")
 
 
 # --- Paper lists ---
