@@ -5,10 +5,10 @@
 
 It runs the very command of the paper's set-up (``ec2er_utils.launch``) with tiny sizes: the embedded
 SmolLM2-135M behind vLLM (its own venv, built from ``requirements/colab-vllm.txt``; no download) for 2 MADS
-dialogues and 2 concise conversations, vLLM stopped and the GPU memory checked, 5 training steps of the embedded
-model in 4-bit with Unsloth, 20 EmoBench items (10 EU + 10 EA) with the adapter, the figures. Then it prints a
-pass/fail table, one row per check, and exits 0 only when every row passed. Files go to a fresh folder under
-``--storage`` (default: a temporary folder), never into an earlier launch's.
+dialogues and 2 concise conversations and as chapter 03's LLM judge, vLLM stopped and the GPU memory checked,
+5 training steps of the embedded model in 4-bit with Unsloth, 20 EmoBench items (10 EU + 10 EA) with the adapter,
+the figures. Then it prints a pass/fail table, one row per check, and exits 0 only when every row passed. Files go
+to a fresh folder under ``--storage`` (default: a temporary folder), never into an earlier launch's.
 
 What each row proves is in ``colab/README.md`` ("What only a GPU can verify").
 """
@@ -35,6 +35,7 @@ SMOKE = {
            "item_max_tokens": 500, "top_p": 0.9, "checkpoint_every": 1},
     "02": {"num_samples": 2, "quotas": None, "concurrency": 2, "background_max_tokens": 200, "turn_max_tokens": 60,
            "item_max_tokens": 500, "top_p": 0.9},
+    "03": {"judge_min_keep": 2},  # the 135M judge (the generator, on vLLM) rejects almost everything: keep 2
     "04": {"max_steps": 5, "max_eval_questions": 2, "load_in_4bit": True},
     "05": {"limit": 10},
 }

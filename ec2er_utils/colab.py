@@ -39,8 +39,6 @@ from .colab_install import VLLM_LOCK
 from .notebooks import NOTEBOOKS_DIR, numbered_notebooks
 from .paths import cache_dir
 
-# vLLM runs while these run: 01 and 02 call the generator; 00 (personas, no LLM) comes before them.
-GENERATION_CHAPTERS = ("00", "01", "02")
 VLLM_VENV_MARKER = ".ec2er-vllm-lock"  # in vLLM's venv: the sha256 of the lock it was built from
 VLLM_VENV_OWNER = ".ec2er-vllm-venv"  # written when the venv is created: a folder this module may rebuild
 _NOT_INHERITED = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PIP_CONSTRAINT", "PIP_BUILD_CONSTRAINT",
@@ -469,9 +467,10 @@ def paper_parameters(model: str, *, base_url: str, run_id: str, runs_root: str |
                      figures_dir: str | None = None, extra: Mapping[str, Mapping[str, Any]] | None = None,
                      ) -> dict[str, dict[str, Any]]:
     """What each chapter is asked to use for the paper's set-up, keyed by chapter number (``"00"``..``"06"``):
-    the paper's recipes (``recipes/paper/``), plus what only this launch knows: the vLLM server's ``base_url``,
-    the ``model`` to fine-tune and evaluate, the ``run_id`` of its training run (so chapter 05 evaluates exactly
-    that adapter) and where figures go. ``extra`` overrides or adds per chapter, e.g. ``{"01": {"max_turns": 10}}``.
+    the paper's recipes (``recipes/paper/``), plus what only this launch knows: the vLLM server's address
+    (``base_url``, 03's ``judge_base_url``), the ``model`` to fine-tune and evaluate, the ``run_id`` of its training
+    run (so chapter 05 evaluates exactly that adapter) and where figures go. ``extra`` overrides or adds per
+    chapter, e.g. ``{"01": {"max_turns": 10}}``.
     Names a notebook does not declare are dropped by :func:`chapter_parameters` (and reported by
     :func:`run_chapters`).
     """
@@ -486,8 +485,9 @@ def paper_parameters(model: str, *, base_url: str, run_id: str, runs_root: str |
     adapter = Path(runs_root) if runs_root is not None else runs_dir()
     parameters = {chapter: load_recipe("paper", chapter) for chapter in ("00", "01", "02", "03", "04", "05", "06")}
     for values in parameters.values():
-        if "base_url" in values:  # the chapters that call the generator
-            values["base_url"] = base_url
+        for key in ("base_url", "judge_base_url"):  # the chapters that call the generator, 03's judge
+            if key in values:
+                values[key] = base_url
     parameters["04"].update(model=model, run_id=run_id)
     parameters["05"].update(model=model, adapter=str(adapter / model / run_id / ADAPTER_DIR))
     if figures_dir:

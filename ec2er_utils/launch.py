@@ -4,20 +4,22 @@
 
 1. Check the GPU (:func:`ec2er_utils.colab.require_gpu`); keep ``data/``, ``runs/``, ``results/`` and ``figures/``
    under ``--storage`` (on Colab a Google Drive folder).
-2. Chapters 00-03 with the paper's recipes (``recipes/paper/``). Before the first chapter that calls the generator
-   (the recipes with ``backend: openai``: 01 and 02), build vLLM's own virtual environment once
-   (``requirements/colab-vllm.txt``), start ``vllm serve`` from it and wait until ``/v1/models`` answers (a timeout,
-   and the server's log tail when it fails). After the last of them, stop vLLM and its child processes and wait
-   until the GPU memory it held is free again, then go on.
+2. Chapters 00-03 with the paper's recipes (``recipes/paper/``). Before the first chapter that uses the server
+   (the recipes with ``backend: openai``, 01 and 02, which generate, and ``judge_backend: openai``, 03, whose LLM
+   judge is the same model), build vLLM's own virtual environment once (``requirements/colab-vllm.txt``), start
+   ``vllm serve`` from it and wait until ``/v1/models`` answers (a timeout, and the server's log tail when it
+   fails). After the last of them, stop vLLM and its child processes and wait until the GPU memory it held is free
+   again, then go on.
 3. For each model: 04 (LoRA fine-tuning), 05 (EmoBench, base model and the adapter 04 just trained); then 06.
 
 Every step is recorded in ``<runs>/launch/<name>/state.json`` when it starts and when it ends. Running the command
 again skips the steps that ended with the same parameters and continues with the first one that did not, and with
 every step after it (their inputs may have changed): a generation chapter that was cut off resumes from its
-checkpoints (``resume=True``); a training run that was cut off starts again under a new run id; EmoBench resumes by
-itself. A server that a crashed earlier launch left running is stopped first. Executed notebooks and ``vllm.log``
-go to the same folder. ``--set 01.num_dialogues=20`` changes one parameter of one chapter (a name the notebook does
-not declare is an error).
+checkpoints (``resume=True``); a training run that was cut off resumes from its last checkpoint in the same run
+folder; EmoBench resumes by itself; vLLM starts again only when a step that uses it is left. A server that a crashed
+earlier launch left running is stopped first. Executed notebooks and ``vllm.log`` go to the same folder.
+``--set 01.num_dialogues=20`` changes one parameter of one chapter (a name the notebook does not declare is an
+error).
 """
 
 from __future__ import annotations
@@ -94,8 +96,18 @@ class Step:
         return self.id[3:] or None
 
     @property
+    def served_model(self) -> str | None:
+        """The model this step asks the launch's vLLM server for: the generator (01, 02: ``backend: openai``) or
+        the LLM judge (03: ``judge_backend: openai``); None when it does not use the server."""
+        if self.parameters.get("backend") == "openai":
+            return self.parameters.get("generator_model")
+        if self.parameters.get("judge_backend") == "openai":
+            return self.parameters.get("judge_model")
+        return None
+
+    @property
     def needs_server(self) -> bool:
-        return self.parameters.get("backend") == "openai"
+        return self.parameters.get("backend") == "openai" or self.parameters.get("judge_backend") == "openai"
 
     @property
     def key(self) -> dict[str, Any]:
@@ -131,9 +143,11 @@ def plan(launch: Launch) -> list[Step]:
                  for model in launch.models}
     first = per_model[launch.models[0]]
     generator = launch.generator
-    for values in first.values():
+    for values in first.values():  # the server serves one model: the generator, which is also 03's judge
         if values.get("backend") == "openai" and generator:
             values["generator_model"] = generator
+        if values.get("judge_backend") == "openai" and generator:
+            values["judge_model"] = generator
     steps = [Step(chapter, notebooks[chapter], first[chapter]) for chapter in ("00", "01", "02", "03")]
     for model in launch.models:
         steps += [Step(f"{chapter}-{model}", notebooks[chapter], per_model[model][chapter]) for chapter in ("04", "05")]
@@ -148,12 +162,14 @@ def plan(launch: Launch) -> list[Step]:
 
 
 def generator_of(steps: Sequence[Step]) -> str | None:
-    """The model the server must serve: the ``generator_model`` of the steps that call it (one model only)."""
-    models = {step.parameters.get("generator_model") for step in steps if step.needs_server}
-    if len(models) > 1:
-        raise LaunchError(f"the generation chapters ask for different generators ({', '.join(map(str, models))}); "
-                          "one server serves one: set generator_model alike (or use --generator)")
-    return next(iter(models), None)
+    """The model the server must serve: the one the steps that use it ask for (:attr:`Step.served_model`: 01-02's
+    ``generator_model``, 03's ``judge_model``); one server serves one model."""
+    asked = {step.id: step.served_model for step in steps if step.needs_server}
+    if len(set(asked.values())) > 1:
+        raise LaunchError(f"the chapters that use the server ask for different models ("
+                          f"{', '.join(f'{step}: {model}' for step, model in asked.items())}); one server serves "
+                          "one: set generator_model and 03's judge_model alike (or use --generator, which sets both)")
+    return next(iter(asked.values()), None)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -196,7 +212,8 @@ def _now() -> str:
 
 
 class Server:
-    """vLLM for the generation chapters: started once, stopped after the last of them, the GPU memory checked."""
+    """vLLM for the chapters that use it (01-02 generate, 03 judges): started once, stopped after the last of
+    them, the GPU memory checked."""
 
     def __init__(self, launch: Launch, folder: Path, state: dict[str, Any], save):
         self.launch, self.folder, self.state, self.save = launch, folder, state, save
@@ -379,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"models to fine-tune and evaluate (the paper's: {', '.join(PAPER_MODELS)})")
     parser.add_argument("--storage", help="folder for data/, runs/, results/, figures/ (Colab: on Google Drive)")
     parser.add_argument("--name", default=defaults.name, help="the launch's name; the same name continues it")
-    parser.add_argument("--generator", help="model vLLM serves to chapters 01-02 (default: the paper's)")
+    parser.add_argument("--generator",
+                        help="model vLLM serves to chapters 01-02 and as 03's judge (default: the paper's)")
     parser.add_argument("--set", action="append", default=[], metavar="CHAPTER.NAME=VALUE",
                         help="change one parameter of one chapter (repeatable)")
     parser.add_argument("--chapters", help='only these chapters, e.g. "04 05 06"')

@@ -342,6 +342,8 @@ def test_paper_parameters_are_the_recipes_plus_this_launch_and_declared_by_the_r
     assert parameters["01"]["generator_model"] == paper["generator_model"] == "openai/gpt-oss-20b"
     assert {k: v for k, v in parameters["02"].items() if k != "base_url"} == \
         {k: v for k, v in load_recipe("paper", "02").items() if k != "base_url"}
+    assert parameters["03"] == dict(load_recipe("paper", "03"), judge_base_url="http://127.0.0.1:8123/v1")
+    assert parameters["03"]["judge_backend"] == "openai", "03's judge asks the same server"
     assert colab.vllm_command(executable="/bin/vllm")[2] == paper["generator_model"]
     available = {path.name[:2]: path for path in numbered_notebooks()}
     for chapter, wanted in parameters.items():

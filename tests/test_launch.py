@@ -54,10 +54,13 @@ def test_plan_runs_the_chapters_in_order_with_the_papers_recipes_and_one_trainin
     steps = launch.plan(Launch(models=["mistral", "qwen"], port=8123))
     assert [s.id for s in steps] == ["00", "01", "02", "03", "04-mistral", "05-mistral", "04-qwen", "05-qwen", "06"]
     by_id = {s.id: s for s in steps}
-    assert [s.id for s in steps if s.needs_server] == ["01", "02"]  # the recipes with backend: openai
-    for chapter in ("01", "02"):
-        expected = dict(load_recipe("paper", chapter), base_url="http://127.0.0.1:8123/v1")
+    # the recipes with backend: openai (01, 02 generate) and judge_backend: openai (03 judges with the generator)
+    assert [s.id for s in steps if s.needs_server] == ["01", "02", "03"]
+    for chapter, address in (("01", "base_url"), ("02", "base_url"), ("03", "judge_base_url")):
+        expected = dict(load_recipe("paper", chapter), **{address: "http://127.0.0.1:8123/v1"})
         assert by_id[chapter].parameters == expected, "the paper's recipe, only the server's address is ours"
+    assert {by_id[c].served_model for c in ("01", "02", "03")} == {PAPER_GENERATOR}
+    assert by_id["03"].parameters["judge_model"] == PAPER_GENERATOR, "03's judge is the generator the server serves"
     assert by_id["04-qwen"].parameters["model"] == "qwen" and by_id["05-mistral"].parameters["model"] == "mistral"
     assert launch.generator_of(steps) == PAPER_GENERATOR == "openai/gpt-oss-20b"
     assert [s.id for s in launch.plan(Launch(models=["qwen"], chapters="4,5 6"))] == ["04-qwen", "05-qwen", "06"]
@@ -74,7 +77,17 @@ def test_every_parameter_the_launcher_passes_is_declared_by_the_notebook(model, 
         declared = colab.declared_parameters(step.notebook)
         assert set(passed) <= declared, (step.id, sorted(set(passed) - declared))
     steps = launch.plan(Launch(models=[model], generator="some/model"))
-    assert {s.parameters.get("generator_model") for s in steps if s.needs_server} == {"some/model"}
+    assert {s.id: s.served_model for s in steps if s.needs_server} == dict.fromkeys(("01", "02", "03"), "some/model")
+    assert launch.generator_of(steps) == "some/model"
+
+
+def test_the_server_serves_one_model_so_03s_judge_must_be_the_generator():
+    steps = launch.plan(Launch(extra={"03": {"judge_model": "another/judge"}}))
+    with pytest.raises(LaunchError, match=r"ask for different models \(01: openai/gpt-oss-20b, 02: openai/gpt-oss-20b, "
+                                          r"03: another/judge\).*--generator"):
+        launch.generator_of(steps)
+    assert launch.generator_of(launch.plan(Launch(extra={"03": {"judge_backend": None}}))) == PAPER_GENERATOR
+    assert not launch.plan(Launch(extra={"03": {"judge_backend": "local"}}))[3].needs_server
 
 
 def test_a_parameter_the_notebook_does_not_have_is_an_error_naming_the_valid_ones():
@@ -125,7 +138,18 @@ TINY_NOTEBOOKS = {
                 "if os.path.exists(flag):\n    os.remove(flag)\n    raise RuntimeError('killed mid-run')"),
     "02_concise": ('backend = "local"  # backend\ngenerator_model = None  # served model\nbase_url = None  # server\n'
                    "resume = False  # resume", "import urllib.request; urllib.request.urlopen(base_url + '/models')"),
-    "03_preprocess": ("seed = 0  # seed", "import os; os.makedirs(os.environ['EC2ER_DATA_DIR'], exist_ok=True)"),
+    "03_preprocess": ('judge_backend = "local"  # judge\njudge_model = None  # judge model\n'
+                      "judge_base_url = None  # judge server",
+                      "import json, os, urllib.request\n"
+                      "try:\n"
+                      "    served = json.load(urllib.request.urlopen(judge_base_url + '/models', timeout=5))\n"
+                      "    served = served['data'][0]['id']\n"
+                      "except OSError:\n"
+                      "    served = None\n"
+                      "assert served == (judge_model if judge_backend == 'openai' else None), (judge_backend, served)\n"
+                      "os.makedirs(os.environ['EC2ER_DATA_DIR'], exist_ok=True)\n"
+                      "open(os.path.join(os.environ['EC2ER_DATA_DIR'], f'03-judge-served-{served}'.replace('/', '_')),"
+                      " 'w').close()"),
     "04_train": ('model = "smollm2"  # model\nrun_id = None  # run id',
                  "import os, pathlib\n"
                  "pathlib.Path(os.environ['EC2ER_RUNS_DIR'], model, run_id, 'adapter').mkdir(parents=True)"),
@@ -153,8 +177,8 @@ def server_starts(folder: Path) -> int:
     return log.read_text().count("serve ") if log.is_file() else 0
 
 
-def test_launch_starts_vllm_for_01_02_only_stops_it_frees_the_gpu_and_resumes_where_it_stopped(tmp_path, storage,
-                                                                                                fake_gpu, capsys):
+def test_launch_starts_vllm_for_01_to_03_stops_it_frees_the_gpu_and_resumes_where_it_stopped(tmp_path, storage,
+                                                                                              fake_gpu, capsys):
     vllm, gpu_dir = fake_gpu
     settings = tiny_launch(tmp_path, vllm, generator="tiny/generator")
     (tmp_path / "data").mkdir(exist_ok=True)
@@ -166,8 +190,9 @@ def test_launch_starts_vllm_for_01_02_only_stops_it_frees_the_gpu_and_resumes_wh
     assert state["steps"]["00"]["status"] == "done" and state["steps"]["01"]["status"] == "started"
     assert "server" not in state and server_pids(gpu_dir) == []  # the failure stopped the server and its engine
     assert server_starts(folder) == 1 and (tmp_path / "data" / "01-resume-False").exists()
+    capsys.readouterr()
 
-    state = launch.run(settings)  # again: 00 is skipped, 01 resumes, the server runs for 01-02 only
+    state = launch.run(settings)  # again: 00 is skipped, 01 resumes, the server runs for 01-03 only
     printed = capsys.readouterr().out
     assert "00             done earlier, skipped" in printed
     assert (tmp_path / "data" / "01-resume-True").exists()
@@ -176,6 +201,8 @@ def test_launch_starts_vllm_for_01_02_only_stops_it_frees_the_gpu_and_resumes_wh
     assert server_starts(folder) == 2 and server_pids(gpu_dir) == []
     assert "its process group is gone" in printed
     assert f"GPU memory released: [{IDLE_MIB}] MiB in use (before vLLM: [{IDLE_MIB}] MiB)" in printed
+    assert (tmp_path / "data" / "03-judge-served-tiny_generator").exists(), "03's judge asked the server"
+    assert printed.index("03_preprocess.ipynb done") < printed.index("vLLM stopped")  # up through 03's judge
     assert printed.index("GPU memory released") < printed.index("04_train.ipynb: parameters")  # before training
     adapter = Path(state["steps"]["04-smollm2"]["adapter"])
     assert adapter.is_dir() and state["steps"]["05-smollm2"]["parameters"]["adapter"] == str(adapter)
@@ -193,6 +220,17 @@ def test_launch_starts_vllm_for_01_02_only_stops_it_frees_the_gpu_and_resumes_wh
     assert state["steps"]["05-qwen"]["status"] == "done"
     assert state["steps"]["05-qwen"]["parameters"]["adapter"] == state["steps"]["04-qwen"]["adapter"]
     assert "/qwen/t-" in state["steps"]["04-qwen"]["adapter"]
+
+
+def test_when_03s_judge_does_not_use_the_server_vllm_is_stopped_after_02(tmp_path, storage, fake_gpu, capsys):
+    vllm, gpu_dir = fake_gpu
+    state = launch.run(tiny_launch(tmp_path, vllm, generator="tiny/generator", chapters="01 02 03",
+                                   extra={"03": {"judge_backend": None}}))
+    printed = capsys.readouterr().out
+    assert [record["status"] for record in state["steps"].values()] == ["done", "done", "done"]
+    assert (tmp_path / "data" / "03-judge-served-None").exists(), "the server was gone when 03 ran"
+    assert printed.index("GPU memory released") < printed.index("03_preprocess.ipynb: parameters")
+    assert server_starts(launch.launch_dir("t")) == 1 and server_pids(gpu_dir) == []
 
 
 def test_a_server_that_does_not_answer_is_stopped_and_its_log_tail_shown(tmp_path, storage, fake_gpu, monkeypatch):
@@ -327,17 +365,14 @@ def test_isolated_environment_drops_what_would_leak_into_the_venv(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known defect, open: since chapter 03's quality gate landed, the stand-in server's tiny "
-                          "items all leave chapter 03, so chapter 04 stops with NoTrainingDataError",
-                   strict=False)
 def test_the_paper_set_up_runs_end_to_end_on_the_real_chapters_and_resumes_after_a_failure(tmp_path, storage,
                                                                                           fake_gpu, capsys):
-    """00-06 with the paper's recipes (TINY sizes) through papermill: 01 and 02 against the stand-in vLLM, 04 trains
-    the embedded model for 2 steps, 05 evaluates its adapter. The first run fails in 03 (a bad parameter): the
-    server was stopped before it and the GPU released; the second run starts no server and goes on from 03."""
+    """00-06 with the paper's recipes (TINY sizes) through papermill: 01 and 02 generate with the stand-in vLLM,
+    03 runs the paper's quality gate with its LLM judge on the same server, 04 trains the embedded model for 2 steps,
+    05 evaluates its adapter. The first run fails in 03 (a bad parameter): the failure stops the server and frees
+    the GPU; the second run starts the server for 03 alone, stops it before 04 and goes on from 03."""
     vllm, gpu_dir = fake_gpu
-    extra = dict(TINY, **{"03": {**TINY["03"], "validation_fraction": 1.5},
-                          "06": {"figures_dir": str(tmp_path / "figures")}})
+    extra = dict(TINY, **{"03": {"validation_fraction": 1.5}, "06": {"figures_dir": str(tmp_path / "figures")}})
     settings = Launch(models=["smollm2"], name="e2e", generator="tiny/generator", extra=extra,
                       port=free_loopback_port(), vllm_executable=str(vllm), server_timeout_s=120,
                       release_timeout_s=30)
@@ -348,11 +383,20 @@ def test_the_paper_set_up_runs_end_to_end_on_the_real_chapters_and_resumes_after
     assert [state["steps"][s]["status"] for s in ("00", "01", "02", "03")] == ["done", "done", "done", "started"]
     assert server_starts(folder) == 1 and server_pids(gpu_dir) == [] and "server" not in state
     assert (tmp_path / "data" / "mads" / "eu_items.jsonl").stat().st_size > 0
+    capsys.readouterr()
 
-    extra["03"] = TINY["03"]
+    del extra["03"]
     state = launch.run(Launch(**dict(settings.__dict__, extra=extra)))
+    printed = capsys.readouterr().out
     assert all(record["status"] == "done" for record in state["steps"].values())
-    assert server_starts(folder) == 1, "00-02 were done: no server the second time"
+    assert server_starts(folder) == 2, "00-02 were done: the server starts again for 03's judge only"
+    assert server_pids(gpu_dir) == [] and "server" not in state
+    assert "01             done earlier, skipped" in printed and "01_mads.ipynb: parameters" not in printed
+    assert printed.index("03_preprocess.ipynb done") < printed.index("GPU memory released") < \
+        printed.index("04_train.ipynb: parameters")
+    report = json.loads((tmp_path / "data" / "processed" / "preprocess_report.json").read_text())
+    judge = next(step for step in report["steps"] if step["step"] == "quality judge")
+    assert judge["notes"]["model"] == "tiny/generator" and judge["n_out"] == judge["n_in"] > 0, judge["dropped"]
     assert (Path(state["steps"]["04-smollm2"]["adapter"]) / "adapter_config.json").is_file()
     assert list((tmp_path / "results").rglob("*.leaderboard.json"))
     assert (tmp_path / "figures" / "pipeline_overview.png").is_file()
@@ -386,7 +430,8 @@ def test_the_smoke_launch_is_the_papers_command_at_a_tiny_size_with_declared_par
     assert by_id["01"]["num_dialogues"] == 2 and by_id["01"]["generator_model"] == "some/small-model"
     assert by_id["04-smollm2"]["max_steps"] == 5 and by_id["04-smollm2"]["load_in_4bit"] is True
     assert by_id["05-smollm2"]["limit"] == 10 and by_id["05-smollm2"]["language"] == "en"  # 10 EU + 10 EA items
-    assert by_id["03"] == load_recipe("paper", "03")  # what is not made tiny is the paper's
+    assert by_id["03"] == dict(load_recipe("paper", "03"), judge_model="some/small-model", judge_min_keep=2,
+                               judge_base_url="http://127.0.0.1:8011/v1")  # what is not made tiny is the paper's
 
 
 def test_the_smoke_test_fails_with_a_table_on_a_machine_without_gpu(tmp_path, monkeypatch, capsys):

@@ -10,7 +10,7 @@ import pytest
 
 from ec2er_utils import preprocess as pp
 from ec2er_utils.llm import LLMInvalidJSONError, LLMRequestError, Usage
-from ec2er_utils.preprocess.judge import CRITERIA
+from ec2er_utils.preprocess.judge import CRITERIA, JUDGE_SERVER_MAX_TOKENS
 from tests.helpers import ScriptedClient
 from tests.test_preprocess import ACTIONS, CAUSES, GOOD, ea_item, eu_item, generator_outputs, mcq_item
 
@@ -132,6 +132,12 @@ def test_judge_errors_are_drops_and_an_unreachable_judge_stops():
         pp.judge_items(GOOD, down)
     kept, report = pp.judge_items(GOOD, None)
     assert kept == GOOD and report.notes == {"disabled": True}
+
+
+def test_a_served_judge_has_room_to_reason_before_its_verdict():
+    """vLLM counts gpt-oss-20b's reasoning against max_tokens: the in-process budget (64) would cut it off."""
+    served = pp.make_judge_client("openai", "openai/gpt-oss-20b", base_url="http://127.0.0.1:9/v1")
+    assert served.max_tokens == JUDGE_SERVER_MAX_TOKENS >= 1000 and served.temperature == 0.0
 
 
 def test_the_chapter_keeps_judge_scores_in_the_processed_set_and_its_card(tmp_path, monkeypatch):

@@ -60,7 +60,11 @@ Explanation: {explanation}"""
 Score = Literal[1, 2, 3, 4, 5]
 CRITERIA = ("grammar", "unambiguous", "distractors_plausible", "explanation_supports_answer")
 REASONING_KEPT = 600  # characters of a reasoning model's reasoning kept per verdict in the report
-JUDGE_MAX_TOKENS = 64  # the verdict: four digits in JSON (~32 tokens); a reasoning model thinks apart from it
+JUDGE_MAX_TOKENS = 64  # the verdict of an in-process model: four digits in JSON (~32 tokens)
+# A served judge may reason before its verdict, and vLLM counts gpt-oss-20b's reasoning against max_tokens: 64 would
+# cut every verdict off. Structured output ends a verdict at its closing brace, so a model that does not reason
+# spends no more. Not measured (no GPU here): a guess, like the token budgets of recipes/paper/01_mads.yaml.
+JUDGE_SERVER_MAX_TOKENS = 2048
 
 
 class JudgeVerdict(BaseModel):
@@ -94,9 +98,10 @@ def judge_messages(question: Question) -> list[dict[str, str]]:
 
 def make_judge_client(backend: str, model: str | None = None, *, base_url: str | None = None, seed: int = 0,
                       batch_size: int = 16) -> LLMClient:
-    """The judge's client: greedy, one re-ask, ``max_tokens`` sized for a verdict. ``local``: ``model`` is an alias,
-    a Hugging Face id or a folder (None: the embedded model); ``openai``: the served model's name, at ``base_url``
-    (None: ``OPENAI_BASE_URL``), the key from ``OPENAI_API_KEY``."""
+    """The judge's client: greedy, one re-ask, ``max_tokens`` sized for a verdict (:data:`JUDGE_MAX_TOKENS`; a
+    server's model may reason first: :data:`JUDGE_SERVER_MAX_TOKENS`). ``local``: ``model`` is an alias, a Hugging
+    Face id or a folder (None: the embedded model); ``openai``: the served model's name, at ``base_url`` (None:
+    ``OPENAI_BASE_URL``), the key from ``OPENAI_API_KEY``."""
     common = dict(temperature=0.0, max_tokens=JUDGE_MAX_TOKENS, seed=seed, max_reasks=1, progress=False)
     if backend == "local":
         return make_client("local", model, batch_size=batch_size, **common)
@@ -104,7 +109,7 @@ def make_judge_client(backend: str, model: str | None = None, *, base_url: str |
         if not model:
             raise ValueError("judge_backend 'openai' needs judge_model, the name the server serves (e.g. "
                              "'openai/gpt-oss-20b')")
-        return make_client("openai", model, base_url=base_url, **common)
+        return make_client("openai", model, base_url=base_url, **dict(common, max_tokens=JUDGE_SERVER_MAX_TOKENS))
     return make_client(backend, model, **common)  # raises the client's "unknown backend" error
 
 
