@@ -57,7 +57,8 @@ from .scoring import (
 
 __all__ = [
     "AdapterNotApplied", "BACKENDS", "BASELINES", "CHOICE_ANSWER_PREFIX", "PROTOCOLS", "STATUSES", "best_letter",
-    "bootstrap_ci", "check_adapter_applied",    "ChoiceScorer", "compare_predictions", "compare_runs", "compare_with_paper", "describe_run", "EvalConfig",
+    "bootstrap_ci", "check_adapter_applied", "ChoiceScorer", "compare_predictions",
+    "compare_runs", "compare_with_paper", "describe_run", "EvalConfig",
     "evaluate", "EvaluationRun", "gold_letters", "item_shifts", "leaderboard_frame", "leaderboard_table",
     "letter_table", "lettered_choices", "load_run", "mcnemar_exact_p", "model_label", "ORDERS", "official_messages",
     "official_result_rows", "official_scores", "official_system_prompt", "official_user_prompt",
