@@ -14,6 +14,7 @@ from ec2er_utils.evaluation.controls import (
     AdapterNotApplied,
     control_questions,
     overfit_check,
+    overfit_diagnostics,
     scenario_folds,
     scenario_key,
     write_item_subset,
@@ -134,6 +135,18 @@ def test_evaluate_refuses_an_adapter_that_changes_nothing_and_accepts_one_that_d
         run(adapters["identity"])
     assert not (tmp_path / "identity" / "EA-en.predictions.jsonl").exists()  # nothing scored with it
     assert len(run(adapters["random"]).records("EA")) == 1
+
+
+@pytest.mark.slow
+@needs_emobench
+def test_the_diagnostics_name_an_unapplied_adapter_and_a_loss_that_did_not_fall(adapters):
+    questions = control_questions(load_tasks(("EA",), "en", SHARED / "emobench", limit=3)["EA"], shuffle_seed=None)
+    lines = overfit_diagnostics(adapters["identity"], questions, {"first_loss": 1.3, "last_loss": 1.2, "steps": 4},
+                                model="smollm2")
+    assert any(line.startswith("loss not near zero: 1.300 -> 1.200") for line in lines), lines
+    assert any(line.startswith("adapter not applied") for line in lines), lines
+    assert not any(line.startswith("format mismatch") for line in lines), lines  # the prompts are the trained ones
+    assert any(line.startswith("letter after the trained reasoning (teacher-forced): ") for line in lines), lines
 
 
 @pytest.mark.slow
