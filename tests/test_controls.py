@@ -154,7 +154,7 @@ def test_the_diagnostics_name_an_unapplied_adapter_and_a_loss_that_did_not_fall(
 def test_a_small_overfit_check_really_trains_and_reaches_the_threshold(tmp_path):
     """Trains the embedded model on 4 EA items until it has memorised them and evaluates them with the protocol that
     matches training. It fails when the train -> evaluate loop is broken (the result then lists why)."""
-    result = overfit_check(4, task="EA", with_base=False, out_root=tmp_path, num_train_epochs=8)
+    result = overfit_check(4, task="EA", with_base=False, out_root=tmp_path, num_train_epochs=5)
     assert result.training["last_loss"] < result.training["first_loss"]
     assert result.passed, result.summary()
     assert result.accuracy["tuned reason-score"]["accuracy"] >= 0.9
