@@ -187,7 +187,7 @@ class OverfitResult:
     items: list[str]  # "<task> <qid>"
     questions: int
     training: dict[str, Any]  # run_dir, backend, steps, first_loss, last_loss, train_seconds
-    accuracy: dict[str, dict[str, Any]]  # "<label> <protocol>" -> {"correct", "n", "accuracy", "ci_low", "ci_high"}
+    accuracy: dict[str, dict[str, Any]]  # "<label> <protocol>" -> correct, n, accuracy, ci_low, ci_high (exact)
     threshold: float
     passed: bool
     diagnostics: list[str] = field(default_factory=list)
@@ -202,7 +202,7 @@ class OverfitResult:
                  f"{self.training['steps']} steps, loss {self.training['first_loss']:.3f} -> "
                  f"{self.training['last_loss']:.3f} ({self.training['backend'].split(' (')[0]})"]
         for key, entry in self.accuracy.items():
-            lines.append(f"  {key}: {entry['correct']}/{entry['n']} = {entry['accuracy']:.3f} (95% CI "
+            lines.append(f"  {key}: {entry['correct']}/{entry['n']} = {entry['accuracy']:.3f} (exact 95% CI "
                          f"{entry['ci_low']:.3f}-{entry['ci_high']:.3f})")
         lines.append(f"  {'PASSED' if self.passed else 'FAILED'}: {MATCHING_PROTOCOL} accuracy "
                      f"{'>=' if self.passed else '<'} {self.threshold} on the training items")
@@ -211,9 +211,14 @@ class OverfitResult:
 
 
 def _accuracy(records: Sequence[Prediction]) -> dict[str, Any]:
-    board = summarize(records)["overall"]
-    return {"correct": sum(r.correct for r in records), "n": len(records), "accuracy": board["accuracy"],
-            "ci_low": board["ci_low"], "ci_high": board["ci_high"]}
+    """Right answers out of n with the exact (Clopper-Pearson) 95% interval: on a handful of items a bootstrap
+    interval of 8/8 would be [1, 1]."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    correct = sum(r.correct for r in records)
+    low, high = proportion_confint(correct, len(records), alpha=0.05, method="beta")
+    return {"correct": correct, "n": len(records), "accuracy": correct / len(records), "ci_low": float(low),
+            "ci_high": float(high)}
 
 
 def overfit_check(n_items: int = 16, *, task: str = "EA", model: str | None = None,
