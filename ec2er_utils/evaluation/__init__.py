@@ -1,13 +1,14 @@
 """EmoBench evaluation (notebook 05): three protocols, each in EmoBench's option order or under all its cyclic
 shifts, batched local and OpenAI-compatible backends, resumable runs, leaderboards with bootstrap intervals and
-letter-prior baselines, paired comparisons, and the paper's Table 1 for reference. Its plots are in
-:mod:`ec2er_utils.figures`.
+letter-prior baselines, paired comparisons, the paper's Table 1 for reference, and controls of the train ->
+evaluate loop (:mod:`~ec2er_utils.evaluation.controls`). Its plots are in :mod:`ec2er_utils.figures`.
 
 >>> from ec2er_utils.evaluation import EvalConfig, evaluate
 >>> run = evaluate(EvalConfig(model="smollm2", adapter=None, protocol="choice"))   # doctest: +SKIP
 >>> run.frame()                                                                     # doctest: +SKIP
 """
 
+from .adapter_check import AdapterNotApplied, check_adapter_applied
 from .choice import ChoiceScorer, best_letter
 from .paper_table import compare_with_paper, paper_long_with_ours, paper_table1
 from .orders import BASELINES, ORDERS, item_shifts, rotated
@@ -57,8 +58,9 @@ from .scoring import (
 )
 
 __all__ = [
-    "BACKENDS", "BASELINES", "CHOICE_ANSWER_PREFIX", "PROTOCOLS", "STATUSES", "best_letter", "bootstrap_ci",
-    "ChoiceScorer", "compare_predictions", "compare_runs", "compare_with_paper", "describe_run", "EvalConfig",
+    "AdapterNotApplied", "BACKENDS", "BASELINES", "CHOICE_ANSWER_PREFIX", "PROTOCOLS", "STATUSES", "best_letter",
+    "bootstrap_ci", "check_adapter_applied", "ChoiceScorer", "compare_predictions",
+    "compare_runs", "compare_with_paper", "describe_run", "EvalConfig",
     "evaluate", "EvaluationRun", "gold_letters", "item_shifts", "leaderboard_frame", "leaderboard_table",
     "letter_table", "lettered_choices", "load_run", "mcnemar_exact_p", "model_label", "ORDERS", "official_messages",
     "official_result_rows", "official_scores", "official_system_prompt", "official_user_prompt",

@@ -63,6 +63,7 @@ from ..models import DEFAULT_MODEL
 from ..parameters import StageConfig
 from ..paths import results_dir, runs_dir
 from . import parsing
+from .adapter_check import check_adapter_applied
 from .choice import ChoiceScorer, best_letter
 from .orders import check_orders, item_shifts, rotated
 from .prompts import OFFICIAL_MAX_NEW_TOKENS, gold_letters, official_messages, paper_messages, paper_questions
@@ -504,7 +505,10 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
             done = _read_existing(path)
             pending = [(item, shift) for item, shift in wanted if (item.qid, shift) not in done]
             if pending:
-                predict = predict or predictor()
+                if predict is None:
+                    predict = predictor()
+                    if adapter is not None and backend == "local":  # a tuned run that scores the base model is refused
+                        _check_adapter(state, pending[0][0], adapter, batch_size)
                 bar = _progress(progress, len(wanted), len(wanted) - len(pending),
                                 f"{label} {protocol} {task}-{lang}", "item-order" if config.orders != "original"
                                 else "item")
@@ -524,6 +528,16 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
         run.leaderboards[task] = _write_leaderboard(out_dir, task, settings, by_language, config.n_resamples,
                                                     seed)
     return run
+
+
+def _check_adapter(state: dict[str, Any], item: EmoBenchItem, adapter: Any, batch_size: int) -> None:
+    """:func:`~ec2er_utils.evaluation.adapter_check.check_adapter_applied` on the item's first question, with the
+    protocol's scorer or, for the generating protocols, one over the local client's model."""
+    scorer, local = state["scorer"], state["client"]
+    if scorer is None and getattr(local, "hf_model", None) is not None:
+        scorer = ChoiceScorer(hf_model=local.hf_model, tokenizer=local.tokenizer, batch_size=batch_size)
+    if scorer is not None:
+        check_adapter_applied(scorer, next(iter(paper_questions(item).values())), adapter)
 
 
 def _predicted_or_stopped(predict, chunk: list[EmoBenchItem], path: Path) -> list[Prediction]:
