@@ -288,6 +288,10 @@ def validate_choice(kind: str, value: str) -> str:
 # §3.3: "ensuring that scenarios are between 50 and 500 words". Generation asks for at least the floor, chapter 03
 # drops items outside the range: one constant, so the two chapters cannot disagree.
 SCENARIO_WORDS: tuple[int, int] = (50, 500)
+# Chapter 03's quality rules drop an explanation of fewer words (too short to reason) and a free-text option (a
+# cause, an action) of fewer words (a fragment); generation asks for at least as many (generation.items).
+EXPLANATION_MIN_WORDS = 8
+OPTION_MIN_WORDS = 2
 # §3.2: "a minimum of 4 turns and a maximum of 14 turns" (a turn: one client and one therapist message).
 MADS_TURNS: tuple[int, int] = (4, 14)
 # §3.2, Algorithm 2: "5 rounds, max 10 messages".

@@ -77,7 +77,7 @@ def test_item_schemas_ask_for_scenarios_long_enough_for_the_word_filter():
         scenario = schema["properties"]["scenario"]
         assert scenario["minLength"] == 50 * CHARS_PER_WORD < scenario["maxLength"]
         strings = [p.get("items", p) for p in schema["properties"].values()]
-        assert all(p["maxLength"] >= 20 for p in strings if p.get("type") == "string")  # room left for the rest
+        assert all(p["maxLength"] >= 20 for p in strings if "maxLength" in p)  # room left for the rest
     # The minimum fits inside the budget: scenario + other fields never exceed what max_tokens can hold.
     schema = eu_draft_schema(350, 50)
     lengths = [p.get("items", p).get("maxLength", 0) * p.get("maxItems", 1) for p in schema["properties"].values()]
@@ -85,6 +85,26 @@ def test_item_schemas_ask_for_scenarios_long_enough_for_the_word_filter():
     assert eu_draft_schema(200)["properties"]["scenario"]["minLength"] == 20  # no word floor: a short scenario
     with pytest.raises(ValueError, match=r"item_max_tokens=120 cannot hold an EA item; raise it to >= 135"):
         ea_draft_schema(120)
+
+
+@pytest.mark.parametrize("text, valid", [
+    ("Her silence after the call shows she blames herself.", True),
+    ("She blames herself for the call.", False),  # 6 words: too short to reason (chapter 03's rule)
+    ("} The goal of this response is to help the client", False),  # a JSON remnant
+    (", and then she finally told her sister everything that happened", False),  # starts with punctuation
+    ('She said "no" to him because she was afraid of him', False),  # JSON syntax inside the text
+])
+def test_item_schemas_constrain_explanations_as_chapter_03_rules_do(text, valid):
+    import jsonschema
+    import xgrammar
+
+    from ec2er_utils.generation.items import ea_draft_schema
+
+    schema = ea_draft_schema(700, 50)
+    assert jsonschema.Draft202012Validator(schema["properties"]["explanation"]).is_valid(text) is valid
+    options = jsonschema.Draft202012Validator(schema["properties"]["other_choices"]["items"])
+    assert options.is_valid("Call her sister") and not options.is_valid("Call")  # a fragment
+    xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)  # the decoder accepts the patterns
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -221,7 +241,7 @@ def test_invalid_items_are_rejected_counted_and_never_written(tmp_path):
     def override(title, draft, conversation):
         request = conversation[1]["content"]  # the extractor's request (a re-ask appends messages after it)
         if title in ("EUItemDraft", "EUMixedItemDraft") and "Category: emotional_cues" in request:
-            return {**draft, "cause_distractors": [draft["cause_label"], "b", "c"]}  # repeats the cause label
+            return {**draft, "cause_distractors": [draft["cause_label"], "He lost a bet", "He was tired"]}  # repeats the cause label
         if title == "EAItemDraft" and "Category: Social-Self" in request:
             return "not json at all"  # every attempt, re-asks included
         return draft
@@ -357,7 +377,7 @@ def test_targeting_makes_up_for_rejected_items(tmp_path):
         if title == "EUItemDraft" and "Category: perspective_taking" in conversation[-1]["content"]:
             seen["bad"] += 1
             if seen["bad"] <= 2:
-                return {**draft, "cause_distractors": ["He missed the call", "b", "c"]}
+                return {**draft, "cause_distractors": ["He missed the call", "He lost a bet", "He was tired"]}
         return draft
 
     stats, _ = run(tmp_path, ScriptedGenerationClient(draft_override=override), num_dialogues=8, concurrency=2,

@@ -25,6 +25,8 @@ from ..taxonomy import (
     EA_CATEGORIES,
     EMOTION_LABELS,
     EU_CATEGORIES,
+    EXPLANATION_MIN_WORDS,
+    OPTION_MIN_WORDS,
     PAPER_EA_COUNTS,
     PAPER_EU_COUNTS,
     is_known_emotion,
@@ -122,10 +124,24 @@ def _string(max_chars: int, min_chars: int = 1) -> dict[str, Any]:
     return {"type": "string", "minLength": min_chars, "maxLength": max(max_chars, min_chars + 10)}
 
 
+_WORD_CHAR = r'[^\s{}\[\]"\\]'  # no whitespace, no JSON syntax
+
+
+def _prose(max_chars: int, min_words: int = 1) -> dict[str, Any]:
+    """Prose of at least ``min_words`` words as a regular expression the decoder follows: the structural part of
+    chapter 03's quality rules (it starts with a letter or digit, has enough words, holds no JSON syntax), so a
+    small model cannot write the fragments and JSON remnants those rules drop. What a grammar cannot judge
+    (non-words, repeats, a phrase cut off) stays the rules' job. xgrammar ignores minLength/maxLength beside a
+    pattern, so the length is bounded in words of at most 24 characters."""
+    max_words = max(min_words, max_chars // CHARS_PER_WORD)
+    first, word = f"[A-Za-z0-9]{_WORD_CHAR}{{0,23}}", f"{_WORD_CHAR}{{1,24}}"
+    return {"type": "string", "pattern": f"^{first}( {word}){{{min_words - 1},{max_words - 1}}}$"}
+
+
 # No "uniqueItems" in the arrays: grammars cannot enforce it, and a re-ask for it rarely helps a small model;
 # repeated options are rejected by the item builders instead (reason "duplicate_options").
-def _strings(n: int, max_chars: int) -> dict[str, Any]:
-    return {"type": "array", "items": _string(max_chars), "minItems": n, "maxItems": n}
+def _options(n: int, max_chars: int) -> dict[str, Any]:
+    return {"type": "array", "items": _prose(max_chars, OPTION_MIN_WORDS), "minItems": n, "maxItems": n}
 
 
 def _emotion(mixed: bool = False) -> dict[str, Any]:
@@ -183,13 +199,13 @@ def eu_draft_schema(max_tokens: int, scenario_min_words: int = 0, *, mixed: bool
     scenario, rest = scenario_budget(max_tokens, overhead, 0.35, scenario_min_words, "an EU item")
     return _object("EUMixedItemDraft" if mixed else "EUItemDraft", {
         "scenario": _string(scenario, max(20, scenario_min_words * CHARS_PER_WORD)),
-        "subject": _string(40),
+        "subject": _prose(40),
         "emotion_label": _emotion(mixed),
         "emotion_distractors": _emotions(5, mixed),
-        "emotion_explanation": _string(int(rest * 0.23)),
-        "cause_label": _string(int(rest * 0.11)),
-        "cause_distractors": _strings(3, int(rest * 0.11)),
-        "cause_explanation": _string(int(rest * 0.18)),
+        "emotion_explanation": _prose(int(rest * 0.23), EXPLANATION_MIN_WORDS),
+        "cause_label": _prose(int(rest * 0.11), OPTION_MIN_WORDS),
+        "cause_distractors": _options(3, int(rest * 0.11)),
+        "cause_explanation": _prose(int(rest * 0.18), EXPLANATION_MIN_WORDS),
     })
 
 
@@ -197,10 +213,10 @@ def ea_draft_schema(max_tokens: int, scenario_min_words: int = 0) -> dict[str, A
     scenario, rest = scenario_budget(max_tokens, 110, 0.4, scenario_min_words, "an EA item")
     return _object("EAItemDraft", {
         "scenario": _string(scenario, max(20, scenario_min_words * CHARS_PER_WORD)),
-        "subject": _string(40),
-        "best_choice": _string(int(rest * 0.13)),
-        "other_choices": _strings(3, int(rest * 0.13)),
-        "explanation": _string(int(rest * 0.33)),
+        "subject": _prose(40),
+        "best_choice": _prose(int(rest * 0.13), OPTION_MIN_WORDS),
+        "other_choices": _options(3, int(rest * 0.13)),
+        "explanation": _prose(int(rest * 0.33), EXPLANATION_MIN_WORDS),
     })
 
 
@@ -213,13 +229,13 @@ def mcq_draft_schema(task: str, max_tokens: int, scenario_min_words: int = 0) ->
         share, shares = 0.35, (0.11, 0.38)
     scenario, rest = scenario_budget(max_tokens, 150, share, scenario_min_words, f"an {task} question")
     if task != "EU":
-        answer, distractors = _string(int(rest * 0.09)), _strings(3, int(rest * 0.09))
+        answer, distractors = _prose(int(rest * 0.09), OPTION_MIN_WORDS), _options(3, int(rest * 0.09))
     return _object(f"{task}MCQDraft", {
         "scenario": _string(scenario, max(20, scenario_min_words * CHARS_PER_WORD)),
-        "question": _string(int(rest * shares[0]), 5),
+        "question": _prose(int(rest * shares[0]), 3),
         "correct_answer": answer,
         "distractors": distractors,
-        "explanation": _string(int(rest * shares[1])),
+        "explanation": _prose(int(rest * shares[1]), EXPLANATION_MIN_WORDS),
     })
 
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..schemas import DatasetItem
-from ..taxonomy import EMOTION_LABELS
+from ..taxonomy import EMOTION_LABELS, EXPLANATION_MIN_WORDS, OPTION_MIN_WORDS
 from .filters import EMOTION_FORMS
 from .questions import is_emotion_question, question_slots
 from .steps import StepResult, run_check
@@ -49,8 +49,8 @@ class QualityRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_explanation_words: int = Field(8, ge=0)
-    min_option_words: int = Field(2, ge=0)
+    min_explanation_words: int = Field(EXPLANATION_MIN_WORDS, ge=0)
+    min_option_words: int = Field(OPTION_MIN_WORDS, ge=0)
     max_word_repeats: int = Field(2, ge=1)
     max_nonword_share: float = Field(0.5, ge=0, le=1)
 
