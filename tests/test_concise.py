@@ -22,7 +22,7 @@ PERSONAS = grid_personas(30, seed=2)
 
 
 def run(tmp_path: Path, client=None, *, personas=PERSONAS, folder="run", resume=False, **changes):
-    settings = dict(num_samples=5, concurrency=2)
+    settings = dict(num_samples=5, concurrency=2, eu_items=1, ea_items=1)  # one question of each task per persona
     settings.update(changes)
     client = client or ScriptedGenerationClient()
     summary = run_concise(client, personas, tmp_path / folder, ConciseConfig(**settings), resume=resume,

@@ -59,8 +59,8 @@ class ConciseConfig(StageConfig):
 
     num_samples: int = Field(2, ge=1)
     rounds: int = Field(CONCISE_ROUNDS, ge=1, le=CONCISE_ROUNDS)  # "5 rounds, max 10 messages"
-    eu_items: int = Field(1, ge=0)  # EU questions per persona
-    ea_items: int = Field(1, ge=0)  # EA questions per persona
+    eu_items: int = Field(2, ge=0)  # EU questions per persona
+    ea_items: int = Field(2, ge=0)  # EA questions per persona
     concurrency: int = Field(2, ge=1)
     checkpoint_every: int = Field(10, ge=1)
     seed: int = 0

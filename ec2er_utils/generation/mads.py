@@ -108,8 +108,8 @@ class MADSConfig(StageConfig):
     min_turns: int = Field(MADS_TURNS[0], ge=1)
     max_turns: int = Field(4, ge=1)  # the paper: MADS_TURNS[1] (14); 4 keeps the CPU demo short
     supervisor_every: int = Field(2, ge=1)
-    eu_items: tuple[int, int] = (1, 1)  # items per dialogue: drawn uniformly from this inclusive range
-    ea_items: tuple[int, int] = (1, 1)
+    eu_items: tuple[int, int] = (2, 2)  # items per dialogue: drawn uniformly from this inclusive range
+    ea_items: tuple[int, int] = (2, 2)
     concurrency: int = Field(2, ge=1)  # dialogues in flight (one lockstep batch)
     checkpoint_every: int = Field(50, ge=1)  # dialogues between appends to the output files
     seed: int = 0
