@@ -126,7 +126,8 @@ class ScriptedGenerationClient(LLMClient):
         if title == "EUItemDraft":
             return {"scenario": f"Alex [{key}] heard the news at dinner and went quiet.", "subject": "Alex",
                     "emotion_label": "Guilt", "emotion_distractors": ["Joy", "Anger", "Pride", "Fear", "Relief"],
-                    "emotion_explanation": "He blames himself for the news and cannot say so.", "cause_label": "He missed the call",
+                    "emotion_explanation": "He blames himself for the news and cannot say so.",
+                    "cause_label": "He missed the call",
                     "cause_distractors": ["He lost a bet", "He was tired", "He disliked dinner"],
                     "cause_explanation": "The missed call is what he keeps returning to."}
         if title == "EUMixedItemDraft":
@@ -140,14 +141,16 @@ class ScriptedGenerationClient(LLMClient):
                     "cause_explanation": "Leaving the team is what he keeps returning to."}
         if title == "EAItemDraft":
             return {"scenario": f"Alex [{key}] must decide whether to call his sister.", "subject": "Alex",
-                    "best_choice": "Call and apologise", "other_choices": ["Ignore the call", "Send a meme", "Move far away"],
+                    "best_choice": "Call and apologise",
+                    "other_choices": ["Ignore the call", "Send a meme", "Move far away"],
                     "explanation": "Repair matters to him more than being right about the fight."}
         if title in ("EUMCQDraft", "EAMCQDraft"):
             eu = title.startswith("EU")
             return {"scenario": f"Alex [{key}] faces a hard moment with his family.",
                     "question": "What does Alex most likely feel?" if eu else "What should Alex do?",
                     "correct_answer": "Guilt" if eu else "Talk to his sister",
-                    "distractors": ["Joy", "Pride", "Boredom"] if eu else ["Leave the house", "Shout at her", "Ignore her"],
+                    "distractors": (["Joy", "Pride", "Boredom"] if eu
+                                    else ["Leave the house", "Shout at her", "Ignore her"]),
                     "explanation": "The cues in the scenario point to this answer and not the others."}
         raise AssertionError(f"unexpected schema {title}")
 

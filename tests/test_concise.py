@@ -99,7 +99,8 @@ def test_invalid_items_are_rejected_counted_and_never_written(tmp_path):
         if title == "EUMCQDraft" and "Category: emotional_cues" in request:
             return {**draft, "correct_answer": "Happyish"}  # not an emotion of the vocabulary: fails the schema
         if title == "EAMCQDraft" and "Category: Social-Self" in request:
-            return {**draft, "distractors": ["Talk to his sister", "Leave the house", "Shout at her"]}  # repeats the answer
+            # repeats the answer
+            return {**draft, "distractors": ["Talk to his sister", "Leave the house", "Shout at her"]}
         return draft
 
     summary, _ = run(tmp_path, ScriptedGenerationClient(draft_override=override), num_samples=4)

@@ -241,7 +241,8 @@ def test_invalid_items_are_rejected_counted_and_never_written(tmp_path):
     def override(title, draft, conversation):
         request = conversation[1]["content"]  # the extractor's request (a re-ask appends messages after it)
         if title in ("EUItemDraft", "EUMixedItemDraft") and "Category: emotional_cues" in request:
-            return {**draft, "cause_distractors": [draft["cause_label"], "He lost a bet", "He was tired"]}  # repeats the cause label
+            # repeats the cause label
+            return {**draft, "cause_distractors": [draft["cause_label"], "He lost a bet", "He was tired"]}
         if title == "EAItemDraft" and "Category: Social-Self" in request:
             return "not json at all"  # every attempt, re-asks included
         return draft

@@ -417,7 +417,7 @@ def test_broken_model_output_in_the_concise_pipeline(tmp_path):
             return reply[:-5]  # truncated
         return reply
 
-    config = ConciseConfig(num_samples=2, concurrency=2, rounds=1, temperature=0)
+    config = ConciseConfig(num_samples=2, concurrency=2, rounds=1, temperature=0, eu_items=1, ea_items=1)
     with FaultyOpenAIServer(rewrite=rewrite) as server:
         summary = run_concise(http_client(server), PERSONAS, tmp_path / "run", config, progress=False)
     items = read_jsonl(tmp_path / "run" / "items_final.jsonl", DatasetItem)
@@ -463,7 +463,7 @@ def test_corrupted_checkpoint_files_name_the_file_and_fix(tmp_path):
         scripted_mads(folder, num_dialogues=2, resume=True)
 
     folder = tmp_path / "concise"
-    config = ConciseConfig(num_samples=3, concurrency=1, checkpoint_every=1)
+    config = ConciseConfig(num_samples=3, concurrency=1, checkpoint_every=1, eu_items=1, ea_items=1)
     run_concise(ScriptedGenerationClient(), PERSONAS, folder, config, progress=False)
     checkpoint = folder / "personas_checkpoint.json"
     checkpoint.write_text(checkpoint.read_text(encoding="utf-8")[:-40], encoding="utf-8")

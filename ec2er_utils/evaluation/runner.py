@@ -532,11 +532,12 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
 
 def _check_adapter(state: dict[str, Any], item: EmoBenchItem, adapter: Any, batch_size: int) -> None:
     """:func:`~ec2er_utils.evaluation.adapter_check.check_adapter_applied` on the item's first question, with the
-    protocol's scorer or, for the generating protocols, one over the local client's model."""
+    protocol's scorer or, for the generating protocols, one over the local client's model. A stand-in scorer
+    passed by the caller without a model (a test's scripted scores) has nothing to check."""
     scorer, local = state["scorer"], state["client"]
     if scorer is None and getattr(local, "hf_model", None) is not None:
         scorer = ChoiceScorer(hf_model=local.hf_model, tokenizer=local.tokenizer, batch_size=batch_size)
-    if scorer is not None:
+    if getattr(scorer, "hf_model", None) is not None:
         check_adapter_applied(scorer, next(iter(paper_questions(item).values())), adapter)
 
 
