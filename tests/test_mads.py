@@ -578,7 +578,7 @@ def test_tiny_real_runs_with_the_embedded_model(tmp_path):
         assert all(len(item.scenario) >= 60 for item in items)  # the grammar's floor: 10 words x 6 characters
 
         summary = run_concise(client, PERSONAS, tmp_path / "concise",
-                              ConciseConfig(num_samples=1, rounds=2, background_words=(30, 50),
+                              ConciseConfig(num_samples=1, rounds=2, eu_items=1, ea_items=1, background_words=(30, 50),
                                             background_max_tokens=64, turn_max_tokens=32, item_max_tokens=240,
                                             scenario_min_words=10),
                               progress=False)

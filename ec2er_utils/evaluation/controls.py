@@ -141,11 +141,11 @@ def train_control_adapter(questions: Sequence[Question], run_root: str | os.Path
     ``settings``) and save the run under ``run_root``; an adapter already there is reused (a control resumes).
     Returns ``run_dir``, ``backend``, ``steps``, ``first_loss``, ``last_loss``, ``train_seconds``."""
     from .. import training
-    from ..models import DEFAULT_MODEL
+    from ..models import DEFAULT_MODEL, model_folder_name
 
     config = training.TrainConfig(model=model or DEFAULT_MODEL, output_dir=str(run_root), run_id=run_id,
                                   max_eval_questions=0, **settings)
-    existing = Path(run_root) / training.model_folder_name(config.spec) / run_id
+    existing = Path(run_root) / model_folder_name(config.spec) / run_id
     if (existing / "metrics.json").is_file():
         metrics, saved = read_json(existing / "metrics.json"), read_json(existing / "config.json")
         return {"run_dir": existing, "backend": saved["backend"], "steps": metrics["global_step"],
