@@ -1,36 +1,15 @@
-"""Run a model on EmoBench with one protocol, resumably, and write predictions and leaderboards (read back and
-reported by :mod:`~ec2er_utils.evaluation.report`).
+"""Run a model on EmoBench with one protocol, resumably: :class:`EvalConfig` and :func:`evaluate`, one
+``predict_*`` function per protocol (the protocols, option orders and outputs are described in the README, chapter
+05; the prompts in :mod:`~ec2er_utils.evaluation.prompts`). A run is read back and tabled by
+:mod:`~ec2er_utils.evaluation.report`.
 
-``evaluate(...)`` writes, under ``results_dir()/<label>/<protocol>/`` (``<label>`` is the model, plus the adapter
-when there is one; ``-cot`` is added to the protocol folder for chain-of-thought):
-
-- ``run.json``: the settings that produced the numbers (a re-run with different settings is refused);
-- ``<task>-<language>.predictions.jsonl``: one :class:`~ec2er_utils.evaluation.scoring.Prediction` per item and
-  option order, appended chunk by chunk, so a killed run resumes where it stopped (already-scored (qid, shift)
-  pairs are skipped; a partial last line is cut first);
-- ``<task>.leaderboard.json``: per language, accuracy with 95% bootstrap intervals overall and per category,
-  emotion-only and cause-only accuracy (EU), the parse-failure rate, the official harness's numbers, the
-  letter-prior baselines and, with ``orders="cyclic"``, the accuracy averaged over option orders and the strict
-  accuracy (right under every order); see :mod:`~ec2er_utils.evaluation.orders`.
-
-``orders``: ``original`` asks each item in EmoBench's option order; ``cyclic`` also under every cyclic shift of
-its options (MMBench's CircularEval), which multiplies the work by the number of options (6 or 7 for EU, 4 for EA).
-The original order's result stays the official number. Every protocol is asked the rotated items the same way.
-
-Protocols (see :mod:`~ec2er_utils.evaluation.prompts`): ``official`` (EmoBench's prompts and JSON answer, free
-generation, parsed and scored like the official harness, with retries that really retry: greedy first, then
-sampled at ``retry_temperature`` with a new seed, up to ``attempts`` tries, the official ``num_retries``), ``paper``
-(the training format, ``{"reasoning", "answer"}`` JSON, schema-constrained on the local backend), ``choice``
-(letter log-likelihoods, local models only) and ``cloze`` / ``cloze-norm`` (the log-likelihood of each option's
-text as the answer, options not shown; raw, or per character; local models only; with no letters to favour they
-are asked in EmoBench's order only, whatever ``orders`` says) and ``reason-score`` (the reasoning generated as
-``paper`` does, then the letter log-probabilities read where ``"answer": "`` follows it; local models only).
-Departure: decoding is greedy by default (``temperature=0``) for reproducible numbers; the official harness
-samples API models at 0.6.
-
-A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`: API key rejected, unknown model, no server) stops
-the run at once, and so does a chunk in which no item got an answer at all (:class:`NoAnswers`); either way that
-chunk is not written, the chunks before it are kept, and running again resumes after them.
+Under ``results_dir()/<label>/<protocol>/``: ``run.json`` (the settings; a re-run with other settings is refused),
+``<task>-<language>.predictions.jsonl`` (one :class:`~ec2er_utils.evaluation.scoring.Prediction` per item and
+option order, appended chunk by chunk, so a killed run resumes where it stopped) and ``<task>.leaderboard.json``.
+A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`) or a chunk without a single answer
+(:class:`NoAnswers`) stops the run before that chunk is written; running again resumes after the chunks before it.
+Departure: decoding is greedy by default (``temperature=0``) for reproducible numbers; EmoBench's harness samples
+API models at 0.6.
 """
 
 from __future__ import annotations

@@ -1,59 +1,13 @@
 """The Multi-Agent Dialogue System (paper §3.2, Algorithm 1): persona + theme -> background -> supervised therapy
-dialogue -> EmoBench-format EU and EA items with chain-of-thought explanations.
+dialogue -> EmoBench-format EU and EA items with explanations. Prompts: :mod:`ec2er_utils.generation.prompts`.
 
-Agents (prompts in :mod:`ec2er_utils.generation.prompts`):
-
-- **BackgroundGeneratorAgent** writes a 200–400-word narrative from the persona, the theme and the sampled
-  attributes; it is the shared context of the two speakers.
-- **ClientAgent** and **TherapistAgent** take turns; the client opens. One *turn* is a client message followed by
-  a therapist message, so the paper's 14 turns are its "28 messages".
-- **SupervisorAgent** judges the dialogue every ``supervisor_every`` (2) turns: scenario, emotions, causes and
-  dilemma, each true/false, with a reason (JSON schema). The dialogue stops when all four hold and at least
-  ``min_turns`` turns are done, or at ``max_turns``. The stop reason (``criteria_met`` / ``max_turns``) and every
-  verdict are recorded.
-- **EU and EA extraction agents** then write 3–4 items each (one request per item) in EmoBench's format. Each
-  request names a target category: the least represented so far
-  (:class:`~ec2er_utils.generation.items.CategoryBalancer`), which keeps the four EU and four EA categories
-  balanced; EU sub-types (EmoBench's fine-grained categories) and EA question types (Action/Response) are balanced
-  the same way.
-
-The algorithm is :func:`mads_dialogue`, written for one dialogue in the shape of the paper's pseudo-code;
-:func:`run_dialogue` runs it once. :func:`run_mads` runs it for many: the dialogues of a batch (``concurrency`` of
-them) advance in lockstep (:mod:`~ec2er_utils.generation.lockstep`); each step (background, client turn, therapist
-turn, verdict, extraction) is one ``chat_many`` over the still-active dialogues, so the local backend generates
-them in one batched forward pass and a server gets them as concurrent requests.
-
-Outputs in ``out_dir`` (``data/mads/``; ``shard-KK-of-NN/`` inside it for a sharded run):
-``eu_items.jsonl`` / ``ea_items.jsonl`` (:class:`~ec2er_utils.schemas.DatasetItem` in EmoBench's EU / EA shape),
-``dialogues.jsonl`` (background + transcript), ``metadata.jsonl`` (one line per dialogue: persona id, theme,
-attributes, turns, stop reason, verdicts, item ids, rejected items, token usage, timings), ``statistics.json``
-(category distributions and counts), ``run_config.json``.
-
-Crash safety: results are appended every ``checkpoint_every`` dialogues (at the end of a batch), items first and
-the dialogue's metadata line last, so a metadata line means "this dialogue is complete". ``resume=True`` repairs a
-partial last line, removes items of dialogues without a metadata line, and re-runs from the first incomplete
-batch, writing only dialogues not yet complete. Dialogue ids, plans and sampling seeds depend only on the seed and
-the dialogue's index, so with a deterministic backend a resumed run writes exactly what an uninterrupted run
-writes. A dialogue that fails (an :class:`~ec2er_utils.llm.LLMError` in a background or turn) is recorded with
-``status="failed"`` and its reason; the run goes on, and the statistics count failures by stage and reason.
-
-Transport failures are retried twice over: each request by the client (the openai SDK's exponential backoff on
-connection errors, HTTP 429/5xx and timeouts, ``max_retries`` times), and each dialogue by ``resume=True``: a
-dialogue whose metadata shows a request that never got an answer (``request_failed``, in its error, a rejected
-item or a supervisor verdict) is taken out of the files and generated again, because it does not hold what the
-model would have written. So when a server dies mid-run, every dialogue from then on is recorded as failed, and
-after a restart a resume fills them in: with greedy decoding the result has the same ids and items as an
-uninterrupted run (dialogues generated again are appended, so lines may come in another order). Failures of the
-model's output (empty replies, invalid JSON, rejected items) are results, not faults, and are kept. The resume
-rules are shared with the concise pipeline: :class:`~ec2er_utils.generation.run_files.RunFiles`.
-
-Departures from the paper (documented choices): the supervisor gives its reason before its verdicts and decodes
-greedily; the supervisor also judges at turns before ``min_turns`` (its verdict is recorded, it cannot stop the
-dialogue yet); items are drafted field by field and assembled by code (see :mod:`ec2er_utils.generation.items`); a
-dialogue that reaches ``max_turns`` without meeting all criteria is still extracted unless
-``extract_incomplete=False`` (its metadata says so); an item's category, EU sub-type and EA question type are the
-ones its extractor was asked for (not re-judged afterwards); dialogues of a batch run in lockstep and a batch ends
-when its longest dialogue ends (no refilling), which keeps batches, and so resumed runs, reproducible.
+:func:`mads_dialogue` is the algorithm for one dialogue, in the shape of the paper's pseudo-code (background writer;
+client and therapist turns, a client message and a therapist reply each; the supervisor's verdict every
+``supervisor_every`` turns, stopping once all four criteria hold and ``min_turns`` are done, or at ``max_turns``;
+then the EU and EA extraction agents, each asked for the least represented category so far).
+:func:`run_dialogue` runs it once; :func:`run_mads` runs many, in lockstep batches with checkpoints, resume and
+shards (:class:`~ec2er_utils.generation.runner.BatchedRun`). Output files: ``FILES``. What a run does when something
+breaks, and the departures from the paper, are in the README (chapter 01 and "Reliability").
 """
 
 from __future__ import annotations
