@@ -48,8 +48,8 @@ from pathlib import Path
 
 from ec2er_utils import cpu_speedups
 from ec2er_utils.emobench import load_emobench, task_of
-from ec2er_utils.evaluation import ChoiceScorer, official_messages, parse_official_reply, predict_choice
-from ec2er_utils.evaluation.runner import predict_official
+from ec2er_utils.evaluation import (ChoiceScorer, official_messages, parse_official_reply, predict_choice,
+                                    predict_official)
 from ec2er_utils.models import load_model_and_tokenizer
 
 CPU_PRESSURE = Path("/proc/pressure/cpu")

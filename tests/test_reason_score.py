@@ -10,7 +10,7 @@ import pytest
 from ec2er_utils.emobench import load_tasks
 from ec2er_utils.evaluation import EvalConfig, paper_questions, predict_reason_score
 from ec2er_utils.evaluation.prompts import reasoned_answer_prefix
-from ec2er_utils.evaluation.runner import reasoning_of
+from ec2er_utils.evaluation.protocols import reasoning_of
 from ec2er_utils.formatting import Question, assistant_response
 from ec2er_utils.parameters import ParameterError
 from tests.helpers import SHARED, ScriptedClient, needs_emobench

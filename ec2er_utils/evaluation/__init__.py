@@ -10,8 +10,8 @@ evaluate loop (:mod:`~ec2er_utils.evaluation.controls`). Its plots are in :mod:`
 
 from .adapter_check import AdapterNotApplied, check_adapter_applied
 from .choice import ChoiceScorer, best_letter
-from .paper_table import compare_with_paper, paper_long_with_ours, paper_table1
 from .orders import BASELINES, ORDERS, item_shifts, rotated
+from .paper_table import compare_with_paper, paper_long_with_ours, paper_table1
 from .parsing import STATUSES, ParsedReply, parse_official_reply
 from .prompts import (
     CHOICE_ANSWER_PREFIX,
@@ -33,19 +33,8 @@ from .report import (
     predictions_path,
     robust_table,
 )
-from .runner import (
-    BACKENDS,
-    PROTOCOLS,
-    EvalConfig,
-    evaluate,
-    model_label,
-    predict_choice,
-    predict_cloze,
-    predict_official,
-    predict_paper,
-    predict_reason_score,
-    run_folder,
-)
+from .protocols import predict_choice, predict_cloze, predict_official, predict_paper, predict_reason_score
+from .runner import BACKENDS, PROTOCOLS, EvalConfig, evaluate, model_label, run_folder
 from .scoring import (
     Prediction,
     bootstrap_ci,

@@ -28,7 +28,6 @@ from .. import cpu_speedups
 from ..formatting import LETTERS, Question, option_letters, user_prompt
 from .prompts import CHOICE_ANSWER_PREFIX, cloze_prompt, reasoned_answer_prefix
 
-
 LETTERS_INDEX = {letter: i for i, letter in enumerate(LETTERS)}
 
 
