@@ -529,6 +529,23 @@ def test_tools_stay_outside_the_installed_package_and_the_notebooks():
     assert "ec2er_utils" in installed and not any(name.split(".")[0] == "tools" for name in installed)
 
 
+def test_the_run_machinery_stays_outside_the_learners_package():
+    """colab/ (launch, runtime, install, recipes) imports ec2er_utils, never the reverse; a chapter imports it only
+    in its Colab bootstrap cell; pyproject does not install it."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    importing_colab = re.compile(r"^\s*(from|import)\s+colab\b", re.MULTILINE)
+    for module in (REPO_ROOT / "ec2er_utils").rglob("*.py"):
+        assert not importing_colab.search(module.read_text(encoding="utf-8")), module
+    for path in numbered_notebooks():
+        for cell in code_cells(path)[1:]:  # the first is the bootstrap cell
+            assert not importing_colab.search(cell.source), path.name
+    include = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"][
+        "include"]
+    assert not any(name.split(".")[0] == "colab" for name in find_packages(where=str(REPO_ROOT), include=include))
+
 
 @pytest.mark.slow
 def test_launcher_runs_end_to_end_with_a_stand_in_gpu_and_vllm(tmp_path, monkeypatch):
