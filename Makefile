@@ -47,7 +47,7 @@ lab: install  ## JupyterLab at the repository root, notebooks/ open, on 127.0.0.
 		--LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 lint: install
-	$(BIN)/ruff check ec2er_utils tools tests benchmarks
+	$(BIN)/ruff check ec2er_utils tools tests benchmarks colab
 
 strip-notebooks: install  ## remove outputs before committing
 	$(BIN)/python -m tools.notebook_conventions --strip --check

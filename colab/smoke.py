@@ -3,7 +3,7 @@
     python colab/smoke.py                      # from the repository root, after the Colab install (or .[gpu])
     python colab/smoke.py --generator Qwen/Qwen2.5-0.5B-Instruct   # a Hub model behind vLLM instead
 
-It runs the very command of the paper's set-up (``ec2er_utils.launch``) with tiny sizes: the embedded
+It runs the very command of the paper's set-up (``colab.launch``) with tiny sizes: the embedded
 SmolLM2-135M behind vLLM (its own venv, built from ``requirements/colab-vllm.txt``; no download) for 2 MADS
 dialogues and 2 concise conversations and as chapter 03's LLM judge, vLLM stopped and the GPU memory checked,
 5 training steps of the embedded model in 4-bit with Unsloth, 20 EmoBench items (10 EU + 10 EA) with the adapter,
@@ -23,9 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python colab/smoke.py` from a checkout
+# `python colab/smoke.py` from a checkout: the repository root goes first on sys.path, so that `colab` is this
+# package, and this folder (Python puts a script's folder there) leaves it (its modules are not top-level names).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from ec2er_utils import colab, launch  # noqa: E402
+from colab import launch, runtime  # noqa: E402
 
 # Over the paper's recipes: what makes the chain tiny. The generator budgets are for a 135M model, not gpt-oss.
 SMOKE = {
@@ -135,13 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parent = Path(args.storage) if args.storage else Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
-    storage = Path(tempfile.mkdtemp(prefix=f"ec2er-smoke-{colab.run_stamp()}-", dir=parent))
+    storage = Path(tempfile.mkdtemp(prefix=f"ec2er-smoke-{runtime.run_stamp()}-", dir=parent))
     table = Table()
     started = time.monotonic()
-    gpu, error, seconds = timed(lambda: colab.require_gpu(4))
+    gpu, error, seconds = timed(lambda: runtime.require_gpu(4))
     if table.add("NVIDIA GPU", gpu is not None, seconds, gpu["detail"] if gpu else error) and check_stack(table):
-        _, error, seconds = timed(colab.ensure_vllm_venv)
-        if table.add("vLLM's own venv", error is None, seconds, error or str(colab.default_vllm_venv())):
+        _, error, seconds = timed(runtime.ensure_vllm_venv)
+        if table.add("vLLM's own venv", error is None, seconds, error or str(runtime.default_vllm_venv())):
             settings = smoke_launch(storage, args.generator, args.port)
             _, error, seconds = timed(lambda: launch.run(settings))
             state = launch.load_state(launch.launch_dir(settings.name))

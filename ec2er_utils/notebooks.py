@@ -1,7 +1,7 @@
 """The numbered chapter notebooks: where they are and in which order they run.
 
-The Colab launcher (:func:`ec2er_utils.colab.run_chapters`) and the developer tooling (``tools/notebook_runner.py``,
-behind ``make demo``) both run them in this order.
+The GPU launcher (``colab/launch.py``, and :func:`colab.runtime.run_chapters`) and the developer tooling
+(``tools/notebook_runner.py``, behind ``make demo``) both run them in this order.
 """
 
 from __future__ import annotations

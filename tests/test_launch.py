@@ -1,4 +1,4 @@
-"""The one command for the paper's set-up (ec2er_utils/launch.py): its plan (chapter order, the parameters each
+"""The one command for the paper's set-up (colab/launch.py): its plan (chapter order, the parameters each
 notebook gets, all declared by the real notebooks), and its start / wait / stop / resume logic run for real against a
 stand-in ``vllm`` and ``nvidia-smi`` (tests/fake_vllm.py) with papermill."""
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ec2er_utils import colab, launch
-from ec2er_utils.taxonomy import PAPER_MODELS
-from ec2er_utils.launch import Launch, LaunchError
+from colab import launch, runtime
+from colab.launch import Launch, LaunchError
+from colab.recipes import load_recipe
 from ec2er_utils.notebooks import numbered_notebooks
-from ec2er_utils.recipes import load_recipe
+from ec2er_utils.taxonomy import PAPER_MODELS
 from tests.fake_vllm import IDLE_MIB, TINY, install_fake_gpu, server_pids
 from tests.helpers import write_notebook
 from tools.local_server import free_loopback_port
@@ -74,7 +74,7 @@ def test_every_parameter_the_launcher_passes_is_declared_by_the_notebook(model, 
         passed = dict(step.parameters, **{name: None for name in ("resume", "run_id", "adapter")
                                           if step.chapter in {"resume": ("01", "02"), "run_id": ("04",),
                                                               "adapter": ("05",)}[name]})
-        declared = colab.declared_parameters(step.notebook)
+        declared = runtime.declared_parameters(step.notebook)
         assert set(passed) <= declared, (step.id, sorted(set(passed) - declared))
     steps = launch.plan(Launch(models=[model], generator="some/model"))
     assert {s.id: s.served_model for s in steps if s.needs_server} == dict.fromkeys(("01", "02", "03"), "some/model")
@@ -238,7 +238,7 @@ def test_a_server_that_does_not_answer_is_stopped_and_its_log_tail_shown(tmp_pat
     monkeypatch.setenv("EC2ER_FAKE_VLLM_STARTUP_S", "30")  # loading takes longer than the timeout
     settings = tiny_launch(tmp_path, vllm, generator="tiny/generator", server_timeout_s=2)
     started = time.monotonic()
-    with pytest.raises(colab.ServerTimeoutError, match=r"(?s)did not answer within 2s.*log tail:.*fake vllm serving "
+    with pytest.raises(runtime.ServerTimeoutError, match=r"(?s)did not answer within 2s.*log tail:.*fake vllm serving "
                                                        r"tiny/generator"):
         launch.run(settings)
     assert time.monotonic() - started < 30 and server_pids(gpu_dir) == []
@@ -251,7 +251,7 @@ def test_a_server_left_running_by_a_crashed_launch_is_stopped_first(tmp_path, st
     port = free_loopback_port()
     stale = subprocess.Popen([str(vllm), "serve", "tiny/generator", "--host", "127.0.0.1", "--port", str(port)],
                              start_new_session=True, stdout=subprocess.DEVNULL)
-    colab.wait_for_server(f"http://127.0.0.1:{port}/v1", 30, process=stale, interval=0.2)
+    runtime.wait_for_server(f"http://127.0.0.1:{port}/v1", 30, process=stale, interval=0.2)
     folder = launch.launch_dir("t")
     launch.save_state(folder, {"steps": {}, "server": {"pid": stale.pid, "executable": str(vllm),
                                                        "baseline_mib": [IDLE_MIB]}})
@@ -267,11 +267,11 @@ def test_another_server_on_the_port_is_an_error_not_a_generator(tmp_path, storag
     other = subprocess.Popen([str(vllm), "serve", "someone/else", "--host", "127.0.0.1", "--port", str(port)],
                              start_new_session=True, stdout=subprocess.DEVNULL)
     try:
-        colab.wait_for_server(f"http://127.0.0.1:{port}/v1", 30, process=other, interval=0.2)
+        runtime.wait_for_server(f"http://127.0.0.1:{port}/v1", 30, process=other, interval=0.2)
         with pytest.raises(LaunchError, match=r"already answers .* \(serving \['someone/else'\]\).*--port"):
             launch.run(tiny_launch(tmp_path, vllm, generator="tiny/generator", port=port, chapters="01"))
     finally:
-        colab.stop_server(other, grace_s=5)
+        runtime.stop_server(other, grace_s=5)
 
 
 def test_the_launch_stops_without_a_gpu(tmp_path, storage, monkeypatch):
@@ -315,47 +315,47 @@ def test_ensure_vllm_venv_builds_an_isolated_venv_once_per_lock(tmp_path, monkey
 
     def runner(command, env):
         commands.append(command)
-        return colab_install_run(command, env=env)
+        return run_streaming(command, env=env)
 
-    from ec2er_utils.colab_install import run_streaming as colab_install_run
+    from colab.install import run_streaming
 
-    vllm = colab.ensure_vllm_venv(venv_dir, lock=lock, installer="pip", runner=runner)
+    vllm = runtime.ensure_vllm_venv(venv_dir, lock=lock, installer="pip", runner=runner)
     assert vllm == venv_dir / "bin" / "vllm" and len(commands) == 2
     assert commands[0] == [sys.executable, "-m", "venv", "--without-pip", str(venv_dir)]
-    ran = subprocess.run([str(vllm)], capture_output=True, text=True, env=colab.isolated_environment())
+    ran = subprocess.run([str(vllm)], capture_output=True, text=True, env=runtime.isolated_environment())
     assert ran.stdout.strip() == f"vllm from {venv_dir}"
     for module in ("ec2er_utils", "pydantic"):  # on this interpreter's PYTHONPATH, in its site-packages
         isolated = subprocess.run([str(venv_dir / "bin" / "python"), "-c", f"import {module}"], cwd=tmp_path,
-                                  env=colab.isolated_environment(), capture_output=True, text=True)
+                                  env=runtime.isolated_environment(), capture_output=True, text=True)
         assert isolated.returncode != 0, f"the venv must not see this interpreter's {module}"
-    assert colab.ensure_vllm_venv(venv_dir, lock=lock, installer="pip", runner=runner) == vllm
+    assert runtime.ensure_vllm_venv(venv_dir, lock=lock, installer="pip", runner=runner) == vllm
     assert len(commands) == 2  # built once for this lock
     lock.write_text("vllm==0.0.1\n# a new lock\n")
-    colab.ensure_vllm_venv(venv_dir, lock=lock, installer="pip", runner=runner)
+    runtime.ensure_vllm_venv(venv_dir, lock=lock, installer="pip", runner=runner)
     assert len(commands) == 4  # rebuilt for a changed lock
     foreign = tmp_path / "someone-elses"
     (foreign / "bin").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="was not made by ec2er"):
-        colab.ensure_vllm_venv(foreign, lock=lock, installer="pip", runner=runner)
+        runtime.ensure_vllm_venv(foreign, lock=lock, installer="pip", runner=runner)
 
 
 def test_vllm_venv_commands_with_uv_or_pip():
-    uv = colab.vllm_venv_commands("/v", "/r/colab-vllm.txt", python="/py", installer="uv")
+    uv = runtime.vllm_venv_commands("/v", "/r/colab-vllm.txt", python="/py", installer="uv")
     assert uv[0][1:] == ["venv", "--python", "/py", "/v"]
     assert uv[1][1:] == ["pip", "install", "--python", "/v/bin/python", "--only-binary", ":all:", "-r",
                          "/r/colab-vllm.txt"]
-    pip = colab.vllm_venv_commands("/v", "/r/colab-vllm.txt", python="/py", installer="pip")
+    pip = runtime.vllm_venv_commands("/v", "/r/colab-vllm.txt", python="/py", installer="pip")
     assert pip[1] == ["/py", "-m", "pip", "--python", "/v/bin/python", "install", "--only-binary=:all:", "-r",
                       "/r/colab-vllm.txt"]
     with pytest.raises(ValueError, match="installer must be 'uv' or 'pip'"):
-        colab.vllm_venv_commands("/v", installer="conda")
+        runtime.vllm_venv_commands("/v", installer="conda")
 
 
 def test_isolated_environment_drops_what_would_leak_into_the_venv(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", "/env/python")  # Colab sets one
     monkeypatch.setenv("UV_CONSTRAINT", "/backend-container/containers/requirements.constraints")
     monkeypatch.setenv("HF_TOKEN", "kept")
-    env = colab.isolated_environment({"PYTHONUNBUFFERED": "1"})
+    env = runtime.isolated_environment({"PYTHONUNBUFFERED": "1"})
     assert "PYTHONPATH" not in env and "UV_CONSTRAINT" not in env
     assert env["HF_TOKEN"] == "kept" and env["PYTHONUNBUFFERED"] == "1"
 
@@ -414,8 +414,7 @@ def test_the_paper_set_up_runs_end_to_end_on_the_real_chapters_and_resumes_after
 def load_smoke():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("ec2er_smoke", Path(colab.__file__).parent.parent / "colab" /
-                                                  "smoke.py")
+    spec = importlib.util.spec_from_file_location("ec2er_smoke", Path(runtime.__file__).parent / "smoke.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

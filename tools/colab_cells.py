@@ -70,10 +70,10 @@ if "google.colab" in sys.modules:
                 "installed from there. From Google Drive: from google.colab import drive; "
                 f"drive.mount('/content/drive'), then !ln -s /content/drive/MyDrive/ec2er {REPO_DIR} . From an "
                 f"uploaded zip (Files pane): !unzip -q ec2er.zip -d /content (it must unpack to {REPO_DIR}).")
-    if REPO_DIR not in sys.path:
-        sys.path.insert(0, REPO_DIR)
-    from ec2er_utils import colab_install  # standard library only: it runs before anything is installed
-    colab_install.install_once(REPO_DIR)  # pinned, Colab's own packages kept; says when a restart is needed
+    if sys.path[:1] != [REPO_DIR]:  # first, so that `colab` below is the clone's folder
+        sys.path[:] = [REPO_DIR] + [path for path in sys.path if path != REPO_DIR]
+    from colab import install  # standard library only: it runs before anything is installed
+    install.install_once(REPO_DIR)  # pinned, Colab's own packages kept; says when a restart is needed
     os.chdir(REPO_DIR + "/notebooks")'''
 
 
@@ -140,9 +140,10 @@ def bootstrap_source(url: str | None = None, branch: str = BRANCH, repo_dir: str
     """The first code cell of every notebook: plain Python (no package needed yet), a no-op outside Colab.
 
     In Colab: clone ``url`` (default: the configured repository) at ``branch`` into ``repo_dir`` unless that folder
-    exists, stopping with what to do when the clone fails; put the folder on ``sys.path`` (an editable install is
-    only picked up by interpreters started after it) and install with
-    :func:`ec2er_utils.colab_install.install_once` (the pinned Colab set, once per runtime and lock).
+    exists, stopping with what to do when the clone fails; put the folder first on ``sys.path`` (an editable install
+    is only picked up by interpreters started after it, and the repository's ``colab`` package must win over any
+    other ``colab``) and install with :func:`colab.install.install_once` (the pinned Colab set, once per runtime and
+    lock).
     """
     url = url if url is not None else repository_url(configured_repo())
     values = {"@URL@": url, "@BRANCH@": branch, "@REPO_DIR@": repo_dir}

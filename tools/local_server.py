@@ -30,7 +30,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from ec2er_utils.colab import ServerStartError
+from colab.runtime import ServerStartError
 
 
 def free_loopback_port() -> int:

@@ -14,7 +14,7 @@ Standard library only: the cell imports this module from the fresh clone before 
 
 The lock is written by ``python -m tools.colab_lock --write`` against Colab's published runtime; its
 ``# colab-runtime:`` line names that runtime, and a different live runtime is reported before installing.
-vLLM is not installed here: it gets its own virtual environment (:func:`ec2er_utils.colab.ensure_vllm_venv`).
+vLLM is not installed here: it gets its own virtual environment (:func:`colab.runtime.ensure_vllm_venv`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The paper's set-up in one command, on one GPU (a Colab Pro+ A100 or a workstation):
 
-    python -m ec2er_utils.launch --models mistral qwen --storage /content/drive/MyDrive/ec2er
+    python -m colab.launch --models mistral qwen --storage /content/drive/MyDrive/ec2er
 
-1. Check the GPU (:func:`ec2er_utils.colab.require_gpu`); keep ``data/``, ``runs/``, ``results/`` and ``figures/``
+1. Check the GPU (:func:`colab.runtime.require_gpu`); keep ``data/``, ``runs/``, ``results/`` and ``figures/``
    under ``--storage`` (on Colab a Google Drive folder).
 2. Chapters 00-03 with the paper's recipes (``recipes/paper/``). Before the first chapter that uses the server
    (the recipes with ``backend: openai``, 01 and 02, which generate, and ``judge_backend: openai``, 03, whose LLM
@@ -34,11 +34,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import colab
-from .jsonl import read_json, write_json_atomic
-from .models import ADAPTER_DIR
-from .notebooks import NOTEBOOKS_DIR, numbered_notebooks
-from .taxonomy import PAPER_MODELS
+from ec2er_utils.jsonl import read_json, write_json_atomic
+from ec2er_utils.models import ADAPTER_DIR
+from ec2er_utils.notebooks import NOTEBOOKS_DIR, numbered_notebooks
+from ec2er_utils.taxonomy import PAPER_MODELS
+
+from . import runtime
 
 STATE_FILE = "state.json"
 # Parameters that differ between attempts of one step without changing what it computes.
@@ -116,7 +117,7 @@ class Step:
 
 
 def launch_dir(name: str) -> Path:
-    from .paths import runs_dir
+    from ec2er_utils.paths import runs_dir
 
     return runs_dir() / "launch" / name
 
@@ -132,14 +133,14 @@ def plan(launch: Launch) -> list[Step]:
         if chapter not in notebooks:
             raise LaunchError(f"extra parameters for chapter {chapter}, which has no notebook in "
                               f"{launch.notebooks_dir} (chapters: {', '.join(sorted(notebooks))})")
-        declared = sorted(colab.declared_parameters(notebooks[chapter]))
+        declared = sorted(runtime.declared_parameters(notebooks[chapter]))
         unknown = sorted(set(values) - set(declared))
         if unknown:
             raise LaunchError(f"{notebooks[chapter].name} has no parameter {', '.join(unknown)}; its parameters: "
                               f"{', '.join(declared)}")
     figures_dir = str(Path(launch.storage) / "figures") if launch.storage else None
-    per_model = {model: colab.paper_parameters(model, base_url=launch.base_url, run_id="(set when 04 starts)",
-                                               figures_dir=figures_dir, extra=extra)
+    per_model = {model: runtime.paper_parameters(model, base_url=launch.base_url, run_id="(set when 04 starts)",
+                                                 figures_dir=figures_dir, extra=extra)
                  for model in launch.models}
     first = per_model[launch.models[0]]
     generator = launch.generator
@@ -231,29 +232,29 @@ class Server:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             cmdline = ""
-        if colab.process_group_members(pid) and stale["executable"] in cmdline:
+        if runtime.process_group_members(pid) and stale["executable"] in cmdline:
             print(f"[launch] stopping the server an earlier run left running (pid {pid})", flush=True)
-            colab.stop_process_group(pid, grace_s=60)
-            colab.wait_for_gpu_release(stale.get("baseline_mib"), timeout=self.launch.release_timeout_s)
+            runtime.stop_process_group(pid, grace_s=60)
+            runtime.wait_for_gpu_release(stale.get("baseline_mib"), timeout=self.launch.release_timeout_s)
         self.state.pop("server", None)
         self.save()
 
     def start(self, model: str) -> None:
         launch = self.launch
         try:
-            answering = colab.wait_for_server(launch.base_url, timeout=0, interval=0)
-        except colab.ServerStartError:
+            answering = runtime.wait_for_server(launch.base_url, timeout=0, interval=0)
+        except runtime.ServerStartError:
             answering = None
         if answering is not None:
             raise LaunchError(f"something already answers {launch.base_url} (serving {answering}): another server "
                               "holds the port; stop it or choose another port (--port)")
-        executable = launch.vllm_executable or colab.ensure_vllm_venv(launch.vllm_venv)
-        self.baseline_mib = colab.gpu_memory_used_mib()
+        executable = launch.vllm_executable or runtime.ensure_vllm_venv(launch.vllm_venv)
+        self.baseline_mib = runtime.gpu_memory_used_mib()
         log_path = self.folder / SERVER_LOG
-        self.process = colab.start_vllm_server(model, port=launch.port, log_path=log_path,
-                                               gpu_memory_utilization=launch.gpu_memory_utilization,
-                                               max_model_len=launch.max_model_len, extra_args=launch.vllm_args,
-                                               executable=executable)
+        self.process = runtime.start_vllm_server(model, port=launch.port, log_path=log_path,
+                                                 gpu_memory_utilization=launch.gpu_memory_utilization,
+                                                 max_model_len=launch.max_model_len, extra_args=launch.vllm_args,
+                                                 executable=executable)
         self.state["server"] = {"pid": self.process.pid, "executable": str(executable), "model": model,
                                 "baseline_mib": self.baseline_mib, "started": _now()}
         self.save()
@@ -261,15 +262,15 @@ class Server:
               f"{launch.server_timeout_s:.0f}s for {launch.base_url}/models", flush=True)
         started = time.monotonic()
         try:
-            served = colab.wait_for_server(launch.base_url, launch.server_timeout_s, process=self.process,
-                                           log_path=log_path, interval=2.0)
+            served = runtime.wait_for_server(launch.base_url, launch.server_timeout_s, process=self.process,
+                                             log_path=log_path, interval=2.0)
             if model not in served:
                 raise LaunchError(f"the server answers with {served}, not {model}: the generation chapters would "
                                   "ask for a model it does not serve")
         except BaseException:
             self.stop(check_memory=False)
             raise
-        colab.use_openai_endpoint(launch.base_url)
+        runtime.use_openai_endpoint(launch.base_url)
         answered = round(time.monotonic() - started, 1)
         self.state.setdefault("server_runs", []).append({"model": model, "answered_after_s": answered,
                                                          "baseline_mib": self.baseline_mib})
@@ -279,11 +280,11 @@ class Server:
     def stop(self, check_memory: bool = True) -> None:
         if self.process is None:
             return
-        code = colab.stop_server(self.process)
+        code = runtime.stop_server(self.process)
         self.process = None
         print(f"[launch] vLLM stopped (exit code {code}), its process group is gone", flush=True)
         if check_memory:
-            used = colab.wait_for_gpu_release(self.baseline_mib, timeout=self.launch.release_timeout_s)
+            used = runtime.wait_for_gpu_release(self.baseline_mib, timeout=self.launch.release_timeout_s)
             if used is not None:
                 print(f"[launch] GPU memory released: {used} MiB in use (before vLLM: {self.baseline_mib} MiB)",
                       flush=True)
@@ -300,10 +301,10 @@ class Server:
 def run(launch: Launch) -> dict[str, Any]:
     """Do the launch (see the module docstring); returns its state. Raises what the failing step raised after
     recording it, with the server stopped."""
-    gpu = colab.require_gpu(launch.min_gpu_memory_gb)
+    gpu = runtime.require_gpu(launch.min_gpu_memory_gb)
     print(f"[launch] GPU: {gpu['detail']}", flush=True)
     if launch.storage:
-        for variable, folder in colab.use_storage(launch.storage).items():
+        for variable, folder in runtime.use_storage(launch.storage).items():
             print(f"[launch] {variable} = {folder}", flush=True)
     folder = launch_dir(launch.name)
     state = {"steps": {}} if launch.fresh else load_state(folder)
@@ -338,7 +339,7 @@ def run(launch: Launch) -> dict[str, Any]:
 
 def run_step(step: Step, launch: Launch, folder: Path, state: dict[str, Any], save) -> None:
     """Run one step's notebook, recording its start and its end in the state."""
-    from .paths import runs_dir
+    from ec2er_utils.paths import runs_dir
 
     earlier = state["steps"].get(step.id, {})
     parameters = dict(step.parameters)
@@ -347,7 +348,7 @@ def run_step(step: Step, launch: Launch, folder: Path, state: dict[str, Any], sa
     if step.chapter == "04":  # a training run cut off goes on from its last checkpoint, in the same run folder
         interrupted = earlier.get("status") == "started" and earlier.get("key") == step.key
         parameters["run_id"] = earlier["parameters"]["run_id"] if interrupted else \
-            f"{launch.name}-{colab.run_stamp()}"
+            f"{launch.name}-{runtime.run_stamp()}"
         parameters["resume"] = interrupted
     if step.chapter == "05":
         trained = state["steps"].get(f"04-{step.model}", {})
@@ -360,7 +361,7 @@ def run_step(step: Step, launch: Launch, folder: Path, state: dict[str, Any], sa
     save()
     started = time.monotonic()
     target = folder / "notebooks" / f"{step.notebook.stem}{step.id[2:]}.ipynb"
-    colab.run_notebook(step.notebook, parameters, target, kernel_name=launch.kernel_name, echo=launch.echo)
+    runtime.run_notebook(step.notebook, parameters, target, kernel_name=launch.kernel_name, echo=launch.echo)
     if step.chapter == "04":
         adapter = runs_dir() / step.model / parameters["run_id"] / ADAPTER_DIR
         if not adapter.is_dir():
@@ -389,7 +390,7 @@ def parse_set(values: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ec2er_utils.launch", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m colab.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = Launch()
     parser.add_argument("--models", nargs="+", default=list(defaults.models), metavar="MODEL",
@@ -430,7 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     launch = launch_from_args(argv)
     try:
         run(launch)
-    except (LaunchError, colab.GPUUnavailableError, colab.ServerStartError, colab.GPUMemoryNotReleasedError) as err:
+    except (LaunchError, runtime.GPUUnavailableError, runtime.ServerStartError,
+            runtime.GPUMemoryNotReleasedError) as err:
         print(f"[launch] stopped: {err}", file=sys.stderr)
         return 1
     return 0

@@ -1,5 +1,5 @@
 """Colab Pro+ (A100) and any GPU machine: the parts the paper's set-up is made of (the order and the resuming are
-:mod:`ec2er_utils.launch`'s, the one command the launcher notebook ``colab/ec2er_colab.ipynb`` runs).
+:mod:`colab.launch`'s, the one command the launcher notebook ``colab/ec2er_colab.ipynb`` runs).
 
 1. :func:`require_gpu` stops early, with what to do, when the runtime has no (or too small a) GPU.
 2. :func:`mount_drive` + :func:`use_storage` keep ``data/``, ``runs/`` and ``results/`` on Google Drive (through
@@ -14,7 +14,7 @@
    cell declares (:func:`chapter_parameters`, via ``papermill.inspect_notebook``): papermill would otherwise
    inject an unknown name silently and the notebook would run with its default instead.
 
-The notebooks' first code cell (clone, then :mod:`ec2er_utils.colab_install`) and the README's "Open in Colab"
+The notebooks' first code cell (clone, then :mod:`colab.install`) and the README's "Open in Colab"
 badges are written by the developer tooling, ``python -m tools.colab_cells`` (not part of this package).
 """
 
@@ -35,9 +35,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .colab_install import VLLM_LOCK
-from .notebooks import NOTEBOOKS_DIR, numbered_notebooks
-from .paths import cache_dir
+from ec2er_utils.notebooks import NOTEBOOKS_DIR, numbered_notebooks
+from ec2er_utils.paths import cache_dir
+
+from .install import VLLM_LOCK
 
 VLLM_VENV_MARKER = ".ec2er-vllm-lock"  # in vLLM's venv: the sha256 of the lock it was built from
 VLLM_VENV_OWNER = ".ec2er-vllm-venv"  # written when the venv is created: a folder this module may rebuild
@@ -248,7 +249,7 @@ def ensure_vllm_venv(venv_dir: str | os.PathLike | None = None, *, lock: str | o
     """vLLM's virtual environment, built from ``requirements/colab-vllm.txt`` unless it is there already with that
     very lock; returns its ``vllm`` executable. pip's (or uv's) output is shown as it comes. A folder this function
     did not create is never touched."""
-    from .colab_install import run_streaming
+    from .install import run_streaming
 
     venv_dir = Path(venv_dir) if venv_dir is not None else default_vllm_venv()
     lock = Path(lock)
@@ -275,7 +276,7 @@ def ensure_vllm_venv(venv_dir: str | os.PathLike | None = None, *, lock: str | o
             raise RuntimeError(f"building vLLM's environment failed at {step} (exit {code}): {' '.join(command)}\n"
                                + "\n".join(tail[-15:]))
         if step == "create":
-            owner.write_text("made by ec2er_utils.colab.ensure_vllm_venv\n")
+            owner.write_text("made by colab.runtime.ensure_vllm_venv\n")
     if not vllm.exists():
         raise FileNotFoundError(f"{lock} installed into {venv_dir} but {vllm} is not there")
     marker.write_text(digest + "\n")
@@ -307,7 +308,7 @@ def vllm_command(model: str | None = None, *, port: int = 8000, host: str = "127
     executable = executable if executable is not None else find_vllm()
     if executable is None:
         raise FileNotFoundError("the vllm command was not found: build vLLM's environment first with "
-                                "ec2er_utils.colab.ensure_vllm_venv() (python -m ec2er_utils.launch does it)")
+                                "colab.runtime.ensure_vllm_venv() (python -m colab.launch does it)")
     command = [str(executable), "serve", model, "--host", host, "--port", str(port),
                "--gpu-memory-utilization", str(gpu_memory_utilization)]
     if max_model_len:
@@ -474,9 +475,10 @@ def paper_parameters(model: str, *, base_url: str, run_id: str, runs_root: str |
     Names a notebook does not declare are dropped by :func:`chapter_parameters` (and reported by
     :func:`run_chapters`).
     """
-    from .models import ADAPTER_DIR, MODEL_REGISTRY
-    from .taxonomy import PAPER_MODELS
-    from .paths import runs_dir
+    from ec2er_utils.models import ADAPTER_DIR, MODEL_REGISTRY
+    from ec2er_utils.paths import runs_dir
+    from ec2er_utils.taxonomy import PAPER_MODELS
+
     from .recipes import load_recipe
 
     if model not in MODEL_REGISTRY:

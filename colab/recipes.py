@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .paths import REPO_ROOT
+from ec2er_utils.paths import REPO_ROOT
 
 RECIPES_DIR = REPO_ROOT / "recipes"
 KINDS = ("cpu-demo", "paper")
