@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from ec2er_utils import preprocess as pp
-from ec2er_utils import review
-from ec2er_utils.review import Annotation, ReviewSheetError
+from ec2er_utils.figures import plot_review
+from ec2er_utils.preprocess import review
+from ec2er_utils.preprocess.review import Annotation, ReviewSheetError
 from tests.test_preprocess import ea_item, eu_item, generator_outputs, mcq_item
 
 EU_CATEGORIES = ["complex_emotions", "emotional_cues", "perspective_taking", "personal_beliefs_and_experiences"]
@@ -188,13 +189,13 @@ def test_the_verdicts_set_confidence_keep_ambiguous_items_and_drop_rejected_ones
 def test_the_figure_shows_the_agreement_and_needs_one(tmp_path):
     first, second = annotations([(True, True)] * 20 + [(False, False)] * 15 + [(True, False)] * 10
                                 + [(False, True)] * 5)
-    figure = review.plot_review({"agreement": review.agreement(first, second)})
+    figure = plot_review({"agreement": review.agreement(first, second)})
     table, kappas = figure.axes[:2]
     assert [t.get_text() for t in table.texts] == ["15", "5", "10", "20"]
     assert "0.40" in figure.get_suptitle() and kappas.get_xlabel() == "Cohen's kappa (95% CI)"
     figure.savefig(tmp_path / "review.png")
     with pytest.raises(ValueError, match="not annotated yet"):
-        review.plot_review({"status": "not annotated yet: two people fill in ..."})
+        plot_review({"status": "not annotated yet: two people fill in ..."})
 
 
 def test_the_chapter_writes_blank_sheets_then_reads_them_back(tmp_path, monkeypatch):
@@ -227,7 +228,7 @@ def test_the_chapter_writes_blank_sheets_then_reads_them_back(tmp_path, monkeypa
     assert "the paper reports 0.78" in card
     report = json.loads((tmp_path / "processed" / "preprocess_report.json").read_text())
     assert report["steps"][-1]["notes"]["agreement"]["kappa"] == step.notes["agreement"]["kappa"]
-    review.plot_review(report["steps"][-1]["notes"])  # the figure comes from the report file alone
+    plot_review(report["steps"][-1]["notes"])  # the figure comes from the report file alone
     # both annotators said "not ambiguous" everywhere: that kappa is undefined, and the card and figure say so
     assert step.notes["agreement"]["per_question"]["ambiguous"]["kappa"] is None
     # an annotator who never varied: kappa without an interval, written as such

@@ -28,12 +28,12 @@ updated run is shown and the report says which; an evaluation run with the ``ope
 model run (the server applies any adapter, so the run files cannot tell).
 
 Modules: ``style`` (look, saving, shared bar helpers), ``pipeline`` (Figure 1), ``results`` (EmoBench: notebook
-05's leaderboard plots, Table 1, fine-tuning gain), ``dataset`` (chapters 01 and 03), ``training_loss`` (chapter
-04), ``make`` (:func:`make_figures` and its :class:`FiguresConfig`).
+05's leaderboard plots, Table 1, fine-tuning gain), ``dataset`` (chapters 01 and 03, the §3.4 review's
+agreement), ``training_loss`` (chapter 04), ``make`` (:func:`make_figures` and its :class:`FiguresConfig`).
 """
 
 from .dataset import (answer_position_notes, drop_rows, load_mads_metadata, load_preprocess_report, plot_answer_letters,
-                      plot_dataset_categories, plot_mads_dialogues, plot_preprocess_drops)
+                      plot_dataset_categories, plot_mads_dialogues, plot_preprocess_drops, plot_review)
 from .make import FIGURES_DIR, FigureReport, FiguresConfig, make_figures
 from .pipeline import plot_pipeline
 from .results import (EvaluationEntry, finetune_deltas, finetune_pairs, latest_runs, load_evaluations, paper_alias,
@@ -46,6 +46,6 @@ __all__ = [
     "drop_rows", "figure_style", "finetune_deltas", "finetune_pairs", "latest_runs", "load_evaluations",
     "load_loss_histories", "load_mads_metadata", "load_preprocess_report", "make_figures", "paper_alias",
     "plot_against_paper", "plot_answer_letters", "plot_dataset_categories", "plot_finetune_gain",
-    "plot_leaderboard", "plot_mads_dialogues", "plot_pipeline", "plot_preprocess_drops", "plot_table1_ours",
-    "plot_table1_paper", "plot_training_loss", "save_figure",
+    "plot_leaderboard", "plot_mads_dialogues", "plot_pipeline", "plot_preprocess_drops", "plot_review",
+    "plot_table1_ours", "plot_table1_paper", "plot_training_loss", "save_figure",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..jsonl import iter_jsonl, read_json
+from ..preprocess.review import PAPER_KAPPA
 from ..taxonomy import MADS_TURNS, PAPER_COUNTS
 from .style import COLOURS, FigureInputError, category_label, colour_cycle, new_figure, styled, suptitle
 
@@ -209,4 +210,53 @@ def plot_mads_dialogues(records: list[dict[str, Any]]):
     ax.tick_params(axis="x", labelsize=8)
     models = sorted({str(r.get("generator_model", "unknown")) for r in records})
     suptitle(figure, f"MADS dialogues (notebook 01), generator: {', '.join(models)}; {len(records)} dialogues")
+    return figure
+
+
+def plot_review(notes: dict[str, Any]):
+    """The review as a figure: the two annotators' 2x2 table on *appropriate* (left) and each kappa with its 95%
+    interval, the paper's 0.78 dashed (right). ``notes`` are the review step's (``preprocess_report.json``).
+    Raises ValueError when the review has not been annotated yet: a figure is never drawn from nothing."""
+    from matplotlib.figure import Figure
+
+    found = notes.get("agreement")
+    if not found:
+        raise ValueError(f"no review agreement to draw: {notes.get('status', 'the review step did not run')}")
+    figure = Figure(figsize=(10.0, 3.8), layout="constrained")
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    table = found["table"]
+    left.imshow(table, cmap="Blues")
+    for i in range(2):
+        for j in range(2):
+            dark = table[i][j] > max(max(row) for row in table) / 2
+            left.text(j, i, str(table[i][j]), ha="center", va="center", fontsize=12,
+                      color="white" if dark else "black")
+    left.set_xticks([0, 1], ["no", "yes"])
+    left.set_yticks([0, 1], ["no", "yes"])
+    left.set_xlabel("annotator 2: appropriate?")
+    left.set_ylabel("annotator 1: appropriate?")
+    left.set_title(f"n = {found['n']} items judged by both", fontsize=10)
+    names = list(found["per_question"])
+    for y, name in enumerate(names):
+        result = found["per_question"][name]
+        if result["kappa"] is None:
+            right.text(0, y, "  undefined (no variation)", va="center", fontsize=8)
+            continue
+        if result["ci_low"] is None:
+            right.plot(result["kappa"], y, "o", color="C0")
+            right.text(result["kappa"], y, "  no interval (one annotator never varied)", va="center", fontsize=8)
+            continue
+        right.errorbar(result["kappa"], y, xerr=[[result["kappa"] - result["ci_low"]],
+                                                 [result["ci_high"] - result["kappa"]]], fmt="o", capsize=4,
+                       color="C0")
+    right.axvline(PAPER_KAPPA, color="grey", linestyle="dashed", label=f"paper (appropriate): {PAPER_KAPPA}")
+    right.axvline(0, color="black", linewidth=0.8)
+    right.set_yticks(range(len(names)), names)
+    right.set_ylim(len(names) - 0.5, -0.5)
+    right.set_xlim(-1, 1)
+    right.set_xlabel("Cohen's kappa (95% CI)")
+    right.legend(fontsize=8, loc="lower left")
+    kappa = found["kappa"]
+    figure.suptitle(f"§3.4 manual review: Cohen's kappa on 'appropriate' = "
+                    f"{'undefined' if kappa is None else f'{kappa:.2f}'} (paper 0.78)", fontsize=11)
     return figure

@@ -18,7 +18,7 @@ item with its reason and "file:line", so nothing disappears silently.
 7. ``balance``: no EU/EA sub-category above 1.5x its expected share;
 8. ``balance``: options re-ordered so the gold letters are uniform, cited letters in explanations rewritten.
 9. ``split``: stratified train/validation split; ``report``: dataset card and report; ``pipeline``: all of it,
-   with the §3.4 manual review (:mod:`ec2er_utils.review`) between 8 and 9.
+   with the §3.4 manual review (:mod:`.review`) between 8 and 9.
 
 Departures from the paper, chosen and documented here:
 

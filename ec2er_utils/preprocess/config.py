@@ -40,7 +40,7 @@ class PreprocessConfig(StageConfig):
     judge_min_keep: int = Field(2, ge=0)  # but keep at least this many best-scored items (tiny demo runs)
     balance_ratio: float | None = Field(1.5, ge=1)  # cap per sub-category, x its expected share; None: off
     balance_min_cap: int = Field(5, ge=0)  # never cap a sub-category below this many items (tiny demo runs)
-    # the §3.4 manual review (ec2er_utils.review)
+    # the §3.4 manual review (preprocess/review.py)
     review_sample_size: int = Field(50, ge=0)  # items sampled for the two annotators' sheets
     review_sheets: list[str] | None = Field(None, min_length=2, max_length=2)  # two filled-in sheets; None: none yet
     validation_fraction: float = Field(0.1, ge=0, lt=1)  # share of items held out for validation

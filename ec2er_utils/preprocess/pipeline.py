@@ -21,6 +21,7 @@ from .judge import judge_items, make_judge_client
 from .load import load_items
 from .quality import check_text_quality
 from .report import counts_vs_paper, dataset_card, skew_summary
+from .review import review_folder, review_step
 from .split import SPLITS, processed_dir, split_train_validation, write_splits
 from .steps import StepReport, StepResult
 
@@ -106,14 +107,13 @@ class PreprocessRun:
 def run_preprocess(config: PreprocessConfig | None = None, *, references: Sequence[tuple[str, str]] | None = None,
                    judge: LLMClient | None = None) -> PreprocessRun:
     """Chapter 03: load the generators' items, run steps 2-8, the §3.4 review step
-    (:func:`ec2er_utils.review.review_step`: sample and blank sheets; the annotators' verdicts once
+    (:func:`~ec2er_utils.preprocess.review.review_step`: sample and blank sheets; the annotators' verdicts once
     ``config.review_sheets`` names them), split, and save to ``config.output_dir``.
 
     ``references`` are the ``(id, scenario)`` pairs to decontaminate against; by default EmoBench's English
     scenarios (:func:`~ec2er_utils.preprocess.decontaminate.load_emobench_scenarios`, ``config.emobench_dir``).
     ``judge`` is the LLM judge's client; by default one made from ``config.judge_backend``.
     """
-    from ..review import review_folder, review_step  # review imports this package: imported when needed
 
     config = config or PreprocessConfig()
     items, load_report = load_items(config.inputs, on_error=config.on_error)

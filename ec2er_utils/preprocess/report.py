@@ -11,6 +11,7 @@ from ..schemas import DatasetItem
 from ..taxonomy import PAPER_COUNTS, TASK_CATEGORIES
 from .balance import category_counts
 from .questions import is_emotion_question, item_questions
+from .review import describe_kappa
 from .steps import StepReport
 
 def counts_vs_paper(items: Iterable[DatasetItem]) -> list[dict[str, Any]]:
@@ -84,7 +85,6 @@ def review_card(review: StepReport | None, items: Sequence[DatasetItem]) -> list
                  f"category: {notes['strata']}")
     if notes.get("status") != "annotated":
         return [*lines, f"- {notes.get('status')}"]
-    from ..review import describe_kappa  # the review module imports this package
 
     found = notes["agreement"]
     lines += [f"- Cohen's kappa on 'label and explanation appropriate', {found['n']} items judged by both: "

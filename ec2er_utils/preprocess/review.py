@@ -21,8 +21,8 @@ dataset with confidence scores". Here, step by step (notebook 03 runs them throu
    issues by changing its prompts and filters, which a script cannot do for you. Items not reviewed keep
    ``confidence = None``; training can filter or weight on the field.
 
-:func:`plot_review` draws the two annotators' agreement table and the kappas with their intervals beside the
-paper's 0.78.
+:func:`ec2er_utils.figures.plot_review` draws the two annotators' agreement table and the kappas with their
+intervals beside the paper's 0.78.
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .formatting import EU_CAUSE_QUESTION, LETTERS
-from .paths import data_dir
-from .preprocess.questions import question_slots
-from .preprocess.steps import StepReport, StepResult, drop
-from .schemas import DatasetItem
+from ..formatting import EU_CAUSE_QUESTION, LETTERS
+from ..paths import data_dir
+from ..schemas import DatasetItem
+from .questions import question_slots
+from .split import processed_dir
+from .steps import StepReport, StepResult, drop
 
 PAPER_REVIEW_SIZE = 50  # §3.4: "A subset of 50 examples were manually inspected"
 PAPER_KAPPA = 0.78  # §3.4: "Agreement was substantial (Cohen's kappa = 0.78)"
@@ -141,7 +142,6 @@ def write_review_sheet(items: Sequence[DatasetItem], path: str | os.PathLike, *,
 
 def review_folder(output_dir: str | os.PathLike | None = None) -> Path:
     """Where the sheets live: ``<processed>/review`` (default ``data/processed/review``)."""
-    from .preprocess.split import processed_dir
 
     return processed_dir(output_dir) / "review"
 
@@ -403,54 +403,3 @@ def review_step(items: Sequence[DatasetItem], *, sample_size: int = PAPER_REVIEW
     report.notes.update(notes, status="annotated", sheets=list(sheets), agreement=agreement(first, second),
                         outside_sample=sorted({x.item_id for x in [*first, *second]} - set(ids)))
     return StepResult(kept, report)
-
-
-# --- the figure -----------------------------------------------------------------------------------------------------
-
-def plot_review(notes: dict[str, Any]):
-    """The review as a figure: the two annotators' 2x2 table on *appropriate* (left) and each kappa with its 95%
-    interval, the paper's 0.78 dashed (right). ``notes`` are the review step's (``preprocess_report.json``).
-    Raises ValueError when the review has not been annotated yet: a figure is never drawn from nothing."""
-    from matplotlib.figure import Figure
-
-    found = notes.get("agreement")
-    if not found:
-        raise ValueError(f"no review agreement to draw: {notes.get('status', 'the review step did not run')}")
-    figure = Figure(figsize=(10.0, 3.8), layout="constrained")
-    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
-    table = found["table"]
-    left.imshow(table, cmap="Blues")
-    for i in range(2):
-        for j in range(2):
-            dark = table[i][j] > max(max(row) for row in table) / 2
-            left.text(j, i, str(table[i][j]), ha="center", va="center", fontsize=12,
-                      color="white" if dark else "black")
-    left.set_xticks([0, 1], ["no", "yes"])
-    left.set_yticks([0, 1], ["no", "yes"])
-    left.set_xlabel("annotator 2: appropriate?")
-    left.set_ylabel("annotator 1: appropriate?")
-    left.set_title(f"n = {found['n']} items judged by both", fontsize=10)
-    names = list(found["per_question"])
-    for y, name in enumerate(names):
-        result = found["per_question"][name]
-        if result["kappa"] is None:
-            right.text(0, y, "  undefined (no variation)", va="center", fontsize=8)
-            continue
-        if result["ci_low"] is None:
-            right.plot(result["kappa"], y, "o", color="C0")
-            right.text(result["kappa"], y, "  no interval (one annotator never varied)", va="center", fontsize=8)
-            continue
-        right.errorbar(result["kappa"], y, xerr=[[result["kappa"] - result["ci_low"]],
-                                                 [result["ci_high"] - result["kappa"]]], fmt="o", capsize=4,
-                       color="C0")
-    right.axvline(PAPER_KAPPA, color="grey", linestyle="dashed", label=f"paper (appropriate): {PAPER_KAPPA}")
-    right.axvline(0, color="black", linewidth=0.8)
-    right.set_yticks(range(len(names)), names)
-    right.set_ylim(len(names) - 0.5, -0.5)
-    right.set_xlim(-1, 1)
-    right.set_xlabel("Cohen's kappa (95% CI)")
-    right.legend(fontsize=8, loc="lower left")
-    kappa = found["kappa"]
-    figure.suptitle(f"§3.4 manual review: Cohen's kappa on 'appropriate' = "
-                    f"{'undefined' if kappa is None else f'{kappa:.2f}'} (paper 0.78)", fontsize=11)
-    return figure
