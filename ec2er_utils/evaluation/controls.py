@@ -170,8 +170,8 @@ def _evaluate(items_dir: Path, tasks: Sequence[str], protocol: str, out_dir: Pat
     from .runner import EvalConfig, evaluate
 
     config = EvalConfig(model=model or DEFAULT_MODEL, adapter=adapter, protocol=protocol, orders=orders,
-                        language=language, emobench_dir=items_dir, tasks=tuple(tasks), out_dir=out_dir, label=label,
-                        batch_size=batch_size)
+                        language=language, emobench_dir=items_dir, tasks=tuple(tasks), limit=None, out_dir=out_dir,
+                        label=label, batch_size=batch_size)
     return evaluate(config, progress=False)
 
 

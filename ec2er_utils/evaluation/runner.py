@@ -148,7 +148,7 @@ class EvalConfig(StageConfig):
     backend: str = "local"  # one of BACKENDS
     base_url: str | None = None  # backend "openai" only
     language: str = "en"  # "en", "zh" or "all"
-    limit: int | None = Field(None, ge=1)  # first items of each task and language; None: all
+    limit: int | None = Field(50, ge=1)  # first items of each task and language (the CPU demo); None: all 200
     cot: bool = False  # protocol "official" only: EmoBench's chain-of-thought prompt
     orders: str = "cyclic"  # one of orders.ORDERS
     emobench_dir: Path | None = None  # folder with EU.jsonl and EA.jsonl
