@@ -38,6 +38,7 @@ from ..jsonl import read_json, write_json_atomic
 from ..schemas import EUItem
 from .adapter_check import AdapterNotApplied, check_adapter_applied
 from .prompts import paper_questions
+from .report import EvaluationRun, compare_runs, leaderboard_frame, robust_table
 from .scoring import DEFAULT_SEED, Prediction, summarize
 
 CONTROL = "control"  # in every run folder, training source and label a control writes: never paper training data
@@ -334,8 +335,6 @@ class KFoldResult:
     def robust(self, protocol: str):
         """Pooled official / order-mean / strict accuracy of base and tuned with CIs and the letter-prior
         baselines (:func:`~ec2er_utils.evaluation.robust_table`)."""
-        from .report import leaderboard_frame, robust_table
-
         return robust_table(leaderboard_frame(*self.pooled[protocol]["runs"]),
                             language=self.settings["language"])
 
@@ -379,7 +378,6 @@ def kfold_control(k: int = DEFAULT_FOLDS, *, folds: Sequence[int] | None = None,
     is written under ``out_root`` (default ``results_dir()/control-kfold``) and a re-run resumes."""
     from ..models import DEFAULT_MODEL
     from ..paths import results_dir
-    from .report import compare_runs
 
     model = model or DEFAULT_MODEL
     out_root = Path(out_root) if out_root is not None else results_dir() / f"{CONTROL}-kfold"
@@ -429,7 +427,6 @@ def kfold_control(k: int = DEFAULT_FOLDS, *, folds: Sequence[int] | None = None,
 
 def _pooled_run(out_root: Path, label: str, protocol: str, records: list[Prediction], orders: str):
     """The held-out predictions of every fold as one run (its leaderboards summarised afresh)."""
-    from .report import EvaluationRun
 
     by_task: dict[str, list[Prediction]] = {}
     for record in records:
