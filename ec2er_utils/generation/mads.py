@@ -277,8 +277,8 @@ class MADSAgents:
                        schema=self.schemas["supervisor"], timing="supervisor_s")
 
     def targets(self, d: Dialogue) -> list[Target]:
-        """3-4 EU and 3-4 EA targets (a seeded count per dialogue), each the least represented so far; fewer, or
-        none, when quotas leave fewer categories open."""
+        """``config.eu_items`` EU and ``config.ea_items`` EA targets (a seeded count per dialogue; the paper's 3-4),
+        each the least represented so far; fewer, or none, when quotas leave fewer categories open."""
         n_eu = rng_for(self.config.seed, "eu_items", d.index).randint(*self.config.eu_items)
         n_ea = rng_for(self.config.seed, "ea_items", d.index).randint(*self.config.ea_items)
         eu = [(c, self.fine_balancers[c].take(1)[0]) for c in self.eu_balancer.take(n_eu)]
