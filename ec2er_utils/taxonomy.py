@@ -296,3 +296,8 @@ OPTION_MIN_WORDS = 2
 MADS_TURNS: tuple[int, int] = (4, 14)
 # §3.2, Algorithm 2: "5 rounds, max 10 messages".
 CONCISE_ROUNDS = 5
+# §3.3: a category "exceeding 1.5 times the expected proportion" is over-represented.
+CATEGORY_CAP_RATIO = 1.5
+# §3.4: "A subset of 50 examples were manually inspected"; "Agreement was substantial (Cohen's kappa = 0.78)".
+PAPER_REVIEW_SIZE = 50
+PAPER_KAPPA = 0.78

@@ -47,9 +47,18 @@ def _same(a, b) -> bool:
     return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
 
 
+def _comments(text: str, separator: str) -> dict[str, str]:
+    """Each parameter's trailing comment: ``name = value  # comment`` (notebook) or ``name: value  # comment``."""
+    return {line.partition(separator)[0].strip(): line.partition("  # ")[2]
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_cpu_demo_recipe_is_the_parameters_cell(notebook):
     assert recipe("cpu-demo", notebook) == notebook_parameters(notebook)
+    (cell,) = [c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
+    text = (RECIPES / "cpu-demo" / f"{notebook.stem}.yaml").read_text(encoding="utf-8")
+    assert _comments(text, ":") == _comments(cell.source, "=")  # the same explanation beside each value
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
@@ -90,3 +99,15 @@ def test_a_wrong_recipe_value_is_named():
     with pytest.raises(ParameterError, match="'max_turns'"):
         MADSConfig.from_parameters({**yaml.safe_load((RECIPES / "paper" / "01_mads.yaml").read_text()),
                                     "max_turns": "fourteen"})
+
+
+def test_paper_recipes_agree_with_the_paper_facts_the_code_checks_against():
+    """The code keeps a few of the paper's numbers (taxonomy.py) to warn on departures and to compare with; where a
+    paper recipe sets the same value, the two must agree."""
+    from ec2er_utils import taxonomy
+
+    paper = {stem: recipe("paper", REPO_ROOT / "notebooks" / f"{stem}.ipynb") for stem in STAGE_CONFIGS}
+    assert (paper["01_mads"]["min_turns"], paper["01_mads"]["max_turns"]) == taxonomy.MADS_TURNS
+    assert paper["02_concise"]["rounds"] == taxonomy.CONCISE_ROUNDS
+    assert paper["03_preprocess"]["balance_ratio"] == taxonomy.CATEGORY_CAP_RATIO
+    assert paper["03_preprocess"]["review_sample_size"] == taxonomy.PAPER_REVIEW_SIZE

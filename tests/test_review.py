@@ -14,6 +14,7 @@ from ec2er_utils import preprocess as pp
 from ec2er_utils.figures import plot_review
 from ec2er_utils.preprocess import review
 from ec2er_utils.preprocess.review import Annotation, ReviewSheetError
+from ec2er_utils.taxonomy import PAPER_REVIEW_SIZE
 from tests.test_preprocess import ea_item, eu_item, generator_outputs, mcq_item
 
 EU_CATEGORIES = ["complex_emotions", "emotional_cues", "perspective_taking", "personal_beliefs_and_experiences"]
@@ -46,7 +47,7 @@ def test_the_sample_is_stratified_seeded_and_in_item_order():
     uneven = review.sample_for_review(items, 7, seed=0)  # 2.8, 2.1, 1.4, 0.7: largest remainders get the rest
     assert Counter(i.category for i in uneven) == {"complex_emotions": 3, "emotional_cues": 2,
                                                    "perspective_taking": 1, "personal_beliefs_and_experiences": 1}
-    assert review.sample_for_review(items[:5], 50) == items[:5] and review.PAPER_REVIEW_SIZE == 50
+    assert review.sample_for_review(items[:5], 50) == items[:5] and PAPER_REVIEW_SIZE == 50
 
 
 # --- Cohen's kappa ---------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..jsonl import iter_jsonl, read_json
-from ..preprocess.review import PAPER_KAPPA
+from ..taxonomy import PAPER_KAPPA
 from ..taxonomy import MADS_TURNS, PAPER_COUNTS
 from .style import COLOURS, FigureInputError, category_label, colour_cycle, new_figure, styled, suptitle
 

@@ -15,13 +15,13 @@ from typing import Any
 from ..formatting import LETTERS
 from ..schemas import DatasetItem
 from ..seeds import derived_seed, rng_for
-from ..taxonomy import TASK_CATEGORIES
+from ..taxonomy import CATEGORY_CAP_RATIO, TASK_CATEGORIES
 from .filters import cited_letters, rewrite_letter_citations
 from .questions import question_slots
 from .steps import StepReport, StepResult, drop
 
 
-def category_cap(counts: Sequence[int], ratio: float = 1.5, min_cap: int = 0) -> int:
+def category_cap(counts: Sequence[int], ratio: float = CATEGORY_CAP_RATIO, min_cap: int = 0) -> int:
     """The largest per-category count m such that, with every category cut to min(count, m), no category holds
     more than ``ratio`` times its expected share (1/len(counts)) of the total; at least ``min_cap``."""
     k = len(counts)
@@ -42,7 +42,8 @@ def category_counts(items: Iterable[DatasetItem]) -> dict[str, dict[str, int]]:
     return counts
 
 
-def balance_categories(items: Sequence[DatasetItem], *, ratio: float | None = 1.5, min_cap: int = 0) -> StepResult:
+def balance_categories(items: Sequence[DatasetItem], *, ratio: float | None = CATEGORY_CAP_RATIO, min_cap: int = 0,
+                       ) -> StepResult:
     """No EU/EA sub-category above ``ratio`` x its expected share (uniform over the task's 4 categories).
 
     Within an over-full category the earliest items are kept, later ones dropped (``over_category_cap``), as the

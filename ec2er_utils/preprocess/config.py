@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..parameters import StageConfig
+from ..taxonomy import CATEGORY_CAP_RATIO, PAPER_REVIEW_SIZE
 from .dedup import DEFAULT_THRESHOLD
 from .quality import QualityRules
 
@@ -19,7 +20,8 @@ _RULES = QualityRules()
 
 
 class PreprocessConfig(StageConfig):
-    """Chapter 03's settings; the defaults are the notebook's (CPU demo = paper, except ``balance_min_cap``)."""
+    """Chapter 03's settings; the defaults are the notebook's CPU demo. The paper's set-up,
+    ``recipes/paper/03_preprocess.yaml``, changes only the judge (the served generator, no ``judge_min_keep`` floor)."""
 
     inputs: list[str] | None = Field(None, min_length=1)  # None: load.DEFAULT_INPUTS; paths/globs under data_dir()
     on_error: OnError = "skip"  # a line that is not JSON: "skip" drops it (file:line reported), "raise" stops
@@ -38,10 +40,10 @@ class PreprocessConfig(StageConfig):
     judge_base_url: str | None = None  # openai: None = $OPENAI_BASE_URL
     judge_threshold: float = Field(0.75, ge=0, le=1)  # items whose weakest question scores lower are dropped
     judge_min_keep: int = Field(2, ge=0)  # but keep at least this many best-scored items (tiny demo runs)
-    balance_ratio: float | None = Field(1.5, ge=1)  # cap per sub-category, x its expected share; None: off
+    balance_ratio: float | None = Field(CATEGORY_CAP_RATIO, ge=1)  # cap per sub-category, x expected share; None: off
     balance_min_cap: int = Field(5, ge=0)  # never cap a sub-category below this many items (tiny demo runs)
     # the §3.4 manual review (preprocess/review.py)
-    review_sample_size: int = Field(50, ge=0)  # items sampled for the two annotators' sheets
+    review_sample_size: int = Field(PAPER_REVIEW_SIZE, ge=0)  # items sampled for the two annotators' sheets
     review_sheets: list[str] | None = Field(None, min_length=2, max_length=2)  # two filled-in sheets; None: none yet
     validation_fraction: float = Field(0.1, ge=0, lt=1)  # share of items held out for validation
     seed: int = 0  # answer-position shuffling, the review sample and the train/validation split

@@ -40,12 +40,11 @@ from pydantic import BaseModel
 from ..formatting import EU_CAUSE_QUESTION, LETTERS
 from ..paths import data_dir
 from ..schemas import DatasetItem
+from ..taxonomy import PAPER_KAPPA, PAPER_REVIEW_SIZE
 from .questions import question_slots
 from .split import processed_dir
 from .steps import StepReport, StepResult, drop
 
-PAPER_REVIEW_SIZE = 50  # §3.4: "A subset of 50 examples were manually inspected"
-PAPER_KAPPA = 0.78  # §3.4: "Agreement was substantial (Cohen's kappa = 0.78)"
 ANNOTATORS = ("annotator_1", "annotator_2")
 ITEM_COLUMNS = ("item_id", "task", "category", "scenario", "question", "options", "answer", "explanation",
                 "cause_question", "cause_options", "cause_answer", "cause_explanation")
