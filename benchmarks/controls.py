@@ -27,6 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from ec2er_utils.evaluation.controls import DEFAULT_FOLDS, MATCHING_PROTOCOL, kfold_control, overfit_check
+from ec2er_utils.models import DEFAULT_MODEL
+from ec2er_utils.taxonomy import OVERALL
 
 
 def main() -> None:
@@ -81,7 +83,7 @@ def main() -> None:
         for protocol in result.pooled:
             print(f"\nPooled over the folds run, {protocol}: base vs tuned")
             comparison = result.comparison(protocol)
-            print(comparison[comparison["category"] == "Overall"].round(3).to_string(index=False))
+            print(comparison[comparison["category"] == OVERALL].round(3).to_string(index=False))
             robust = result.robust(protocol)
             print(robust.round(3).to_string())
             payload["pooled"][protocol] = {"comparison": result.pooled[protocol]["comparison"],
@@ -103,14 +105,14 @@ def compare_protocols(args) -> dict:
     payload = {"control": "protocols", "adapter": str(args.adapter), "limit": args.limit, "protocols": {}}
     for protocol in args.protocols or LOCAL_PROTOCOLS:
         orders = {"choice": "cyclic", "reason-score": args.reason_orders}.get(protocol, "original")
-        runs = [evaluate(EvalConfig(model=args.model or "smollm2", adapter=adapter, protocol=protocol, orders=orders,
-                                    language=args.language, limit=args.limit, out_dir=out / label / protocol,
-                                    label=f"{label}"), progress=False)
+        runs = [evaluate(EvalConfig(model=args.model or DEFAULT_MODEL, adapter=adapter, protocol=protocol,
+                                    orders=orders, language=args.language, limit=args.limit,
+                                    out_dir=out / label / protocol, label=f"{label}"), progress=False)
                 for label, adapter in (("base", None), ("adapter", args.adapter))]
         robust = robust_table(leaderboard_frame(*runs), language=args.language)
         metrics = ("correct", "order_mean", "strict") if orders == "cyclic" else ("correct",)
         comparison = pd.concat([compare_runs(*runs, language=args.language, metric=m) for m in metrics])
-        comparison = comparison[comparison["category"] == "Overall"]
+        comparison = comparison[comparison["category"] == OVERALL]
         print(f"\n{protocol} ({orders} orders), first {args.limit} items per task:\n{robust.round(3).to_string()}")
         print(comparison[["task", "metric", "n", "accuracy_a", "accuracy_b", "delta", "ci_low", "ci_high",
                           "mcnemar_p"]].round(3).to_string(index=False))

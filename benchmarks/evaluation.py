@@ -50,7 +50,7 @@ from ec2er_utils import cpu_speedups
 from ec2er_utils.emobench import load_emobench, task_of
 from ec2er_utils.evaluation import (ChoiceScorer, official_messages, parse_official_reply, predict_choice,
                                     predict_official)
-from ec2er_utils.models import load_model_and_tokenizer
+from ec2er_utils.models import DEFAULT_MODEL, load_model_and_tokenizer
 
 CPU_PRESSURE = Path("/proc/pressure/cpu")
 
@@ -101,11 +101,12 @@ def main() -> None:
     # Warm-up on other items of the same kinds, as many: the first large batches of a process pay for memory and
     # kernel set-up that a full evaluation amortises, and would otherwise count against whichever runs first.
     warm_up_items = (eu[n_eu:] + ea[n_ea:]) or items[:2]
-    model, tokenizer = load_model_and_tokenizer("smollm2")
+    model, tokenizer = load_model_and_tokenizer(DEFAULT_MODEL)
     import torch
 
-    print(f"model: smollm2 (SmolLM2-135M-Instruct), {model.dtype}, {model.config._attn_implementation} attention, "
-          f"{torch.get_num_threads()} torch thread(s) on {os.cpu_count()} CPU(s), {len(items)} English EmoBench items")
+    print(f"model: {DEFAULT_MODEL} (SmolLM2-135M-Instruct), {model.dtype}, {model.config._attn_implementation} "
+          f"attention, {torch.get_num_threads()} torch thread(s) on {os.cpu_count()} CPU(s), {len(items)} English "
+          "EmoBench items")
 
     scorer = ChoiceScorer(hf_model=model, tokenizer=tokenizer, batch_size=args.batch_size)
     predict_choice(warm_up_items, scorer)
@@ -121,7 +122,7 @@ def main() -> None:
 
     transformers_logging.set_verbosity_error()  # else a max_length warning per generated reply
     with cpu_speedups.disabled():  # the harness's attention: transformers' default
-        harness_model, _ = load_model_and_tokenizer("smollm2", dtype=model.dtype)
+        harness_model, _ = load_model_and_tokenizer(DEFAULT_MODEL, dtype=model.dtype)
     loops = {"official harness loop, one item at a time (50 tokens)": harness_model}
     if not args.no_same_attention_loop:
         loops["the same loop on the choice path's model (CPU attention)"] = model

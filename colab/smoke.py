@@ -29,6 +29,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from colab import launch, runtime  # noqa: E402
+from ec2er_utils.models import DEFAULT_MODEL, embedded_checkpoint  # noqa: E402
 
 # Over the paper's recipes: what makes the chain tiny. The generator budgets are for a 135M model, not gpt-oss.
 SMOKE = {
@@ -100,11 +101,9 @@ def check_stack(table: Table) -> bool:
 def smoke_launch(storage: Path, generator: str | None, port: int) -> launch.Launch:
     """The launch the smoke test runs: the paper's recipes with :data:`SMOKE` on top, one model (the embedded one)."""
     if generator is None:
-        from ec2er_utils.models import embedded_checkpoint
-
         generator = str(embedded_checkpoint())  # served under its path: no download
     extra = dict(SMOKE, **{"06": {"figures_dir": str(storage / "figures")}})
-    return launch.Launch(models=["smollm2"], name="smoke", storage=str(storage), generator=generator, extra=extra,
+    return launch.Launch(models=[DEFAULT_MODEL], name="smoke", storage=str(storage), generator=generator, extra=extra,
                          port=port, gpu_memory_utilization=0.5, max_model_len=4096, vllm_args=["--enforce-eager"],
                          server_timeout_s=900, min_gpu_memory_gb=4)
 

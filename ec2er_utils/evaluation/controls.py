@@ -35,10 +35,15 @@ from typing import Any
 from ..emobench import EmoBenchItem, emobench_file, load_tasks, task_of
 from ..formatting import Question
 from ..jsonl import read_json, write_json_atomic
+from ..models import DEFAULT_MODEL, load_model_and_tokenizer, model_folder_name
+from ..paths import results_dir
 from ..schemas import EUItem
+from ..taxonomy import OVERALL
 from .adapter_check import AdapterNotApplied, check_adapter_applied
+from .choice import ChoiceScorer, best_letter
 from .prompts import paper_questions
 from .report import EvaluationRun, compare_runs, leaderboard_frame, robust_table
+from .runner import EvalConfig, evaluate
 from .scoring import DEFAULT_SEED, Prediction, summarize
 
 CONTROL = "control"  # in every run folder, training source and label a control writes: never paper training data
@@ -142,7 +147,6 @@ def train_control_adapter(questions: Sequence[Question], run_root: str | os.Path
     ``settings``) and save the run under ``run_root``; an adapter already there is reused (a control resumes).
     Returns ``run_dir``, ``backend``, ``steps``, ``first_loss``, ``last_loss``, ``train_seconds``."""
     from .. import training
-    from ..models import DEFAULT_MODEL, model_folder_name
 
     config = training.TrainConfig(model=model or DEFAULT_MODEL, output_dir=str(run_root), run_id=run_id,
                                   max_eval_questions=0, **settings)
@@ -167,8 +171,6 @@ def train_control_adapter(questions: Sequence[Question], run_root: str | os.Path
 
 def _evaluate(items_dir: Path, tasks: Sequence[str], protocol: str, out_dir: Path, label: str, *,
               model: str | None, adapter: Path | None, orders: str, language: str, batch_size: int = 16):
-    from ..models import DEFAULT_MODEL
-    from .runner import EvalConfig, evaluate
 
     config = EvalConfig(model=model or DEFAULT_MODEL, adapter=adapter, protocol=protocol, orders=orders,
                         language=language, emobench_dir=items_dir, tasks=tuple(tasks), limit=None, out_dir=out_dir,
@@ -231,8 +233,6 @@ def overfit_check(n_items: int = 16, *, task: str = "EA", model: str | None = No
     ``with_base``, the base model) on the same items with each protocol in EmoBench's option order, and pass when
     :data:`MATCHING_PROTOCOL` reaches ``threshold``. A failure comes with :func:`overfit_diagnostics`.
     Writes under ``out_root`` (default ``results_dir()/control-overfit``)."""
-    from ..models import DEFAULT_MODEL
-    from ..paths import results_dir
 
     if MATCHING_PROTOCOL not in protocols:
         raise ValueError(f"protocols {list(protocols)} lack {MATCHING_PROTOCOL!r}, the one the check is decided on")
@@ -276,9 +276,7 @@ def overfit_diagnostics(adapter: Path, questions: Sequence[Question], trained: d
     trained prompt (same text up to the answer letter); whether the adapter changes the scored log-probabilities;
     and the letter accuracy when the trained reasoning itself is given (teacher forcing): high there but low with
     the model's own reasoning means the reasoning is not reproduced; low there means the letter was not learnt."""
-    from ..models import load_model_and_tokenizer
     from ..training import render_example
-    from .choice import ChoiceScorer, best_letter
 
     lines = []
     if trained["last_loss"] is not None and trained["last_loss"] > NEAR_ZERO_LOSS:
@@ -343,7 +341,7 @@ class KFoldResult:
                  f"{[f['fold'] for f in self.folds]} of {self.k}, training {self.settings}"]
         for protocol, pooled in self.pooled.items():
             for row in pooled["comparison"]:
-                if row["category"] == "Overall":
+                if row["category"] == OVERALL:
                     lines.append(f"  pooled {protocol} {row['task']} {row['metric']}: base {row['accuracy_a']:.3f} "
                                  f"-> tuned {row['accuracy_b']:.3f}, delta {row['delta']:+.3f} (95% CI "
                                  f"{row['ci_low']:+.3f} to {row['ci_high']:+.3f}), McNemar p {row['mcnemar_p']:.3g},"
@@ -357,7 +355,7 @@ class KFoldResult:
         for fold in self.folds:
             for protocol, comparison in fold["comparisons"].items():
                 for row in comparison:
-                    if row["category"] == "Overall":
+                    if row["category"] == OVERALL:
                         rows.append({"fold": fold["fold"], "train items": fold["train_items"],
                                      "steps": fold["steps"], "loss": f"{fold['first_loss']:.2f} -> "
                                      f"{fold['last_loss']:.2f}", "protocol": protocol, **{
@@ -376,8 +374,6 @@ def kfold_control(k: int = DEFAULT_FOLDS, *, folds: Sequence[int] | None = None,
     :func:`~ec2er_utils.evaluation.compare_runs` on the official (``correct``) and, with cyclic orders, the robust
     metrics. ``training_settings`` are ``TrainConfig`` settings (e.g. ``max_steps``, ``learning_rate``). Everything
     is written under ``out_root`` (default ``results_dir()/control-kfold``) and a re-run resumes."""
-    from ..models import DEFAULT_MODEL
-    from ..paths import results_dir
 
     model = model or DEFAULT_MODEL
     out_root = Path(out_root) if out_root is not None else results_dir() / f"{CONTROL}-kfold"
@@ -445,7 +441,6 @@ def saved_control_results(root: str | os.PathLike | None = None) -> list[str]:
     """The summaries of the controls saved under ``root`` (default ``results_dir()``: ``control-*/**/result.json``,
     written by :func:`overfit_check` and :func:`kfold_control`, e.g. through ``benchmarks/controls.py``), newest
     first; empty when none has run on this machine."""
-    from ..paths import results_dir
 
     root = Path(root) if root is not None else results_dir()
     found = sorted(root.glob(f"{CONTROL}-*/**/{RESULT_FILE}"), key=lambda p: p.stat().st_mtime, reverse=True)
