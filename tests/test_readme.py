@@ -160,3 +160,11 @@ def test_every_environment_variable_the_code_reads_is_in_the_configuration_table
     variables = environment_variables()
     assert {"EC2ER_DATA_DIR", "HF_TOKEN", "OPENAI_API_KEY"} <= set(variables)  # the scan sees them
     assert {name: files for name, files in variables.items() if not re.search(rf"\b{name}\b", table)} == {}
+
+
+def test_every_module_of_the_package_is_named_in_the_layout_or_the_architecture():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    named = readme.split("## Layout", 1)[1].split("\n## ", 1)[0] + (REPO_ROOT / "ARCHITECTURE.md").read_text()
+    modules = [p for p in sorted((REPO_ROOT / "ec2er_utils").rglob("*.py")) if p.stem != "__init__"]
+    assert len(modules) > 50
+    assert [str(p.relative_to(REPO_ROOT)) for p in modules if not re.search(rf"\b{p.stem}\b", named)] == []
