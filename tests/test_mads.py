@@ -13,7 +13,8 @@ from ec2er_utils.generation import mads
 from ec2er_utils.generation.items import CategoryBalancer
 from ec2er_utils.generation.run_files import ModelUnreachable, UnreachableWatch
 from ec2er_utils.jsonl import read_jsonl
-from ec2er_utils.generation.mads import MADSConfig, plan_dialogues, run_mads, run_plan
+from ec2er_utils.generation.mads import MADSConfig, plan_dialogues, run_mads
+from ec2er_utils.generation.runner import run_plan
 from ec2er_utils.personas import grid_personas
 from ec2er_utils.schemas import DatasetItem
 from ec2er_utils.taxonomy import EA_CATEGORIES, EU_CATEGORIES, is_known_emotion
@@ -506,6 +507,19 @@ def test_resume_refuses_changed_settings_and_a_fresh_run_replaces_old_files(tmp_
     assert client.calls == [] and stats["dialogues_written"] == 2
     stats, _ = run(tmp_path, num_dialogues=1)
     assert stats["dialogues_written"] == 1 and len(metadata(tmp_path)) == 1
+
+
+def test_resume_allows_changed_paths_and_server_and_reads_resume_and_folder_from_the_config(tmp_path):
+    run(tmp_path, num_dialogues=2)
+    moved = config(num_dialogues=2, output_dir=tmp_path / "run", personas_file=tmp_path / "p.jsonl",
+                   themes_file=tmp_path / "t.json", base_url="http://elsewhere:8000/v1", checkpoint_every=1,
+                   resume=True)
+    assert moved.run_dir == tmp_path / "run" and moved.themes_path == tmp_path / "t.json"
+    client = ScriptedGenerationClient()
+    stats = run_mads(client, PERSONAS, THEMES, config=moved, progress=False)  # folder and resume: the config's
+    assert client.calls == [] and stats["dialogues_written"] == 2 and stats["out_dir"] == str(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"settings changed \(concurrency: saved 2, now 1\)"):
+        run_mads(client, PERSONAS, THEMES, config=moved.model_copy(update={"concurrency": 1}), progress=False)
 
 
 def test_shards_split_one_plan_without_overlap(tmp_path):

@@ -12,7 +12,6 @@ import yaml
 
 from ec2er_utils.evaluation import EvalConfig
 from ec2er_utils.figures import FiguresConfig
-from ec2er_utils.generation.client import GeneratorConfig
 from ec2er_utils.generation.concise import ConciseConfig
 from ec2er_utils.generation.mads import MADSConfig
 from ec2er_utils.parameters import ParameterError
@@ -23,9 +22,9 @@ from ec2er_utils.training import TrainConfig
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 RECIPES = REPO_ROOT / "recipes"
-STAGE_CONFIGS = {"00_personas": [PersonasConfig], "01_mads": [MADSConfig, GeneratorConfig],
-                 "02_concise": [ConciseConfig, GeneratorConfig], "03_preprocess": [PreprocessConfig],
-                 "04_train": [TrainConfig], "05_evaluate": [EvalConfig], "06_figures": [FiguresConfig]}
+STAGE_CONFIGS = {"00_personas": PersonasConfig, "01_mads": MADSConfig, "02_concise": ConciseConfig,
+                 "03_preprocess": PreprocessConfig, "04_train": TrainConfig, "05_evaluate": EvalConfig,
+                 "06_figures": FiguresConfig}
 
 
 def notebook_parameters(path: Path) -> dict[str, object]:
@@ -74,25 +73,29 @@ def test_paper_recipe_names_only_parameters_of_its_notebook_and_says_where_each_
 
 @pytest.mark.parametrize("stem", sorted(STAGE_CONFIGS))
 def test_paper_recipes_pass_the_stage_configs(stem):
-    paper = recipe("paper", REPO_ROOT / "notebooks" / f"{stem}.ipynb")
-    for config in STAGE_CONFIGS[stem]:
-        config.from_parameters(paper)
+    STAGE_CONFIGS[stem].from_parameters(recipe("paper", REPO_ROOT / "notebooks" / f"{stem}.ipynb"))
 
 
 @pytest.mark.parametrize("stem", sorted(STAGE_CONFIGS))
 def test_stage_config_defaults_are_the_notebook_defaults(stem):
     parameters = notebook_parameters(REPO_ROOT / "notebooks" / f"{stem}.ipynb")
-    for config in STAGE_CONFIGS[stem]:
-        for name, field in config.model_fields.items():
-            if name in parameters:
-                assert _same(field.get_default(call_default_factory=True), parameters[name]), (config, name)
+    for name, field in STAGE_CONFIGS[stem].model_fields.items():
+        if name in parameters:
+            assert _same(field.get_default(call_default_factory=True), parameters[name]), name
 
 
-@pytest.mark.parametrize("stem", ["04_train", "05_evaluate", "06_figures"])
-def test_every_parameter_of_the_chapter_is_validated_by_its_config(stem):
+@pytest.mark.parametrize("stem", sorted(STAGE_CONFIGS))
+def test_every_parameter_of_the_chapter_is_validated_by_its_one_config(stem):
     parameters = notebook_parameters(REPO_ROOT / "notebooks" / f"{stem}.ipynb")
-    fields = {name for config in STAGE_CONFIGS[stem] for name in config.model_fields}
-    assert set(parameters) - fields == set()
+    assert set(parameters) - set(STAGE_CONFIGS[stem].model_fields) == set()
+
+
+@pytest.mark.parametrize("stem", sorted(STAGE_CONFIGS))
+def test_the_notebook_builds_its_one_config_from_the_parameters(stem):
+    notebook = nbformat.read(REPO_ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    assert code.count(".from_parameters(globals())") == 1
+    assert f"{STAGE_CONFIGS[stem].__name__}.from_parameters(globals())" in code
 
 
 def test_a_wrong_recipe_value_is_named():

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
-from ..llm import LLMClient, make_client
+from ..llm import BACKENDS, LLMClient, make_client
 from ..parameters import StageConfig
+
+CONCURRENCY = 2  # conversations in flight unless told otherwise (GeneratorConfig's and make_generator_client's)
 
 
 class GeneratorConfig(StageConfig):
-    """Which model generates, where it runs, and how it samples (chapters 01 and 02 share these parameters)."""
+    """Which model generates, where it runs, and how it samples: the parameters chapters 01 and 02 share. Their
+    configs (``MADSConfig``, ``ConciseConfig``) extend this one, so each notebook builds one config."""
 
-    backend: str = "local"  # "local" (in-process) or "openai" (any OpenAI-compatible server, e.g. vLLM)
+    backend: Literal[BACKENDS] = "local"  # "local" (in-process) or "openai" (any OpenAI-compatible server, e.g. vLLM)
     generator_model: str | None = None  # None: the embedded model (local); an alias, HF id or served model name
     base_url: str | None = None  # backend "openai": one URL, or several comma-separated (server replicas)
-    concurrency: int = Field(2, ge=1)  # conversations in flight
+    concurrency: int = Field(CONCURRENCY, ge=1)  # conversations in flight (one lockstep batch)
     temperature: float = Field(0.8, ge=0)
     top_p: float = Field(0.9, gt=0, le=1)  # nucleus sampling; 1.0 lets the 135M model drift into other languages
     seed: int = 0
@@ -31,7 +34,7 @@ class GeneratorConfig(StageConfig):
 
 
 def make_generator_client(backend: str = "local", model: str | None = None, *, base_url: str | None = None,
-                          concurrency: int = 8, batch_size: int | None = None, temperature: float = 0.8,
+                          concurrency: int = CONCURRENCY, batch_size: int | None = None, temperature: float = 0.8,
                           seed: int | None = 0, max_reasks: int = 1, progress: bool = False,
                           **options: Any) -> LLMClient:
     """The LLM client for generation, sized for ``concurrency`` conversations at once.

@@ -28,15 +28,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from ..attributes import sample_attributes
 from ..jsonl import append_jsonl, iter_jsonl, write_json_atomic, write_jsonl_atomic
 from ..llm import ChatResult, LLMClient, LLMError
-from ..parameters import StageConfig
-from ..paths import data_dir
 from ..personas import Persona, sample_personas
 from ..seeds import rng_for
 from ..schemas import DatasetItem
@@ -46,35 +44,30 @@ from .dialogue import CLIENT, THERAPIST, Conversation, transcript
 from .items import CategoryBalancer, ItemRejected, build_mcq_item, mcq_draft_schema, rejection, resolve_quotas
 from .lockstep import Algorithm, Request, run_one
 from .run_files import RunFiles, distribution, fingerprint
-from .runner import BatchedRun, check_run_settings
+from .runner import BatchedRun, RunConfig, check_run_settings, run_folder
 
 FILES = {"personas_final": "personas_final.json", "items_final": "items_final.jsonl",
          "personas_checkpoint": "personas_checkpoint.json", "items_checkpoint": "items_checkpoint.jsonl",
          "summary": "summary.json", "config": "run_config.json"}
 
 
-class ConciseConfig(StageConfig):
-    """Every setting of a concise run. The defaults are notebook 02's: the CPU demo. The paper's set-up is
-    ``recipes/paper/02_concise.yaml`` (papermill ``-f``)."""
+class ConciseConfig(RunConfig):
+    """Every setting of a concise run: the generator's and the run's (:class:`~.runner.RunConfig`) and Algorithm
+    2's. The defaults are notebook 02's: the CPU demo. The paper's set-up is ``recipes/paper/02_concise.yaml``
+    (papermill ``-f``)."""
+
+    folder: ClassVar[str] = "concise"
 
     num_samples: int = Field(2, ge=1)
     rounds: int = Field(CONCISE_ROUNDS, ge=1, le=CONCISE_ROUNDS)  # "5 rounds, max 10 messages"
     eu_items: int = Field(2, ge=0)  # EU questions per persona
     ea_items: int = Field(2, ge=0)  # EA questions per persona
-    concurrency: int = Field(2, ge=1)
     checkpoint_every: int = Field(10, ge=1)
-    seed: int = 0
     background_words: tuple[int, int] = (30, 60)
     background_max_tokens: int = Field(80, ge=1)
     turn_max_tokens: int = Field(40, ge=1)
     item_max_tokens: int = Field(400, ge=1)
     scenario_min_words: int = Field(SCENARIO_WORDS[0], ge=0)  # shortest scenario the item schema allows
-    temperature: float = Field(0.8, ge=0)
-    # Items per category ({"complex_emotions": 382, ...} or "paper"): a full category is no longer asked for, and
-    # the run stops once every quota is met (num_samples is then an upper bound).
-    quotas: dict[str, int] | Literal["paper"] | None = None
-    shard_index: int = Field(0, ge=0)
-    num_shards: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -210,6 +203,7 @@ class ConciseRun(BatchedRun):
         super().__init__(client, plans, out_dir, config, progress=progress)
         self.paths = {k: self.out_dir / v for k, v in FILES.items()}
         self.agents = ConciseAgents(config, client.model)
+        self.quota_balancers = tuple(self.agents.balancers.values())
         self.population = population
         self.done: list[dict[str, Any]] = []
         self.existing: dict[str, list[dict[str, Any]]] = {}
@@ -234,10 +228,6 @@ class ConciseRun(BatchedRun):
     def recount(self, unit_id: str) -> None:
         for item in self.existing.get(unit_id, []):
             self.agents.balancers[item["task"]].record(item["category"])
-
-    def quotas_met(self) -> bool:
-        balancers = self.agents.balancers.values()
-        return any(b.quota for b in balancers) and all(b.met or not b.quota for b in balancers)
 
     def start(self, plan: SamplePlan) -> tuple[Conversation, Algorithm]:
         c = new_conversation(plan, self.config.seed)
@@ -292,19 +282,12 @@ def concise_summary(done: list[dict[str, Any]], items: list[DatasetItem], paths:
     }
 
 
-def output_dir(base: str | Path | None, config: ConciseConfig) -> Path:
-    """``data/concise`` (or ``base``), with a ``shard-KK-of-NN`` folder inside for a sharded run."""
-    folder = Path(base) if base else data_dir() / "concise"
-    if config.num_shards > 1:
-        folder = folder / f"shard-{config.shard_index:02d}-of-{config.num_shards:02d}"
-    return folder
-
-
 def run_concise(client: LLMClient, personas: Sequence[Persona], out_dir: str | Path | None = None,
-                config: ConciseConfig | None = None, *, resume: bool = False, progress: bool = True,
+                config: ConciseConfig | None = None, *, resume: bool | None = None, progress: bool = True,
                 ) -> dict[str, Any]:
-    """Algorithm 2 end to end; returns the summary (also written to ``summary.json``)."""
+    """Algorithm 2 end to end; returns the summary (also written to ``summary.json``). ``out_dir`` and ``resume``
+    default to the config's (``config.run_dir``, ``config.resume``)."""
     config = config or ConciseConfig()
-    run = ConciseRun(client, plan_samples(personas, config), output_dir(out_dir, config), config,
+    run = ConciseRun(client, plan_samples(personas, config), run_folder(config, out_dir), config,
                      population=len(personas), progress=progress)
-    return run.run(resume=resume)
+    return run.run(resume=config.resume if resume is None else resume)

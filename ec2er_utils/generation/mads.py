@@ -18,14 +18,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from ..attributes import AttributeSet, sample_attributes
 from ..jsonl import append_jsonl, iter_jsonl, write_json_atomic
 from ..llm import ChatResult, LLMClient, LLMError
-from ..parameters import StageConfig
 from ..paths import data_dir
 from ..personas import Persona, compatibility
 from ..seeds import rng_for
@@ -47,16 +46,19 @@ from .items import (
 )
 from .lockstep import Algorithm, Request, run_one
 from .run_files import RunFiles, distribution, fingerprint
-from .runner import BatchedRun, check_run_settings
+from .runner import BatchedRun, RunConfig, check_run_settings, run_folder
 
 CRITERIA = ("scenario", "emotions", "causes", "dilemma")
 FILES = {"eu": "eu_items.jsonl", "ea": "ea_items.jsonl", "dialogues": "dialogues.jsonl",
          "metadata": "metadata.jsonl", "statistics": "statistics.json", "config": "run_config.json"}
 
 
-class MADSConfig(StageConfig):
-    """Every setting of a MADS run. The defaults are notebook 01's: the CPU demo (2 short dialogues, small token
-    budgets). The paper's set-up is ``recipes/paper/01_mads.yaml`` (papermill ``-f``)."""
+class MADSConfig(RunConfig):
+    """Every setting of a MADS run: the generator's and the run's (:class:`~.runner.RunConfig`) and Algorithm 1's.
+    The defaults are notebook 01's: the CPU demo (2 short dialogues, small token budgets). The paper's set-up is
+    ``recipes/paper/01_mads.yaml`` (papermill ``-f``)."""
+
+    folder: ClassVar[str] = "mads"
 
     num_dialogues: int = Field(2, ge=1)
     min_turns: int = Field(MADS_TURNS[0], ge=1)
@@ -64,9 +66,7 @@ class MADSConfig(StageConfig):
     supervisor_every: int = Field(2, ge=1)
     eu_items: tuple[int, int] = (2, 2)  # items per dialogue: drawn uniformly from this inclusive range
     ea_items: tuple[int, int] = (2, 2)
-    concurrency: int = Field(2, ge=1)  # dialogues in flight (one lockstep batch)
     checkpoint_every: int = Field(50, ge=1)  # dialogues between appends to the output files
-    seed: int = 0
     background_words: tuple[int, int] = (40, 70)
     background_max_tokens: int = Field(96, ge=1)
     turn_max_tokens: int = Field(40, ge=1)
@@ -76,15 +76,14 @@ class MADSConfig(StageConfig):
     # EU items whose emotion options are pairs felt at once ("Guilt & Relief"): always for the mixture_of_emotions
     # sub-type, and this share of the others (EmoBench's English EU items outside that sub-type: 49 of 186).
     mixed_share: float = Field(0.26, ge=0, le=1)
-    # Items to generate per category ({"complex_emotions": 382, ...} or "paper" for §3.3's counts): a full category
-    # is no longer asked for, and the run stops once every quota is met (num_dialogues is then an upper bound).
-    quotas: dict[str, int] | Literal["paper"] | None = None
-    temperature: float = Field(0.8, ge=0)  # background, turns and extraction
     judge_temperature: float = Field(0.0, ge=0)  # the supervisor: greedy
     extract_incomplete: bool = True  # extract from dialogues that hit max_turns without meeting every criterion
     supervisor_steering: bool = True  # the criteria a verdict finds unmet steer the next client and therapist turns
-    shard_index: int = Field(0, ge=0)
-    num_shards: int = Field(1, ge=1)
+    themes_file: Path | None = None  # None: data/personas/themes.json (notebook 00)
+
+    @property
+    def themes_path(self) -> Path:
+        return Path(self.themes_file or data_dir() / "personas" / "themes.json")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -391,6 +390,7 @@ class MADSRun(BatchedRun):
         super().__init__(client, plans, out_dir, config, progress=progress)
         self.paths = {k: self.out_dir / v for k, v in FILES.items()}
         self.agents = MADSAgents(config, client.model)
+        self.quota_balancers = (self.agents.eu_balancer, self.agents.ea_balancer)
         self.plan_report = plan_report or {}
         self.position = {p.dialogue_id: n for n, p in enumerate(self.plans)}
         self.existing: dict[str, list[dict[str, Any]]] = {}
@@ -423,10 +423,6 @@ class MADSRun(BatchedRun):
             else:
                 self.agents.ea_balancer.record(item["category"])
                 self.agents.qtype_balancer.record(item["question_type"])
-
-    def quotas_met(self) -> bool:
-        balancers = (self.agents.eu_balancer, self.agents.ea_balancer)
-        return any(b.quota for b in balancers) and all(b.met or not b.quota for b in balancers)
 
     def start(self, plan: DialoguePlan) -> tuple[Dialogue, Algorithm]:
         d = new_dialogue(plan)
@@ -509,41 +505,16 @@ def mads_statistics(out_dir: str | Path, *, elapsed_s: float | None = None, plan
     return stats
 
 
-def output_dir(base: str | Path | None, config: MADSConfig) -> Path:
-    """``data/mads`` (or ``base``), with a ``shard-KK-of-NN`` folder inside for a sharded run."""
-    folder = Path(base) if base else data_dir() / "mads"
-    if config.num_shards > 1:
-        folder = folder / f"shard-{config.shard_index:02d}-of-{config.num_shards:02d}"
-    return folder
-
-
 def run_mads(client: LLMClient, personas: Sequence[Persona], themes: Sequence[Theme] = THEMES,
-             out_dir: str | Path | None = None, config: MADSConfig | None = None, *, resume: bool = False,
+             out_dir: str | Path | None = None, config: MADSConfig | None = None, *, resume: bool | None = None,
              progress: bool = True) -> dict[str, Any]:
-    """Algorithm 1 end to end; returns the statistics (also in ``statistics.json``)."""
+    """Algorithm 1 end to end; returns the statistics (also in ``statistics.json``). ``out_dir`` and ``resume``
+    default to the config's (``config.run_dir``, ``config.resume``)."""
     config = config or MADSConfig()
     plans, report = plan_dialogues(personas, themes, config.num_dialogues, config.seed)
-    run = MADSRun(client, plans, output_dir(out_dir, config), config, report, progress=progress)
-    stats = run.run(resume=resume)
+    run = MADSRun(client, plans, run_folder(config, out_dir), config, report, progress=progress)
+    stats = run.run(resume=config.resume if resume is None else resume)
     stats["out_dir"] = str(run.out_dir)
     stats["files"] = {k: str(p) for k, p in run.paths.items()}
     return stats
 
-
-def run_plan(num_dialogues: int, dialogues_per_hour_per_server: float, *, servers: int = 1,
-             shards: int | None = None) -> dict[str, Any]:
-    """Wall-clock hours for a run, from a *measured* per-server rate (e.g. ``benchmarks/generation.py``).
-
-    Shards split the dialogues over machines or Colab sessions; each shard needs its own server(s), so the hours
-    are the dialogues per shard divided by that shard's rate. Nothing here is measured: it is arithmetic on the
-    figure you pass in.
-    """
-    if dialogues_per_hour_per_server <= 0:
-        raise ValueError("dialogues_per_hour_per_server must be > 0 (measure it first)")
-    shards = shards or servers
-    if servers < shards:
-        raise ValueError(f"each shard needs a server: servers ({servers}) < shards ({shards})")
-    per_shard = -(-num_dialogues // shards)
-    rate = dialogues_per_hour_per_server * (servers / shards)
-    return {"num_dialogues": num_dialogues, "servers": servers, "shards": shards, "dialogues_per_shard": per_shard,
-            "dialogues_per_hour_per_shard": round(rate, 1), "hours": round(per_shard / rate, 2)}

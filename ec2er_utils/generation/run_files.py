@@ -21,6 +21,13 @@ from ..jsonl import JSONLError, iter_jsonl, read_json, repair_jsonl_tail, write_
 from ..llm import LLMRequestError
 
 
+# The settings a resumed run may change: how often it saves, where its inputs and files are, whether it resumes, and
+# the generator's backend, server address and top_p (never compared: they were outside the run's config before it
+# took in the generator's settings, and a saved run_config.json may lack them).
+RESUMABLE = ("checkpoint_every", "resume", "personas_file", "themes_file", "output_dir", "backend", "base_url",
+             "top_p")
+
+
 def config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: Iterable[str] = ()) -> list[str]:
     """The settings that differ between a saved run and this one (``ignore``: settings safe to change)."""
     skip = set(ignore)
@@ -154,11 +161,11 @@ class RunFiles:
         """Start a fresh run (removing a previous run's files) or make an interrupted one ready to continue;
         returns the ledger records of the complete units, in file order.
 
-        Resuming refuses changed settings (only ``checkpoint_every`` may change), deletes the temporary file of an
-        interrupted atomic write, cuts a partial last line (a process killed mid-append), takes units that met a
-        transport failure out of the ledger so they run again (the ledger first: a crash right after leaves them
-        incomplete, never half-removed), then drops every record of a unit that is not complete. Damage inside a
-        file raises :class:`~ec2er_utils.jsonl.JSONLError` naming the file, the line and the fix.
+        Resuming refuses changed settings (except :data:`RESUMABLE`: ``checkpoint_every``, paths, the server), deletes
+        the temporary file of an interrupted atomic write, cuts a partial last line (a process killed mid-append), takes
+        units that met a transport failure out of the ledger so they run again (the ledger first: a crash right after
+        leaves them incomplete, never half-removed), then drops every record of a unit that is not complete. Damage
+        inside a file raises :class:`~ec2er_utils.jsonl.JSONLError` naming the file, the line and the fix.
         """
         if not resume:
             removed = remove_outputs(self.outputs)
@@ -166,7 +173,7 @@ class RunFiles:
                 print(f"[{self.label}] fresh run: removed {len(removed)} file(s) of a previous run in {self.out_dir}")
         elif self.config.is_file():
             differences = config_mismatch(self._explained(read_json, self.config), settings,
-                                          ignore=("checkpoint_every",))
+                                          ignore=RESUMABLE)
             if differences:
                 raise ValueError(f"cannot resume the run in {self.out_dir}: settings changed "
                                  f"({'; '.join(differences)}). Use the saved settings to resume, or resume=False "

@@ -16,20 +16,58 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
 
 from ..llm import LLMClient, LLMFatalError
+from ..paths import data_dir
 from ..seeds import sampling_seed
+from .client import GeneratorConfig
 from .dialogue import Conversation
+from .items import CategoryBalancer, resolve_quotas
 from .lockstep import Algorithm, run_lockstep
 from .run_files import UnreachableWatch, failed_run
+
+
+class RunConfig(GeneratorConfig):
+    """The settings every generation run has, on top of the generator's (:class:`~.client.GeneratorConfig`): its
+    inputs and output folder, resuming, shards and quotas. ``MADSConfig`` and ``ConciseConfig`` extend it with their
+    algorithm's settings; the run's ``settings`` compare them on resume (except :data:`~.run_files.RESUMABLE`)."""
+
+    folder: ClassVar[str] = "generation"  # the run's folder under data/ ("mads", "concise")
+
+    # Items per category ({"complex_emotions": 382, ...} or "paper" for §3.3's counts): a full category is no longer
+    # asked for, and the run stops once every quota is met (the number of units is then an upper bound).
+    quotas: dict[str, int] | Literal["paper"] | None = None
+    resume: bool = False  # True continues an interrupted run in output_dir (same settings); False starts afresh
+    shard_index: int = Field(0, ge=0)
+    num_shards: int = Field(1, ge=1)
+    personas_file: Path | None = None  # None: data/personas/personas.jsonl (notebook 00)
+    output_dir: Path | None = None  # None: data/<folder>/ (shard-KK-of-NN/ inside it when num_shards > 1)
+
+    @property
+    def personas_path(self) -> Path:
+        return Path(self.personas_file or data_dir() / "personas" / "personas.jsonl")
+
+    @property
+    def run_dir(self) -> Path:
+        """The folder this run (this shard) writes: see :func:`run_folder`."""
+        return run_folder(self)
+
+
+def run_folder(config: RunConfig, base: str | Path | None = None) -> Path:
+    """``base``, else ``config.output_dir``, else ``data/<config.folder>``, with a ``shard-KK-of-NN`` folder inside
+    for a sharded run."""
+    folder = Path(base or config.output_dir or data_dir() / config.folder)
+    if config.num_shards > 1:
+        folder = folder / f"shard-{config.shard_index:02d}-of-{config.num_shards:02d}"
+    return folder
 
 
 def check_run_settings(config: Any) -> None:
     """The checks MADS and concise configs share: ``background_words`` is (low, high) with 1 <= low <= high, the
     quotas name real categories, and ``shard_index`` names one of ``num_shards`` shards."""
-    from .items import resolve_quotas
-
     low, high = config.background_words
     if not 1 <= low <= high:
         raise ValueError(f"background_words must be (low, high) with 1 <= low <= high, got {(low, high)}")
@@ -44,6 +82,7 @@ class BatchedRun:
 
     unit = "unit"  # "dialogue" / "persona": used in messages
     description = "units"  # the progress bar's label
+    quota_balancers: Sequence[CategoryBalancer] = ()  # the balancers whose quotas end the run (:meth:`quotas_met`)
 
     def __init__(self, client: LLMClient, plans: Sequence[Any], out_dir: str | Path, config: Any, *,
                  progress: bool = True):
@@ -68,7 +107,8 @@ class BatchedRun:
 
     def quotas_met(self) -> bool:
         """Whether the run's item quotas are all reached, so no further batch is needed (no quotas: never)."""
-        return False
+        balancers = self.quota_balancers
+        return any(b.quota for b in balancers) and all(b.met or not b.quota for b in balancers)
 
     def flush(self, done: list[Conversation]) -> None:
         """Append the records of finished units (the ledger last: it marks them complete)."""
@@ -142,3 +182,23 @@ class BatchedRun:
                 "resume=True keeps them and generates the rest") if saved else "nothing was written"
         return LLMFatalError(f"{fatal} The {self.unit}s in flight were not recorded as failed; {kept}.",
                              status_code=fatal.status_code, fix=fatal.fix)
+
+
+def run_plan(num_dialogues: int, dialogues_per_hour_per_server: float, *, servers: int = 1,
+             shards: int | None = None) -> dict[str, Any]:
+    """Wall-clock hours for a run, from a *measured* per-server rate (e.g. ``benchmarks/generation.py``); for
+    concise, read "dialogues" as personas.
+
+    Shards split the dialogues over machines or Colab sessions; each shard needs its own server(s), so the hours
+    are the dialogues per shard divided by that shard's rate. Nothing here is measured: it is arithmetic on the
+    figure you pass in.
+    """
+    if dialogues_per_hour_per_server <= 0:
+        raise ValueError("dialogues_per_hour_per_server must be > 0 (measure it first)")
+    shards = shards or servers
+    if servers < shards:
+        raise ValueError(f"each shard needs a server: servers ({servers}) < shards ({shards})")
+    per_shard = -(-num_dialogues // shards)
+    rate = dialogues_per_hour_per_server * (servers / shards)
+    return {"num_dialogues": num_dialogues, "servers": servers, "shards": shards, "dialogues_per_shard": per_shard,
+            "dialogues_per_hour_per_shard": round(rate, 1), "hours": round(per_shard / rate, 2)}
