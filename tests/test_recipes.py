@@ -10,6 +10,7 @@ import nbformat
 import pytest
 import yaml
 
+from ec2er_utils import taxonomy
 from ec2er_utils.evaluation import EvalConfig
 from ec2er_utils.figures import FiguresConfig
 from ec2er_utils.generation.concise import ConciseConfig
@@ -107,8 +108,6 @@ def test_a_wrong_recipe_value_is_named():
 def test_paper_recipes_agree_with_the_paper_facts_the_code_checks_against():
     """The code keeps a few of the paper's numbers (taxonomy.py) to warn on departures and to compare with; where a
     paper recipe sets the same value, the two must agree."""
-    from ec2er_utils import taxonomy
-
     paper = {stem: recipe("paper", REPO_ROOT / "notebooks" / f"{stem}.ipynb") for stem in STAGE_CONFIGS}
     assert (paper["01_mads"]["min_turns"], paper["01_mads"]["max_turns"]) == taxonomy.MADS_TURNS
     assert paper["02_concise"]["rounds"] == taxonomy.CONCISE_ROUNDS
