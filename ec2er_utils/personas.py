@@ -49,7 +49,7 @@ from .taxonomy import (
     RELATIONSHIP_STATUSES,
     validate_choice,
 )
-from .themes import THEMES, Theme
+from .themes import Theme
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -479,7 +479,3 @@ def compatibility(persona: Persona, theme: Theme) -> Compatibility:
     if persona.occupation is not None and persona.occupation in theme.excluded_occupations:
         reasons.append(f"occupation {persona.occupation!r} excluded")
     return Compatibility(not reasons, tuple(reasons), keyword_hits(persona.text, theme))
-
-
-def compatible_themes(persona: Persona, themes: tuple[Theme, ...] | list[Theme] = THEMES) -> list[Theme]:
-    return [t for t in themes if compatibility(persona, t).ok]
