@@ -1,38 +1,12 @@
 """Preprocessing (paper §3.3-3.4): from the generators' items to a clean, balanced, decontaminated training set.
 
-Notebook 03 calls :func:`run_preprocess` with a :class:`PreprocessConfig`. The steps, one module each, in order;
-every step returns ``StepResult(items, report)``: the items it kept and a :class:`StepReport` naming every dropped
-item with its reason and "file:line", so nothing disappears silently.
-
-1. ``load``: read the generators' JSONL (MADS's and the concise pipeline's ``DatasetItem`` records, shards
-   included) and validate each line.
-2. ``filters``: validation (fields, category and option count, answer among the options with letter answers
-   mapped, distinct options, emotion taxonomy, scenario length, no label leak, letter citations that can be
-   rewritten, explanation consistent with the answer).
-3. ``quality``: the quality gate's cheap rules (explanations too short, option fragments, repeated words,
-   non-words, JSON remnants), thresholds as parameters.
-4. ``decontaminate``: drop scenarios that are near-copies of EmoBench's.
-5. ``dedup``: fuzzy de-duplication of near-identical scenarios (Levenshtein; MinHash-LSH candidates at scale).
-6. ``judge``: the quality gate's optional LLM judge (grammar, ambiguity, distractor plausibility, explanation
-   supports the answer); the score is kept in ``DatasetItem.quality_score``.
-7. ``balance``: no EU/EA sub-category above 1.5x its expected share;
-8. ``balance``: options re-ordered so the gold letters are uniform, cited letters in explanations rewritten.
-9. ``split``: stratified train/validation split; ``report``: dataset card and report; ``pipeline``: all of it,
-   with the §3.4 manual review (:mod:`.review`) between 8 and 9.
-
-Departures from the paper, chosen and documented here:
-
-- Decontamination runs *before* de-duplication and balancing (the paper lists it last), so the 1.5x cap holds on
-  the final set.
-- The paper balanced categories *during* generation by regenerating; after the fact we can only reject (the
-  earliest items are kept; see :mod:`~ec2er_utils.preprocess.balance`).
-- The paper names its linguistic checks (grammatical, unambiguous questions; plausible but wrong distractors) but
-  not how they were made: here cheap rules plus an LLM judge with a rubric (any model behind ``make_client``).
-  The label-leak, letter-reference and self-contradiction checks are our additions that make §3.3's
-  "self-contradictory explanations" filter concrete.
-- Near-duplicates are only compared within the same kind of question (emotion, cause, EA).
-- §3.4's review: items both annotators judge wrong are dropped (the paper corrected its prompts and filters
-  instead); ambiguous items are kept with a confidence, as in the paper.
+Notebook 03 calls :func:`run_preprocess` with a :class:`PreprocessConfig`. The steps, one module each, in order:
+1 ``load`` (the generators' ``DatasetItem`` JSONL, shards included), 2 ``filters`` (validation), 3 ``quality`` (the
+quality gate's cheap rules), 4 ``decontaminate`` (EmoBench near-copies), 5 ``dedup`` (near-identical scenarios),
+6 ``judge`` (the quality gate's LLM judge), 7-8 ``balance`` (the category cap, then uniform gold letters), the §3.4
+review (:mod:`.review`), 9 ``split``; ``report`` writes the dataset card and report, ``pipeline`` runs it all.
+Every step returns ``StepResult(items, report)``: the items it kept and a :class:`StepReport` naming every dropped
+item with its reason and "file:line". What each step checks, and the departures from the paper: README, chapter 03.
 """
 
 from .balance import (

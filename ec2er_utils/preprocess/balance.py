@@ -1,9 +1,11 @@
-"""Steps 5 and 6, balance: no sub-category above 1.5x its expected share (§3.3), and gold answer letters uniform.
+"""Steps 7 and 8, balance: no sub-category above 1.5x its expected share (§3.3), and gold answer letters uniform.
 
-The paper's category rule acts *during generation* ("subsequent samples are rejected and regenerated"). After the
-fact we can only reject: the earliest items of a sub-category are kept (generation order), later ones above the
-cap are dropped. The expected share of each sub-category is uniform (1/4 of its task), the paper's target. A
+The expected share of each sub-category is uniform (1/4 of its task), the paper's target. The generators already
+ask for the least represented category and, with quotas, only for categories below them (the paper's
+reject-and-regenerate); this cap drops, after the fact, the excess of whatever is still uneven (items from
+elsewhere, say): the earliest items of a sub-category are kept (generation order), later ones above the cap. A
 ``min_cap`` floor keeps tiny demo runs from being emptied by integer rounding; it never binds at paper scale.
+Departures from the paper: README, chapter 03.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Step 3, decontamination: no training scenario may be a near-copy of an EmoBench scenario (the test set).
+"""Step 4, decontamination: no training scenario may be a near-copy of an EmoBench scenario (the test set).
 
 It runs before de-duplication and balancing (the paper lists it last): every step that drops items must run
 before the category cap, or the final set could break the 1.5x rule again.

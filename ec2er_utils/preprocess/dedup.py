@@ -1,27 +1,19 @@
-"""Step 4, fuzzy de-duplication (paper §3.3): near-identical scenarios, found fast enough for 100,000 of them.
+"""Step 5, fuzzy de-duplication (paper §3.3): near-identical scenarios, found fast enough for 100,000 of them.
 
 :func:`deduplicate` is the preprocessing step on items; the functions above it work on plain texts (also used by
-decontamination and ``benchmarks/dedup.py``).
+decontamination and by ``benchmarks/dedup.py``, which measures recall and run time). Two texts are
+*near-duplicates* when the normalised Levenshtein similarity of their casefolded, whitespace-collapsed forms
+(``rapidfuzz.distance.Levenshtein.normalized_similarity`` = 1 - edit distance / length of the longer text) is at
+least ``threshold`` (default 0.9). Every method reports that; they differ only in which pairs they compare:
 
-Two texts are *near-duplicates* when the normalised Levenshtein similarity of their casefolded, whitespace-collapsed
-forms, ``rapidfuzz.distance.Levenshtein.normalized_similarity`` = 1 - edit distance / length of the longer text,
-is at least ``threshold`` (default 0.9). That definition is what every method here reports; they differ only in which
-pairs they compare:
-
-- ``"exhaustive"`` compares all pairs with ``rapidfuzz.process.cdist`` (exact; ~N²/2 comparisons, fine up to a
-  few thousand texts).
-- ``"lsh"`` first finds *candidate* pairs by MinHash locality-sensitive hashing over word bigrams, then confirms each
-  candidate with the same Levenshtein similarity. Candidate search is O(N): one-permutation MinHash (one 64-bit
-  hash per word bigram, ``bands * rows`` bins, empty bins filled by "optimal densification", Shrivastava 2017),
-  then ``bands`` bands of ``rows`` values each; texts that agree on a whole band become candidates. A pair with
-  bigram Jaccard similarity J becomes a candidate with probability 1 - (1 - J**rows)**bands. Near-duplicates at
-  Levenshtein similarity >= 0.9 of 50-200-word texts have bigram Jaccard >= ~0.5, found with probability >= 0.9997
-  with the defaults (rows=3, bands=60); ``benchmarks/dedup.py`` measures recall and run time.
-- ``"auto"`` (default) is exhaustive up to ``EXHAUSTIVE_MAX`` texts and LSH above.
-
-LSH can miss pairs whose edits are spread over many words (e.g. a typo in every other word) and is tuned for
-thresholds >= 0.85 and texts of more than ~20 words; lower thresholds need more bands (or ``"exhaustive"``).
-Everything is deterministic: hashes are seeded, never Python's randomised ``hash``.
+- ``"exhaustive"``: all pairs, ``rapidfuzz.process.cdist`` (exact; ~N²/2 comparisons, fine up to a few thousand).
+- ``"lsh"``: candidate pairs by MinHash LSH over word bigrams, each confirmed by the same similarity. One-permutation
+  MinHash (one seeded 64-bit hash per bigram, ``bands * rows`` bins, empty ones filled by "optimal densification",
+  Shrivastava 2017), then texts that agree on one of ``bands`` bands of ``rows`` values are candidates: with bigram
+  Jaccard J, probability 1 - (1 - J**rows)**bands. Near-duplicates at similarity >= 0.9 of 50-200-word texts have
+  J >= ~0.5, found with probability >= 0.9997 at the defaults (rows=3, bands=60). It can miss edits spread over
+  many words, and is tuned for thresholds >= 0.85 and texts over ~20 words (else more bands, or exhaustive).
+- ``"auto"`` (default): exhaustive up to ``EXHAUSTIVE_MAX`` texts, LSH above.
 """
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ def rewrite_letter_citations(explanation: str, new_letter: dict[str, str]) -> st
 
 
 def check_letter_references(items: Sequence[DatasetItem]) -> StepResult:
-    """Explanations that cite options by letter ("option B", "(C)") are kept: step 6 (answer positions) re-orders
+    """Explanations that cite options by letter ("option B", "(C)") are kept: step 8 (answer positions) re-orders
     the options and rewrites each cited letter to where its option went (:func:`rewrite_letter_citations`). Only
     an explanation citing a letter its question does not have ("option F" of 4 options) is dropped
     (``explanation_cites_letter``): there is no option to follow, so no rewrite is possible.

@@ -1,19 +1,10 @@
 """The quality gate's LLM judge (§3.3: "questions are grammatical and unambiguous, and distractors ... plausible
-but distinctly wrong"): a model scores every question of every item against a rubric; items below a threshold
-are dropped (``judge_below_threshold``), every kept item carries its score (``DatasetItem.quality_score``).
-
-The judge is any model behind :func:`ec2er_utils.llm.make_client` (the embedded model in-process, or a server
-such as vLLM serving the paper's gpt-oss-20b); it answers the :class:`JudgeVerdict` JSON schema, greedily. The
-rubric scores four criteria from 1 to 5; a question's score is their mean mapped to 0-1, ``(mean - 1) / 4``, and an
-item's is its weakest question's (an EU item has an emotion and a cause question). A ``min_keep`` floor keeps
-the best-scored items even below the threshold, so that a tiny demo run is not emptied (like
-``balance_min_cap``; it never binds when the judge passes enough items). A reply that stays invalid
-after the client's re-asks is a drop, ``judge_error``, with the error; a judge that cannot be reached at all stops
-the step with :class:`JudgeUnavailable` instead of dropping every item.
-
-The paper does not say how its linguistic checks were made; this judge is our way to automate them. A 135M
-model is not a competent judge: in the CPU demo it scores almost at random and rejects most items. Its verdicts
-there show the machinery, not the items' quality.
+but distinctly wrong"): a model behind :func:`ec2er_utils.llm.make_client` scores every question of every item
+against a rubric (:class:`JudgeVerdict`, greedy). Four criteria from 1 to 5; a question's score is their mean mapped
+to 0-1, ``(mean - 1) / 4``, and an item's is its weakest question's. Items below the threshold are dropped
+(``judge_below_threshold``) unless the ``min_keep`` floor keeps them; a reply still invalid after the client's
+re-asks is a drop, ``judge_error``; an unreachable judge raises :class:`JudgeUnavailable` instead of dropping every
+item. What it means for the demo, and the departure from the paper: README, chapter 03.
 """
 
 from __future__ import annotations

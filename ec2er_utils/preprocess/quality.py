@@ -1,25 +1,19 @@
 """Step 3, the quality gate's cheap rules (§3.3's "linguistic quality checks"): degenerate text that passes every
-schema and consistency filter but cannot teach reasoning.
+schema and consistency filter but cannot teach reasoning, such as cause options "Amusem, amusem, amusem" or an
+explanation of ") and". Five rules, each threshold a notebook parameter (:class:`QualityRules`):
 
-Small generators write items such as cause options "Amusem, amusem, amusem" or an explanation of ") and". Five
-rules catch them, each with its threshold as a notebook parameter (:class:`QualityRules`):
-
-- ``explanation_too_short``: an explanation of fewer than ``min_explanation_words`` words cannot reason;
-- ``option_fragment``: a free-text option (a cause, an action or response; not an emotion word) of fewer than
-  ``min_option_words`` words, one that starts with punctuation, or one that ends on a word that cannot end a phrase
-  ("and", "the", "to"...): a fragment cut out of a longer text;
-- ``repeated_word``: a word more than ``max_word_repeats`` times in a row ("amusem, amusem, amusem"), or two options
-  of one question made of the same words;
-- ``nonword_text``: more than ``max_nonword_share`` of a text's words are not English words (pyspellchecker's
-  dictionary; the scenario's capitalised words, which may be names, the subject and the emotion vocabulary count
-  as words);
+- ``explanation_too_short``: fewer than ``min_explanation_words`` words;
+- ``option_fragment``: a free-text option (not an emotion word) of fewer than ``min_option_words`` words, starting
+  with punctuation, or ending on a word that cannot end a phrase ("and", "the", "to"...);
+- ``repeated_word``: a word more than ``max_word_repeats`` times in a row, or two options of one question made of
+  the same words;
+- ``nonword_text``: over ``max_nonword_share`` of a text's words not in pyspellchecker's English dictionary (the
+  scenario's capitalised words, the subject and the emotion vocabulary count as words);
 - ``json_remnant``: JSON syntax (braces, brackets, ``":``, escaped quotes) or a text that starts with closing
-  punctuation (") and"): the remains of a truncated JSON reply.
+  punctuation: the remains of a truncated JSON reply.
 
-The rules look at the question, options and explanations of every question of an item (the scenario only for
-non-words and JSON remnants: a scenario may repeat "no, no, no" in dialogue). What they cannot judge (grammar,
-ambiguity, plausible distractors, an explanation that supports its answer) is the LLM judge's
-(:mod:`~ec2er_utils.preprocess.judge`).
+They read every question's question, options and explanations, and the scenario only for non-words and JSON
+remnants (a scenario may repeat "no, no, no" in dialogue). The rest of the gate: :mod:`~ec2er_utils.preprocess.judge`.
 """
 
 from __future__ import annotations

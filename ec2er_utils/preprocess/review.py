@@ -1,28 +1,18 @@
 """The paper's manual review (§3.4): a seeded, stratified sample of the processed items, an annotation sheet per
 annotator, the two annotators' agreement (Cohen's kappa with its confidence interval), and the review's verdicts
-carried into the dataset.
-
-The paper: 50 items were inspected; two annotators independently judged "whether each item's label and
-explanation were appropriate given the scenario" (Cohen's kappa 0.78); ambiguous items "were retained in the
-dataset with confidence scores". Here, step by step (notebook 03 runs them through
-:func:`~ec2er_utils.preprocess.pipeline.run_preprocess`):
+carried into the dataset. Notebook 03 runs the steps through :func:`~ec2er_utils.preprocess.pipeline.run_preprocess`:
 
 1. :func:`sample_for_review` draws ``n`` items (default 50), stratified by task and sub-category, seeded.
-2. :func:`write_review_sheet` writes one CSV per annotator (it opens in any spreadsheet program): the item, then
-   empty columns for the judgement, :data:`JUDGEMENT_COLUMNS`. An existing sheet is never overwritten. In Jupyter,
-   :func:`review_form` (ipywidgets) fills a sheet in item by item instead.
+2. :func:`write_review_sheet` writes one CSV per annotator: the item, then empty columns for the judgement,
+   :data:`JUDGEMENT_COLUMNS`; an existing sheet is never overwritten. :func:`review_form` (ipywidgets) fills one in.
 3. :func:`read_review_sheet` reads a filled-in sheet back; a value it cannot read is an error naming the file, the
    spreadsheet row, the column and the values allowed.
-4. :func:`agreement` computes Cohen's kappa (``statsmodels``) on the paper's judgement, *appropriate* = label
-   correct and explanation valid, and on each question of the sheet, with 95% confidence intervals.
-5. :func:`apply_review` writes the verdicts into the items: ``confidence`` (the annotators' mean confidence, 1-5
-   mapped to 0-1) and ``ambiguous`` (either annotator said so, or they disagreed). Ambiguous items stay, as in the
-   paper; items *both* annotators judged inappropriate are dropped (``review_rejected``): the paper corrected such
-   issues by changing its prompts and filters, which a script cannot do for you. Items not reviewed keep
-   ``confidence = None``; training can filter or weight on the field.
+4. :func:`agreement`: Cohen's kappa (``statsmodels``) on the paper's judgement, *appropriate* = label correct and
+   explanation valid, and on each question of the sheet, with 95% confidence intervals.
+5. :func:`apply_review` writes the verdicts into the items (``confidence``, ``ambiguous``; drops ``review_rejected``).
 
-:func:`ec2er_utils.figures.plot_review` draws the two annotators' agreement table and the kappas with their
-intervals beside the paper's 0.78.
+What the verdicts mean and the departure from the paper: README, chapter 03. :func:`ec2er_utils.figures.plot_review`
+draws the agreement.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Step 7, split: a train/validation split stratified by task and category, written and read back as JSONL
+"""Step 9, split: a train/validation split stratified by task and category, written and read back as JSONL
 (``data/processed/train.jsonl``, ``validation.jsonl``) plus a ``datasets`` copy (``hf/``)."""
 
 from __future__ import annotations
