@@ -1,26 +1,12 @@
 """Personas and which themes fit them (paper §3.2, "Persona and attribute diversity"; the per-conversation
 attributes are :mod:`ec2er_utils.attributes`).
 
-Three persona sources:
-
-- **PersonaHub** (the paper's source, Ge et al.): its public ``data/persona.jsonl`` at a pinned commit of
-  github.com/tencent-ailab/persona-hub, downloaded once and checked (:func:`load_personahub`; needs the network the
-  first time), or any JSONL file with a ``persona`` field per line, such as the 5,000-persona sample in
-  ``shared/personahub/`` (:func:`read_persona_jsonl`).
-- **The paper's grid** (:func:`grid_personas`): age 18–75, occupation, relationship status, cultural region and
-  baseline disposition, sampled with age-dependent occupation and relationship-status weights (our choice: the
-  paper lists the values, not how they combine).
-- **Our own personas file** (:func:`read_personas`), written by notebook 00 (:func:`write_personas`).
-
-Every persona gets a stable id, ``p-`` + the first 12 hex digits of the SHA-256 of its whitespace-normalised,
-case-folded text, so the same text always has the same id across runs and machines.
-
-PersonaHub texts are free-form ("A WWII veteran who didn't finish high school."). Occupation, age band and
-relationship status are read from clear cues in the text where there are some (:func:`infer_from_text`); nothing
-is invented for a PersonaHub persona, so unknown fields stay ``None`` and theme compatibility does not rule on them.
-
-:func:`compatibility` says whether a theme fits a persona (Algorithm 1, line 2): age, relationship status and
-occupation limits against what is known about the persona.
+Sources: PersonaHub (:func:`load_personahub`, the pinned download) or any JSONL with a ``persona`` field per line
+(:func:`read_persona_jsonl`); the paper's grid (:func:`grid_personas`); our own personas file
+(:func:`read_personas` / :func:`write_personas`, notebook 00). A persona's id is ``p-`` + the first 12 hex digits of
+the SHA-256 of its whitespace-normalised, case-folded text. :func:`infer_from_text` reads occupation, age band and
+relationship status from clear cues in a PersonaHub text; :func:`compatibility` says whether a theme fits a persona
+(Algorithm 1, line 2). Departures from the paper: README, chapter 00.
 """
 
 from __future__ import annotations

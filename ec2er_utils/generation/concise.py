@@ -1,25 +1,14 @@
-"""The concise single-conversation pipeline (paper §3.2, Algorithm 2).
-
-For each of n = min(num_samples, |P|) sampled personas: sample the attribute set, write a condensed background,
-hold a short therapist–patient conversation (``rounds`` rounds of patient message + therapist reply, at most 10
-messages for the paper's 5 rounds), then generate EU and EA multiple-choice questions inline from background +
-conversation. There is no supervisor. The algorithm is :func:`concise_conversation`, written for one persona;
-:func:`run_concise` runs it for many in lockstep batches, like MADS. Every item is validated before it is written
-(JSON schema, required fields, answer among the options, distinct options, EU options in the emotion vocabulary);
-rejected items are counted with their reason and never written.
-
-Item format (our choice, the paper leaves it open): the paper's generic MCQ record (scenario, question, options,
-correct answer, explanation; §3.3) as a :class:`~ec2er_utils.schemas.DatasetItem` (``source_format="mcq"``), with 4
-options for both tasks and EU options drawn from the emotion vocabulary. Categories are targeted like in MADS: each
-request asks for the least-represented EU / EA category so far.
+"""The concise single-conversation pipeline (paper §3.2, Algorithm 2): :func:`concise_conversation` is the algorithm
+for one persona; :func:`run_concise` runs it for many in lockstep batches, like MADS, with the same resume rules
+(:class:`~ec2er_utils.generation.run_files.RunFiles`). Every item is validated before it is written (JSON schema,
+required fields, answer among the options, distinct options, EU options in the emotion vocabulary); rejected items
+are counted with their reason.
 
 Outputs in ``out_dir`` (``data/concise/``): ``personas_final.json`` (every sampled persona with its attributes,
 background, conversation, item ids, rejected items, status, token usage) and ``items_final.jsonl``, written at the
-end; ``personas_checkpoint.json`` / ``items_checkpoint.jsonl`` every ``checkpoint_every`` (10) personas;
-``summary.json`` (paths, counts, category distributions), also returned. ``resume=True`` continues from the
-checkpoint, dropping items of personas that were not marked complete, and generates again the personas whose
-record shows a transport failure (``request_failed``: server down, HTTP error or timeout after the client's
-retries); same rules as MADS (:class:`~ec2er_utils.generation.run_files.RunFiles`).
+end; ``personas_checkpoint.json`` / ``items_checkpoint.jsonl`` every ``checkpoint_every`` personas; ``summary.json``
+(paths, counts, category distributions), also returned. The item format and the departures from the paper: README,
+chapter 02.
 """
 
 from __future__ import annotations

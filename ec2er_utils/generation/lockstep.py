@@ -1,16 +1,11 @@
 """Run the paper's algorithms for many conversations at once, written as if for one.
 
-Algorithm 1 and 2 are written as generator functions over one conversation (``mads.mads_dialogue``,
-``concise.concise_conversation``): each ``yield`` hands out the request of one agent (a :class:`Request`, or a list
-of them for the extraction agents, asked at once) and gets its reply back. :func:`run_lockstep` advances a batch
-of such conversations together: in each step it collects the pending requests of every conversation still going,
-sends the requests of one step as ONE ``chat_many`` call (one batched forward pass on the local backend,
-concurrent requests on a server), and hands each conversation its reply. :func:`run_one` is the same for a single
-conversation, which is how the notebooks first show an algorithm.
-
-A failed request whose conversation cannot go on without it (``required``: the background, a turn) ends that
-conversation with its error recorded (:class:`~ec2er_utils.generation.dialogue.UnitFailed`); the others go on.
-A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`, raised by ``chat_many``) ends them all: it leaves
+Algorithm 1 and 2 are generator functions over one conversation (``mads.mads_dialogue``,
+``concise.concise_conversation``): each ``yield`` hands out one agent's :class:`Request` (or a list, for the
+extraction agents) and gets its reply back. :func:`run_lockstep` advances a batch of them together, sending each
+step's pending requests as ONE ``chat_many`` call; :func:`run_one` does it for a single conversation. A failed
+request that a conversation cannot go on without (``required``: the background, a turn) ends that conversation
+(:class:`~ec2er_utils.generation.dialogue.UnitFailed`); a :class:`~ec2er_utils.llm.LLMFatalError` leaves
 :func:`run_lockstep` before any conversation is recorded as failed.
 """
 
