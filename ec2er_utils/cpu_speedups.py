@@ -1,7 +1,5 @@
-"""CPU-only speed-ups for the embedded demo model. None of this runs on the paper's GPU set-up.
-
-On a CPU (the demo, CI) three steps of stock transformers are slow; this module replaces each with code that
-computes the same results faster:
+"""CPU-only speed-ups for the embedded demo model (README, "Models"; off on a GPU and with ``EC2ER_CPU_SPEEDUPS=0``).
+Each replaces a slow step of stock transformers with code that computes the same results:
 
 1. decode attention (:func:`decode_attention_for`): PyTorch's fused SDPA kernel is slow on CPU for the single
    query row of a decode step; two batched matmuls over the grouped key/value heads give the same outputs up to
@@ -12,10 +10,8 @@ computes the same results faster:
    its tokens, so fewer, fuller passes pay; this picks the cuts of least total cost.
 
 Each call site (``models.load_model_and_tokenizer``, ``llm.local_backend``, ``evaluation.choice``) reads as stock
-transformers code plus one hook ``if cpu_speedups.enabled(device):``. They are on for models on a CPU and off
-everywhere else; ``EC2ER_CPU_SPEEDUPS=0`` turns all three off (stock transformers, e.g. to compare). Tests against
-stock transformers: tests/test_models.py, tests/test_sampling.py, tests/test_evaluation.py. Measurements:
-benchmarks/README.md.
+transformers code plus one hook ``if cpu_speedups.enabled(device):``. Tests against stock transformers:
+tests/test_models.py, tests/test_sampling.py, tests/test_evaluation.py.
 """
 
 from __future__ import annotations

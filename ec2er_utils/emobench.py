@@ -1,17 +1,9 @@
-"""EmoBench (Sabour et al., ACL 2024): the held-out benchmark of the paper (§4, §6, Table 1).
-
-Two tasks, 200 English and 200 Chinese items each: ``EU`` (Emotional Understanding: which emotion, and why) and
-``EA`` (Emotional Application, "Emotional Awareness" in the paper: the most effective action or response). Items
-are validated into :class:`~ec2er_utils.schemas.EUItem` / :class:`~ec2er_utils.schemas.EAItem`.
-
-Where the files come from, first match wins:
-
-1. ``data_dir=`` passed to :func:`load_emobench` (a folder holding ``EU.jsonl`` and ``EA.jsonl``);
-2. the ``EMOBENCH_DIR`` environment variable;
-3. the project's offline copy ``shared/emobench`` beside the checkout, when it exists (tests, CI);
-4. EmoBench's public home, github.com/Sahandfer/EmoBench, at a pinned commit (:data:`EMOBENCH_COMMIT`): downloaded
-   once into ``cache_dir()/emobench/<commit>/``, checked against the files' SHA-256 (a changed or damaged file is
-   refused, not used), and read from that cache afterwards (also offline).
+"""EmoBench (Sabour et al., ACL 2024): the held-out benchmark of the paper (§4, §6, Table 1). :func:`load_emobench`
+reads its ``EU.jsonl`` and ``EA.jsonl`` into :class:`~ec2er_utils.schemas.EUItem` /
+:class:`~ec2er_utils.schemas.EAItem`, from the first of: ``data_dir=``, ``$EMOBENCH_DIR``, ``shared/emobench``
+beside the checkout, or EmoBench's repository at :data:`EMOBENCH_COMMIT`, downloaded once into
+``cache_dir()/emobench/<commit>/`` and checked against the files' SHA-256 (a changed or damaged file is refused,
+not used). The tasks and where the data comes from: README, chapter 05.
 """
 
 from __future__ import annotations

@@ -21,12 +21,8 @@ User turn::
       "answer": "A/B/C/D"
     }
 
-Assistant turn: that JSON, with the item's explanation as the reasoning.
-
-Departures from the paper, both forced by EmoBench: options are lettered for as many choices as the item has
-(EmoBench's EU emotion questions have 6, so A–F), and the answer hint lists those letters. An EU item becomes two
-questions, its emotion question and its cause question, worded as EmoBench's official prompts word them; the cause
-question stands alone here, so "these emotions" becomes "this way".
+Assistant turn: that JSON, with the item's explanation as the reasoning. Letters and the EU item's two questions:
+README, chapter 04 (departures from the paper).
 """
 
 from __future__ import annotations

@@ -4,17 +4,13 @@ Each question is put in the paper's format (:func:`ec2er_utils.formatting.user_p
 ``paper`` protocol and training use), the chat template opens the assistant turn, and the assistant turn is
 prefilled with the start of the answer JSON, ``{\\n  "answer": "``. One forward pass then gives the next-token
 log-probability of every option letter; the prediction is the most likely letter among the item's options.
-Nothing is generated, so nothing can fail to parse, and the questions of many items share a batch.
+Departures from the paper's format: README, chapter 05.
 
-Departure, documented: the trained format writes ``"reasoning"`` before ``"answer"``; here the reasoning is
-skipped, so the letter is read where the JSON asks for it without the model's reasoning before it. An EU item is
-two questions (emotion, cause), each scored as if asked alone.
-
-Speed: almost all the cost is the prefill of the prompts, so :class:`ChoiceScorer` computes each shared prefix
-once (see :meth:`ChoiceScorer.option_logprobs`) in length-sorted batches. That changes which tokens are computed
-together, not what any token attends to nor its position, so the log-probabilities are those of a plain forward
-pass over each full prompt up to float rounding (``tests/test_evaluation.py`` checks this against the model on
-EmoBench items). On CPU, :func:`ec2er_utils.cpu_speedups.least_cost_batches` cuts the batches instead.
+Speed: almost all the cost is the prefill, so :class:`ChoiceScorer` computes each shared prefix once
+(:meth:`ChoiceScorer.option_logprobs`) in length-sorted batches. That changes which tokens are computed together,
+not what any token attends to nor its position, so the log-probabilities are a plain forward pass's up to float
+rounding (tested in ``tests/test_evaluation.py``). On CPU, :func:`ec2er_utils.cpu_speedups.least_cost_batches`
+cuts the batches instead.
 """
 
 from __future__ import annotations

@@ -1,23 +1,16 @@
 """Controls of the train -> evaluate machinery (issue 15): does a LoRA run learn, is the adapter applied, and does
-what it learns carry over to items it never saw?
+what it learns carry over to items it never saw? What they check and what they measured: README, chapter 05.
 
-- :func:`overfit_check`: train on a handful of EmoBench items until the loss is near zero, then evaluate those same
-  items with the protocol that matches training (``reason-score``; ``choice`` beside it). Anything below
-  :data:`OVERFIT_THRESHOLD` means the loop is broken, and :func:`overfit_diagnostics` says where: the loss did not
-  fall, the evaluation prompt differs from the trained one, the letter after the trained reasoning was not learnt,
-  or the adapter is not applied (:mod:`~ec2er_utils.evaluation.adapter_check`).
-- :func:`kfold_control`: k scenario-disjoint folds of EmoBench (:func:`scenario_folds`); per fold, train on the
-  other folds and evaluate base and tuned on the held-out one; report per fold and pooled (official and robust
-  accuracy, paired CIs, McNemar, letter-prior baselines).
-
-Both train on EmoBench itself, turned into questions of the trained format by :func:`control_questions` (options
-shuffled, an explanation written from the labels). These are CONTROLS of the machinery: EmoBench is the paper's
-held-out benchmark, and nothing here is ever training data for the paper's runs. Every run folder, training
-source and leaderboard label they write says "control".
+- :func:`overfit_check` trains on a handful of EmoBench items and evaluates them (``reason-score``, ``choice``
+  beside it); below :data:`OVERFIT_THRESHOLD`, :func:`overfit_diagnostics` says where the loop is broken.
+- :func:`kfold_control`: per fold of :func:`scenario_folds`, train on the other folds and evaluate base and tuned
+  on the held-out one; per fold and pooled (official and robust accuracy, paired CIs, McNemar, baselines).
+- :func:`control_questions` turns EmoBench items into questions of the trained format (options shuffled, an
+  explanation written from the labels); everything written is marked :data:`CONTROL`.
 
 Everything goes through the package's real paths: ``ec2er_utils.training`` (``TrainConfig`` -> ``prepare_run`` ->
-``load_model_for_training`` -> ``build_trainer`` -> ``run_training`` -> ``save_run``; Unsloth, or its fallback to
-transformers + PEFT + TRL) and :func:`~ec2er_utils.evaluation.evaluate` on a folder holding only the chosen items.
+``load_model_for_training`` -> ``build_trainer`` -> ``run_training`` -> ``save_run``) and
+:func:`~ec2er_utils.evaluation.evaluate` on a folder holding only the chosen items.
 """
 
 from __future__ import annotations

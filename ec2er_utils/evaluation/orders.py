@@ -1,25 +1,14 @@
-"""Option orders: each item asked under the cyclic shifts of its options, and the letter-prior baselines.
+"""Option orders: each item asked under the cyclic shifts of its options (MMBench's CircularEval), and the
+letter-prior baselines (:func:`baseline_predictors`); why, and what the leaderboards add: README, chapter 05.
 
-EmoBench's gold letters are not uniform (English EU emotion answers are "A" in 36% of the items, EA answers "C" in
-37%), so a model that always answers one letter can beat chance without reading the scenario, and a fine-tuned
-model can gain or lose by changing its letter habit alone. Following MMBench's CircularEval, an item is asked once
-per cyclic shift of its options: shift ``s`` moves the option at position ``i`` to position ``(i - s) mod n``, so
-over the shifts every option sits once under every letter. Shift 0 is EmoBench's own order: its result is the
-official number. From the shifts come the accuracy averaged over orders (on a one-question item a letter habit
-scores exactly chance on it) and the strict accuracy (right under every order).
-
-An EU item is two questions (emotion: 6 options; cause: 4, sometimes 6 or 7) scored together. Both are rotated
-together, by the same ``s`` (each modulo its own option count), and the item is asked under ``max(6, causes)``
-shifts: every emotion option takes every letter once, and the cause options cycle through theirs (with 4 causes,
-shifts 4 and 5 repeat cause orders 0 and 1, paired with new emotion orders). Rotating both at once keeps the item
-one prompt in the ``official`` protocol and keeps the EU rule (both answers right) per order. The price: on EU
-always-A is right over the orders only where the two gold options land on "A" in the same shift, so its
-accuracy over orders is not exactly chance; the ``always_A`` baseline reports what it is.
-
-Letter-prior baselines, computed on the same items and orders as the model (see :func:`baseline_predictors`):
-``always_A``; ``majority_gold``, always the most common gold letter of the evaluated items in EmoBench's order (an
-oracle prior: it knows the answer key's skew); and ``own_letters``, the expected accuracy of answering at random
-with the model's own answer-letter distribution (what the model's letter habit alone would score).
+Shift ``s`` moves the option at position ``i`` to position ``(i - s) mod n``, so over the shifts every option sits
+once under every letter; shift 0 is EmoBench's order. An EU item's emotion (6 options) and cause (4, sometimes 6
+or 7) questions turn by the same ``s``, each modulo its own option count, under ``max(6, causes)`` shifts: every
+emotion option takes every letter once, and with 4 causes shifts 4 and 5 repeat cause orders 0 and 1 with new
+emotion orders. So the item stays one prompt in the ``official`` protocol, and always-A is right over the orders
+only where both gold options land on "A" in the same shift. Baselines: ``always_A``; ``majority_gold`` (the most
+common gold letter of the evaluated items in EmoBench's order: an oracle prior, it knows the answer key's skew);
+``own_letters`` (the expected accuracy of answering at random with the model's own answer-letter distribution).
 """
 
 from __future__ import annotations

@@ -1,18 +1,15 @@
-"""Prompts of the three evaluation protocols.
+"""Prompts of the three evaluation protocols (which protocol asks what: README, chapter 05).
 
 ``official``: EmoBench's own wording (``src/configs/prompts.yaml`` and ``response.yaml`` of
-github.com/Sahandfer/EmoBench, assembled as its ``src/model.py`` and ``src/data.py`` do): a system message with
-the instructions and the JSON answer format (optionally the chain-of-thought variant), and a user message with the
-scenario and the lettered choices. Every space and newline is kept, the odd ones included (a trailing space after
-"## Question" in the EA prompt, two spaces inside the folded English answer statement, the indented JSON block),
-because the official numbers were measured with exactly these strings. The EA prompt inserts the item's
-"question type" as written ("Action"/"Response", capitalised), as the official harness does; Qwen models get
-"/no_think" in front of the system message when chain-of-thought is off, as in the official code.
+github.com/Sahandfer/EmoBench, assembled as its ``src/model.py`` and ``src/data.py`` do): a system message (the
+instructions, the JSON answer format, optionally its chain-of-thought variant) and a user message (the scenario, the
+lettered choices). Every space and newline is kept, the odd ones included (a trailing space after "## Question" in
+the EA prompt, two spaces inside the folded English answer statement, the indented JSON block), because the official
+numbers were measured with exactly these strings; the EA prompt inserts the question type as written
+("Action"/"Response"), as the official harness does.
 
-``paper`` and ``choice``: the paper's training format from :mod:`ec2er_utils.formatting` (an EU item is asked as
-its emotion question and its cause question). ``choice`` appends the start of the answer JSON to the assistant
-turn (see :data:`CHOICE_ANSWER_PREFIX`). The paper's format is English; for Chinese items its question lines stay
-in English around the Chinese scenario and options (the official protocol has proper Chinese prompts).
+``paper`` and ``choice``: the paper's training format from :mod:`ec2er_utils.formatting`; ``choice`` appends the
+start of the answer JSON to the assistant turn (:data:`CHOICE_ANSWER_PREFIX`).
 """
 
 from __future__ import annotations

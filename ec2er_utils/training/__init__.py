@@ -1,32 +1,13 @@
 """LoRA fine-tuning on the paper's instruction format (§5), with Unsloth; used by ``notebooks/04_train.ipynb``.
 
-Two hardware paths, one code path:
-
-- **GPU (Colab Pro+ A100, the paper's set-up):** ``FastLanguageModel`` loads Unsloth's pre-quantised 4-bit
-  checkpoint of the model (QLoRA), adds LoRA adapters with Unsloth's kernels and its offloaded gradient
-  checkpointing; TRL's ``SFTTrainer`` (patched by Unsloth) trains with 8-bit AdamW in bf16.
-- **CPU (this repository's CI and demo):** ``import unsloth`` finds no GPU and switches to its CPU backend, where
-  the same ``FastLanguageModel`` calls run on stock transformers + PEFT + TRL (16-bit LoRA, bf16 where the CPU has
-  native bf16, fused AdamW). Should Unsloth's loader refuse a model, the code falls back to plain
-  transformers + PEFT and says so.
-
-**Loss on the response only.** Each question becomes a TRL *conversational prompt-completion* record: the user
-turn is the prompt, the assistant's JSON is the completion. TRL renders both with the model's own chat template and
-labels every prompt token -100 (``completion_only_loss``, on by default for this format), which is TRL's equivalent
-of Unsloth's ``train_on_responses_only`` without per-template marker strings; Unsloth's GPU trainer reads the same
-format. The loss is the plain mean over the response tokens: the JSON answer plus the template's end-of-turn
-token(s), so the model also learns to stop. That is the paper's "uniform loss over all tokens in the JSON response".
-
-**Chat templates.** Every model is trained with its own chat template. The paper's Llama-3.1-8B is a base model
-whose tokenizer has none, so :func:`ensure_chat_template` supplies Unsloth's ``alpaca`` template: it uses only the
-BOS/EOS tokens the base model was pre-trained with (the Llama 3 chat header tokens were reported untrained in the
-base models). The template is saved with the adapter's tokenizer, so inference uses the same one.
-
-**Where the paper is silent** (it names LoRA, the prompt format, the loss, Transformers/PyTorch and A100 40 GB, and
-nothing else), the defaults are Unsloth's documented starting points; :data:`PAPER_NOTES` and
-:func:`config_table` say which value comes from where. LoRA goes into the attention projections by default because
-§5 says "LoRA introduces trainable low-rank matrices into transformer attention layers"; ``"all-linear"``
-(attention + MLP, Unsloth's default) is the documented alternative.
+One code path, two hardware paths: on a GPU, ``FastLanguageModel`` loads Unsloth's pre-quantised 4-bit checkpoint
+(QLoRA) with its kernels and offloaded gradient checkpointing, and TRL's ``SFTTrainer`` (patched by Unsloth)
+trains with 8-bit AdamW in bf16; on a CPU, ``import unsloth`` switches to its CPU backend, where the same calls run
+on stock transformers + PEFT + TRL (16-bit LoRA, fused AdamW). Should Unsloth's loader refuse a model, the code
+falls back to plain transformers + PEFT and says so. Each question is a TRL *conversational prompt-completion*
+record, so TRL's ``completion_only_loss`` masks the prompt without per-template marker strings (TRL's equivalent of
+Unsloth's ``train_on_responses_only``; Unsloth's GPU trainer reads the same format). :data:`PAPER_NOTES` and
+:func:`config_table` say where each default comes from. Loss, chat templates, defaults: README, chapter 04.
 
 The modules follow notebook 04's order: :mod:`.config` (the settings), :mod:`.device` (what it runs on, whether
 the model fits), :mod:`.data` (questions, records, chat template, masking), :mod:`.plan` (the automatic settings
