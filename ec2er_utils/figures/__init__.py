@@ -1,8 +1,6 @@
 """Every figure of the repository, regenerated from result files only: notebook 06 makes them all, notebook 05 shows
-two of them, and chapter 04 saves each run's loss curve.
-
-:func:`make_figures` reads what the numbered notebooks wrote and saves each figure as PNG and PDF under
-``figures/`` with a stable name:
+two of them, and chapter 04 saves each run's loss curve. :func:`make_figures` saves each as PNG and PDF under
+``figures/`` with a stable name; what each shows and reads:
 
 ==========================  ==============================================================================
 ``pipeline_overview``       the paper's Figure 1 (pipeline), drawn with matplotlib; needs no inputs
@@ -18,17 +16,9 @@ two of them, and chapter 04 saves each run's loss curve.
 ``training_loss``           train and validation loss per model (``runs/<model>/<run-id>/loss_history.json``)
 ==========================  ==============================================================================
 
-A figure whose inputs do not exist is skipped with the reason (which notebook to run), never faked; a previous
-file of a skipped figure is removed, so ``figures/`` never shows results that are no longer there. Re-running
-with the same inputs writes byte-identical files (:mod:`~ec2er_utils.figures.style`).
-
-Choices worth knowing: figures use English EmoBench (the language the paper's Table 1 matches) unless told
-otherwise; when one model has several evaluation runs of the same kind (several adapters, say), the most recently
-updated run is shown and the report says which; an evaluation run with the ``openai`` backend counts as a base
-model run (the server applies any adapter, so the run files cannot tell).
-
-Modules: ``style`` (look, saving, shared bar helpers), ``pipeline`` (Figure 1), ``results`` (EmoBench: notebook
-05's leaderboard plots, Table 1, fine-tuning gain), ``dataset`` (chapters 01 and 03, the §3.4 review's
+Skipped figures, byte-identical re-runs (:mod:`~ec2er_utils.figures.style`) and which runs are shown: README,
+chapter 06. Modules: ``style`` (look, saving, shared bar helpers), ``pipeline`` (Figure 1), ``results`` (EmoBench:
+notebook 05's leaderboard plots, Table 1, fine-tuning gain), ``dataset`` (chapters 01 and 03, the §3.4 review's
 agreement), ``training_loss`` (chapter 04), ``make`` (:func:`make_figures` and its :class:`FiguresConfig`).
 """
 
