@@ -320,7 +320,7 @@ class PersonasConfig(StageConfig):
     persona_source: str = "auto"  # "auto", "grid", "shared-sample", "personahub" or a JSONL path (load_personas)
     num_personas: int = Field(300, ge=1)
     seed: int = 0
-    output_dir: str | None = None  # None: data/personas/
+    output_dir: Path | None = None  # None: data/personas/
 
     def resolved_source(self) -> str:
         """``"auto"`` as the shared PersonaHub sample where it is present, else the paper's grid."""

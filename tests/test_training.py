@@ -93,7 +93,7 @@ def test_defaults_follow_the_paper_where_it_speaks_and_say_so_where_it_does_not(
 def test_the_notebook_parameters_become_the_config_and_a_wrong_one_is_named():
     parameters = {"model": "mistral", "max_steps": "5", "train_file": "items.jsonl", "torch": object()}
     config = training.TrainConfig.from_parameters(parameters)  # other notebook variables are not parameters
-    assert (config.model, config.max_steps, config.train_file) == ("mistral", 5, "items.jsonl")
+    assert (config.model, config.max_steps, config.train_file) == ("mistral", 5, Path("items.jsonl"))
     with pytest.raises(ParameterError, match=r"'max_steps'.*'abc'"):  # papermill -p max_steps abc
         training.TrainConfig.from_parameters({"max_steps": "abc"})
     with pytest.raises(ParameterError, match="'target_modules'"):

@@ -6,6 +6,7 @@ generation.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -32,7 +33,7 @@ class PreprocessConfig(StageConfig):
     max_nonword_share: float = Field(_RULES.max_nonword_share, ge=0, le=1)  # of a text's words not in English
     contamination_threshold: float = Field(0.8, gt=0, le=1)  # similarity to an EmoBench scenario = contamination
     containment: float | None = Field(0.9, gt=0, le=1)  # EmoBench scenario copied inside a longer one; None: off
-    emobench_dir: str | None = None  # None: $EMOBENCH_DIR, else shared/emobench, else Hugging Face
+    emobench_dir: Path | None = None  # None: $EMOBENCH_DIR, else shared/emobench, else Hugging Face
     dedup_threshold: float = Field(DEFAULT_THRESHOLD, gt=0, le=1)  # Levenshtein similarity of near-duplicates
     # the quality gate's LLM judge (judge.py); None: off
     judge_backend: Literal["local", "openai"] | None = "local"  # the CPU demo judges with the embedded model
@@ -47,7 +48,7 @@ class PreprocessConfig(StageConfig):
     review_sheets: list[str] | None = Field(None, min_length=2, max_length=2)  # two filled-in sheets; None: none yet
     validation_fraction: float = Field(0.1, ge=0, lt=1)  # share of items held out for validation
     seed: int = 0  # answer-position shuffling, the review sample and the train/validation split
-    output_dir: str | None = None  # None: data/processed
+    output_dir: Path | None = None  # None: data/processed
     push_to_hub: bool = False  # publish the processed set (train, validation, card) as a Hugging Face dataset
     hub_dataset_id: str | None = None  # e.g. "your-name/ec2er-items" when push_to_hub is True
     workers: int = -1  # processes for similarity search (rapidfuzz); -1: all cores

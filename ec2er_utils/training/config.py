@@ -3,6 +3,8 @@ automatic values a setting left at None takes on each device."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator, model_validator
 
 from ..models import DEFAULT_MODEL, ModelSpec, resolve_model
@@ -48,9 +50,9 @@ class TrainConfig(StageConfig):
     callers change. :func:`prepare_run` resolves the ``None`` (automatic) ones for the device."""
 
     model: str = Field(DEFAULT_MODEL, description="alias (smollm2, mistral, qwen, gemma, llama), HF id or folder")
-    train_file: str | None = Field(None, description="JSONL of schemas.DatasetItem records; None = "
+    train_file: Path | None = Field(None, description="JSONL of schemas.DatasetItem records; None = "
                                                      "data/processed/train.jsonl (notebook 03)")
-    eval_file: str | None = Field(None, description="validation JSONL; None = data/processed/validation.jsonl "
+    eval_file: Path | None = Field(None, description="validation JSONL; None = data/processed/validation.jsonl "
                                                     "when train_file is None, else no validation loss")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
@@ -78,7 +80,7 @@ class TrainConfig(StageConfig):
     eval_steps: int | None = Field(None, ge=1, description="None = 4 evaluations per run (+ one before training)")
     save_steps: int | None = Field(None, ge=1, description="intermediate checkpoints (resumable on Colab); "
                                                            "None = only the final adapter")
-    output_dir: str | None = Field(None, description="root of the runs; None = runs_dir() (EC2ER_RUNS_DIR)")
+    output_dir: Path | None = Field(None, description="root of the runs; None = runs_dir() (EC2ER_RUNS_DIR)")
     run_id: str | None = Field(None, description="None = UTC timestamp")
     min_confidence: float | None = Field(None, ge=0, le=1, description="train only on items whose §3.4 review "
                                          "confidence is at least this (unreviewed items are kept); None: all")
