@@ -39,14 +39,11 @@ def make_generator_client(backend: str = "local", model: str | None = None, *, b
                           **options: Any) -> LLMClient:
     """The LLM client for generation, sized for ``concurrency`` conversations at once.
 
-    ``local``: the embedded model (``model=None``) or any registry alias / HF id / folder; one forward pass
-    generates up to ``batch_size`` replies (default ``8 * concurrency``: extraction sends up to eight requests per
-    conversation at once, 4 EU + 4 EA). ``openai``: an OpenAI-compatible server (vLLM serving
-    ``openai/gpt-oss-20b`` in the paper) at ``base_url`` with ``concurrency`` requests in flight; several
-    comma-separated URLs (vLLM replicas) give a :class:`ReplicaClient` that spreads requests over them,
-    ``concurrency`` in flight on each. The API key is read from ``OPENAI_API_KEY`` by the client, never passed here
-    as a literal. ``max_reasks`` (default 1): how often a reply that is not schema-valid JSON is asked for again
-    before the item counts as rejected.
+    ``local``: the embedded model (``model=None``) or any alias / HF id / folder, up to ``batch_size`` replies per
+    forward pass (default ``8 * concurrency``: extraction asks up to 4 EU + 4 EA items per conversation at once).
+    ``openai``: an OpenAI-compatible server at ``base_url`` (key from ``OPENAI_API_KEY``); several comma-separated
+    URLs give a :class:`ReplicaClient`. ``max_reasks``: how often a reply that is not schema-valid JSON is asked for
+    again before the item counts as rejected.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -64,11 +61,8 @@ def make_generator_client(backend: str = "local", model: str | None = None, *, b
 
 
 class ReplicaClient(LLMClient):
-    """Spreads each batch of requests round-robin over several clients serving the same model (vLLM replicas).
-
-    Validation, re-asks and usage accounting happen once, here; the replicas only answer. A failure on one replica
-    comes back as that conversation's error, like any other backend error.
-    """
+    """Spreads each batch of requests round-robin over several clients serving the same model (vLLM replicas);
+    validation, re-asks and usage accounting happen once, here, and the replicas only answer."""
 
     def __init__(self, replicas: Sequence[LLMClient]):
         if not replicas:

@@ -1,14 +1,6 @@
 """The concise single-conversation pipeline (paper §3.2, Algorithm 2): :func:`concise_conversation` is the algorithm
-for one persona; :func:`run_concise` runs it for many in lockstep batches, like MADS, with the same resume rules
-(:class:`~ec2er_utils.generation.run_files.RunFiles`). Every item is validated before it is written (JSON schema,
-required fields, answer among the options, distinct options, EU options in the emotion vocabulary); rejected items
-are counted with their reason.
-
-Outputs in ``out_dir`` (``data/concise/``): ``personas_final.json`` (every sampled persona with its attributes,
-background, conversation, item ids, rejected items, status, token usage) and ``items_final.jsonl``, written at the
-end; ``personas_checkpoint.json`` / ``items_checkpoint.jsonl`` every ``checkpoint_every`` personas; ``summary.json``
-(paths, counts, category distributions), also returned. The item format and the departures from the paper: README,
-chapter 02.
+for one persona, :func:`run_sample` runs it once, :func:`run_concise` runs many (batched, resumable, like MADS).
+Output files: ``FILES``. The item format and the departures from the paper: README, chapter 02.
 """
 
 from __future__ import annotations
@@ -76,14 +68,10 @@ class SamplePlan:
     persona: Persona
 
 
-def sample_id_for(seed: int, index: int) -> str:
-    return f"concise-s{seed}-{index:05d}"
-
-
 def plan_samples(personas: Sequence[Persona], config: ConciseConfig) -> list[SamplePlan]:
     """Algorithm 2, line 2: n = min(num_samples, |P|) personas, in a seeded order."""
     sampled = sample_personas(personas, config.num_samples, config.seed)
-    return [SamplePlan(i, sample_id_for(config.seed, i), p) for i, p in enumerate(sampled)]
+    return [SamplePlan(i, f"concise-s{config.seed}-{i:05d}", p) for i, p in enumerate(sampled)]
 
 
 class ConciseAgents:
@@ -233,42 +221,35 @@ class ConciseRun(BatchedRun):
     def finish(self, elapsed_s: float) -> dict[str, Any]:
         """Algorithm 2, lines 11-12: the final files and the summary."""
         done = sorted(self.done, key=lambda r: r["index"])
-        items = list(iter_jsonl(self.paths["items_checkpoint"], DatasetItem)) \
-            if self.paths["items_checkpoint"].is_file() else []
+        items = list(iter_jsonl(self.paths["items_checkpoint"], DatasetItem))
         order = {r["sample_id"]: r["index"] for r in done}
         items.sort(key=lambda i: (order[i.dialogue_id], i.item_id))
         write_json_atomic(self.paths["personas_final"], done)
         write_jsonl_atomic(self.paths["items_final"], items)
-        summary = concise_summary(done, items, self.paths, elapsed_s=elapsed_s, population=self.population,
-                                  planned=len(self.plans))
+        usage = Counter()
+        for record in done:
+            usage.update(record["usage"])
+        rejected = [r for record in done for r in record["rejected_items"]]
+        summary = {
+            "paths": {k: str(p) for k, p in self.paths.items()},
+            "personas_available": self.population, "personas_sampled": len(self.plans),
+            "personas_written": len(done),
+            "status": distribution(r["status"] for r in done),
+            "failure_reasons": distribution(f"{r['error']['stage']}: {r['error']['reason']}"
+                                            for r in done if r["error"]),
+            "messages_mean": round(sum(len(r["messages"]) for r in done) / len(done), 2) if done else None,
+            "items": len(items),
+            "items_by_task": distribution((i.task for i in items), ("EU", "EA")),
+            "eu_categories": distribution((i.category for i in items if i.task == "EU"), EU_CATEGORIES),
+            "ea_categories": distribution((i.category for i in items if i.task == "EA"), EA_CATEGORIES),
+            "items_rejected": len(rejected),
+            "rejection_reasons": distribution(r["reason"] for r in rejected),
+            "items_repaired": sum(len(record.get("repaired_items", [])) for record in done),
+            "usage": dict(usage),
+            "elapsed_s_this_session": round(elapsed_s, 1),
+        }
         write_json_atomic(self.paths["summary"], summary)
         return summary
-
-
-def concise_summary(done: list[dict[str, Any]], items: list[DatasetItem], paths: dict[str, Path], *,
-                    elapsed_s: float | None = None, population: int | None = None,
-                    planned: int | None = None) -> dict[str, Any]:
-    """Algorithm 2, line 12: paths, counts and category distributions."""
-    usage = Counter()
-    for record in done:
-        usage.update(record["usage"])
-    rejected = [r for record in done for r in record["rejected_items"]]
-    return {
-        "paths": {k: str(p) for k, p in paths.items()},
-        "personas_available": population, "personas_sampled": planned, "personas_written": len(done),
-        "status": distribution(r["status"] for r in done),
-        "failure_reasons": distribution(f"{r['error']['stage']}: {r['error']['reason']}" for r in done if r["error"]),
-        "messages_mean": round(sum(len(r["messages"]) for r in done) / len(done), 2) if done else None,
-        "items": len(items),
-        "items_by_task": distribution((i.task for i in items), ("EU", "EA")),
-        "eu_categories": distribution((i.category for i in items if i.task == "EU"), EU_CATEGORIES),
-        "ea_categories": distribution((i.category for i in items if i.task == "EA"), EA_CATEGORIES),
-        "items_rejected": len(rejected),
-        "rejection_reasons": distribution(r["reason"] for r in rejected),
-        "items_repaired": sum(len(record.get("repaired_items", [])) for record in done),
-        "usage": dict(usage),
-        "elapsed_s_this_session": None if elapsed_s is None else round(elapsed_s, 1),
-    }
 
 
 def run_concise(client: LLMClient, personas: Sequence[Persona], out_dir: str | Path | None = None,

@@ -1,8 +1,5 @@
-"""One therapy conversation: what its speakers said, how each speaker sees it, and what happened to it.
-
-Both pipelines hold a conversation between a ClientAgent and a TherapistAgent over a background narrative (MADS:
-supervised, 4-14 turns; concise: 5 rounds). :class:`Conversation` is that state; the speaker tags are the paper's
-CLIENT / THERAPIST (§3.3), set here when a message is recorded, so nothing downstream has to normalise them.
+"""One therapy conversation (MADS or concise): what its speakers said, how each speaker sees it, and what happened
+to it. Messages get the paper's speaker tags CLIENT / THERAPIST (§3.3) when they are recorded.
 """
 
 from __future__ import annotations
@@ -51,11 +48,8 @@ def transcript(messages: Sequence[Mapping[str, str]]) -> str:
 
 
 def speaker_view(system: str, messages: Sequence[Mapping[str, str]], me: str) -> list[dict[str, str]]:
-    """The conversation as one speaker sees it: its own messages as ``assistant``, the other side's as ``user``.
-
-    The client's first message answers the therapist's welcome (``prompts.CLIENT_OPENING``); the therapist always
-    answers the client's latest message.
-    """
+    """The conversation as one speaker sees it: its own messages as ``assistant``, the other side's as ``user``; the
+    client's first message answers the therapist's welcome (``prompts.CLIENT_OPENING``)."""
     conversation = [{"role": "system", "content": system}]
     if me == CLIENT:
         conversation.append({"role": "user", "content": prompts.CLIENT_OPENING})
@@ -66,28 +60,13 @@ def speaker_view(system: str, messages: Sequence[Mapping[str, str]], me: str) ->
 
 
 def _topics(criteria: Sequence[str]) -> str:
-    topics = [prompts.STEERING_TOPICS[c] for c in criteria]
-    return "; ".join(topics)
-
-
-def result_usage(result: ChatResult | LLMError) -> Usage:
-    return getattr(result, "usage", None) or Usage()
-
-
-def error_record(stage: str, error: LLMError | str) -> dict[str, str]:
-    if isinstance(error, LLMError):
-        return {"stage": stage, "reason": error.reason, "message": str(error)[:500]}
-    return {"stage": stage, "reason": error, "message": error}
+    return "; ".join(prompts.STEERING_TOPICS[c] for c in criteria)
 
 
 @dataclass
 class Conversation:
-    """A conversation in progress and everything recorded about it (shared by MADS dialogues and concise samples).
-
-    ``persona`` and ``attributes`` drive the client's prompt; ``items`` are the written
-    :class:`~ec2er_utils.schemas.DatasetItem` s; ``rejected`` / ``repaired`` explain the items that were not
-    written or were mended; ``usage`` and ``timings`` are filled by the runner.
-    """
+    """A conversation in progress and everything recorded about it: ``items`` are the written
+    :class:`~ec2er_utils.schemas.DatasetItem` s, ``rejected`` / ``repaired`` the items not written or mended."""
 
     unit_id: str
     index: int
@@ -116,7 +95,10 @@ class Conversation:
         self.messages.append({"speaker": speaker, "text": text})
 
     def fail(self, stage: str, error: LLMError | str) -> None:
-        self.error = error_record(stage, error)
+        if isinstance(error, LLMError):
+            self.error = {"stage": stage, "reason": error.reason, "message": str(error)[:500]}
+        else:
+            self.error = {"stage": stage, "reason": error, "message": error}
 
     def client_prompt(self, max_words: int, steer: Sequence[str] = ()) -> list[dict[str, str]]:
         """The ClientAgent's next request: its persona, background and therapy attributes, and the dialogue;
@@ -137,6 +119,3 @@ class Conversation:
         if steer:
             system += prompts.THERAPIST_STEERING.format(topics=_topics(steer))
         return speaker_view(system, self.messages, THERAPIST)
-
-    def usage_record(self) -> dict[str, int]:
-        return self.usage.as_dict()

@@ -1,13 +1,7 @@
-"""Items: the JSON schemas the extraction agents fill, and turning a filled draft into a training item.
-
-Items are drafted, not written whole, by the LLM: the model fills a small schema (scenario, subject, the correct
-option, the distractors, the explanation) and the code adds ids, categories and provenance, then shuffles the
-options with a seed derived from the item id. Putting the correct option in its own field is what makes "the label
-is one of the choices" hold by construction; the shuffle keeps the gold answer's position uniform. Emotion options
-are constrained to the taxonomy's vocabulary (``EMOTION_LABELS``, written in EmoBench's capitalisation).
-
-Both pipelines write the same record, :class:`~ec2er_utils.schemas.DatasetItem`: MADS in EmoBench's EU / EA shape
-(an EU item carries its emotion and its cause question), concise as the paper's generic MCQ (§3.3).
+"""Items: the JSON schemas the extraction agents fill, and turning a filled draft into a
+:class:`~ec2er_utils.schemas.DatasetItem`. The correct option has its own field, so "the label is one of the choices"
+holds by construction; the code adds ids and provenance and shuffles the options with a seed derived from the item
+id. MADS writes EmoBench's EU / EA shape, concise the paper's generic MCQ (§3.3); README, chapters 01 and 02.
 """
 
 from __future__ import annotations
@@ -19,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..formatting import EA_QUESTION, EU_EMOTION_QUESTION
-from ..llm import ChatResult, LLMError
+from ..llm import LLMError
 from ..schemas import DatasetItem
 from ..taxonomy import (
     EA_CATEGORIES,
@@ -40,7 +34,6 @@ EU_FINEGRAINED: dict[str, tuple[str, ...]] = {
     "personal_beliefs_and_experiences": ("cultural_value", "persona", "sentimental_value"),
     "perspective_taking": ("false_belief", "faux_pas", "strange_story"),
 }
-# The emotion vocabulary as options are written (EmoBench capitalises: "Delight").
 EMOTION_OPTIONS: tuple[str, ...] = tuple(label.capitalize() for label in EMOTION_LABELS)
 
 # Text fields get a maxLength of about max_tokens * CHARS_PER_TOKEN characters (shared between fields), so that a
@@ -57,12 +50,9 @@ OTHER_FIELDS_MIN_CHARS = 100  # explanations and options need at least this much
 class CategoryBalancer:
     """Targets the least-represented categories for new items, so the categories stay balanced (§3.3).
 
-    :meth:`take` reserves targets for one conversation (preferring categories it has not had yet; ties go to the
-    taxonomy order, so targets are deterministic); :meth:`settle` releases a reservation once its item is written
-    or rejected, and counts it only if written, so a rejected target is asked for again later. :meth:`record`
-    counts items written earlier (a resumed run). With a ``quota`` per category (the paper's counts, say), a full
-    category is no longer asked for, §3.3's "rejected and regenerated until balance is restored" done before
-    generation; :attr:`met` says when every quota is reached.
+    :meth:`take` reserves targets (ties go to the taxonomy order, so targets are deterministic); :meth:`settle`
+    releases one and counts it only if its item was written, so a rejected target is asked for again later;
+    :meth:`record` counts an item of a resumed run. A category that reached its ``quota`` is no longer asked for.
     """
 
     def __init__(self, categories: Sequence[str], quota: Mapping[str, int] | None = None):
@@ -89,8 +79,7 @@ class CategoryBalancer:
 
     @property
     def met(self) -> bool:
-        """Whether every category with a quota has reached it (False without quotas)."""
-        return bool(self.quota) and all(self.counts[c] >= n for c, n in self.quota.items())
+            return bool(self.quota) and all(self.counts[c] >= n for c, n in self.quota.items())
 
     def settle(self, category: str, written: bool) -> None:
         self.reserved[category] -= 1
@@ -159,26 +148,18 @@ def _object(title: str, properties: dict[str, Any]) -> dict[str, Any]:
             "additionalProperties": False}
 
 
-def _budget(max_tokens: int) -> float:
-    return max_tokens * CHARS_PER_TOKEN
-
-
 def supervisor_schema(max_tokens: int) -> dict[str, Any]:
     """The SupervisorAgent's verdict: a short reason, then the four criteria of Algorithm 1 as booleans."""
     return _object("SupervisorVerdict", {
-        "reason": _string(int(_budget(max_tokens) - 70)),
+        "reason": _string(int(max_tokens * CHARS_PER_TOKEN - 70)),
         **{name: {"type": "boolean"} for name in ("scenario", "emotions", "causes", "dilemma")}})
 
 
 def scenario_budget(max_tokens: int, overhead_chars: int, share: float, min_words: int, what: str,
                     ) -> tuple[int, int]:
-    """(scenario characters, characters left for the other text fields) within a reply of ``max_tokens``.
-
-    ``overhead_chars`` go to keys, enums and punctuation. The scenario gets ``share`` of the rest but at least
-    ``min_words * CHARS_PER_WORD`` characters plus some room; a budget that cannot also hold
-    ``OTHER_FIELDS_MIN_CHARS`` for the other fields is a settings error that names the fix.
-    """
-    chars = _budget(max_tokens) - overhead_chars
+    """(scenario characters, characters left for the other text fields) within a reply of ``max_tokens``, after
+    ``overhead_chars`` for keys and punctuation; raises, naming the fix, when the other fields would lack room."""
+    chars = max_tokens * CHARS_PER_TOKEN - overhead_chars
     floor = min_words * CHARS_PER_WORD + 60
     scenario = max(int(chars * share), floor)
     rest = int(chars - scenario)
@@ -222,13 +203,11 @@ def ea_draft_schema(max_tokens: int, scenario_min_words: int = 0) -> dict[str, A
 
 def mcq_draft_schema(task: str, max_tokens: int, scenario_min_words: int = 0) -> dict[str, Any]:
     """Concise pipeline: the paper's MCQ record (§3.3); EU options are emotions from the vocabulary."""
-    if task == "EU":
-        answer, distractors = {"enum": list(EMOTION_OPTIONS)}, _emotions(3)
-        share, shares = 0.45, (0.15, 0.55)
-    else:
-        share, shares = 0.35, (0.11, 0.38)
+    share, shares = (0.45, (0.15, 0.55)) if task == "EU" else (0.35, (0.11, 0.38))
     scenario, rest = scenario_budget(max_tokens, 150, share, scenario_min_words, f"an {task} question")
-    if task != "EU":
+    if task == "EU":
+        answer, distractors = _emotion(), _emotions(3)
+    else:
         answer, distractors = _prose(int(rest * 0.09), OPTION_MIN_WORDS), _options(3, int(rest * 0.09))
     return _object(f"{task}MCQDraft", {
         "scenario": _string(scenario, max(20, scenario_min_words * CHARS_PER_WORD)),
@@ -289,13 +268,9 @@ def _emotion_key(option: str) -> frozenset[str] | None:
 
 def emotion_options(label: str | Sequence[str], distractors: Sequence[str | Sequence[str]], rng: random.Random,
                     repairs: list[dict[str, Any]] | None = None, item_id: str = "") -> list[str]:
-    """The gold emotion first, then the distractors; repeated distractors are replaced by other emotions.
-
-    A grammar can force emotions from the vocabulary but not distinct ones, and small models repeat one (often the
-    label itself). Each repeat (or copy of the label) is replaced by an option drawn, with ``rng``, from the
-    vocabulary: an unused emotion, or for mixed items an unused pair. The repair is appended to ``repairs`` so runs
-    can count it. Free-text options (causes, EA choices) are never invented: repeats there reject the item.
-    """
+    """The gold emotion first, then the distractors, each repeat replaced by an unused emotion (or pair) drawn with
+    ``rng`` and noted in ``repairs``: a grammar can force the vocabulary but not distinct options, and small models
+    repeat one. Free-text options (causes, EA choices) are never invented: repeats there reject the item."""
     mixed = not isinstance(label, str)
     gold = _emotion_text(label)
     if _emotion_key(gold) is None:
@@ -323,8 +298,7 @@ def build_eu_item(draft: Mapping[str, Any], *, item_id: str, category: str, fine
                   provenance: Mapping[str, Any], rng: random.Random,
                   repairs: list[dict[str, Any]] | None = None) -> DatasetItem:
     """An EmoBench-format EU item (emotion + cause question) from a draft; raises :class:`ItemRejected` when it
-    cannot be valid. Repeated emotion distractors are repaired (see :func:`emotion_options`) and noted in
-    ``repairs``."""
+    cannot be valid."""
     if finegrained not in EU_FINEGRAINED[category]:
         raise ValueError(f"{finegrained!r} is not a sub-type of {category}")
     emotions = _distinct(emotion_options(draft["emotion_label"], draft["emotion_distractors"], rng, repairs,
@@ -371,9 +345,7 @@ def build_mcq_item(draft: Mapping[str, Any], *, item_id: str, task: str, categor
         explanation=_text(draft["explanation"], "explanation"), **provenance)
 
 
-def rejection(result: ChatResult | LLMError | ItemRejected, *, task: str, target: str, item_id: str,
-              ) -> dict[str, str]:
+def rejection(problem: LLMError | ItemRejected, *, task: str, target: str, item_id: str) -> dict[str, str]:
     """What the statistics record about an item that was not written."""
-    reason = result.reason if isinstance(result, (LLMError, ItemRejected)) else "unknown"
-    detail = result.detail if isinstance(result, ItemRejected) else str(result)
-    return {"item_id": item_id, "task": task, "target": target, "reason": reason, "detail": detail[:300]}
+    detail = problem.detail if isinstance(problem, ItemRejected) else str(problem)
+    return {"item_id": item_id, "task": task, "target": target, "reason": problem.reason, "detail": detail[:300]}

@@ -1,12 +1,6 @@
-"""Run the paper's algorithms for many conversations at once, written as if for one.
-
-Algorithm 1 and 2 are generator functions over one conversation (``mads.mads_dialogue``,
-``concise.concise_conversation``): each ``yield`` hands out one agent's :class:`Request` (or a list, for the
-extraction agents) and gets its reply back. :func:`run_lockstep` advances a batch of them together, sending each
-step's pending requests as ONE ``chat_many`` call; :func:`run_one` does it for a single conversation. A failed
-request that a conversation cannot go on without (``required``: the background, a turn) ends that conversation
-(:class:`~ec2er_utils.generation.dialogue.UnitFailed`); a :class:`~ec2er_utils.llm.LLMFatalError` leaves
-:func:`run_lockstep` before any conversation is recorded as failed.
+"""Run the paper's algorithms for many conversations at once, written as if for one. Algorithms 1 and 2 are
+generator functions over one conversation: each ``yield`` hands out one agent's :class:`Request` (or a list) and gets
+its reply back; :func:`run_lockstep` sends each step's pending requests of a batch as ONE ``chat_many`` call.
 """
 
 from __future__ import annotations
@@ -16,9 +10,9 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..llm import ChatResult, LLMClient, LLMError
+from ..llm import ChatResult, LLMClient, LLMError, Usage
 from ..seeds import sampling_seed
-from .dialogue import Conversation, UnitFailed, result_usage
+from .dialogue import Conversation, UnitFailed
 
 Reply = ChatResult | LLMError
 
@@ -85,18 +79,15 @@ def run_lockstep(client: LLMClient, runs: Sequence[tuple[Conversation, Algorithm
         answered: dict[int, dict[int, Reply]] = {}
         for (n, k, _request), reply in zip(batch, replies, strict=True):
             conversation = runs[n][0]
-            used = result_usage(reply)
+            used = getattr(reply, "usage", None) or Usage()
             conversation.usage.add(used.prompt_tokens, used.completion_tokens, used.calls or 1)
             answered.setdefault(n, {})[k] = reply
         for n, replies_of_n in answered.items():
             conversation, algorithm = runs[n]
             timing = batch[0][2].timing
             conversation.timings[timing] = round(conversation.timings.get(timing, 0.0) + elapsed, 3)
-            request = pending[n]
-            if isinstance(request, list):  # a list is answered in one step (its requests share the step name)
-                reply: Any = [replies_of_n[k] for k in range(len(request))]
-            else:
-                reply = replies_of_n[0]
+            request = pending[n]  # a list is answered in one step (its requests share the step name)
+            reply = [replies_of_n[k] for k in range(len(request))] if isinstance(request, list) else replies_of_n[0]
             following = _advance(conversation, algorithm, reply, request)
             if following is None:
                 del pending[n]

@@ -1,13 +1,7 @@
 """The Multi-Agent Dialogue System (paper §3.2, Algorithm 1): persona + theme -> background -> supervised therapy
-dialogue -> EmoBench-format EU and EA items with explanations. Prompts: :mod:`ec2er_utils.generation.prompts`.
-
-:func:`mads_dialogue` is the algorithm for one dialogue, in the shape of the paper's pseudo-code (background writer;
-client and therapist turns, a client message and a therapist reply each; the supervisor's verdict every
-``supervisor_every`` turns, stopping once all four criteria hold and ``min_turns`` are done, or at ``max_turns``;
-then the EU and EA extraction agents, each asked for the least represented category so far).
-:func:`run_dialogue` runs it once; :func:`run_mads` runs many, in lockstep batches with checkpoints, resume and
-shards (:class:`~ec2er_utils.generation.runner.BatchedRun`). Output files: ``FILES``. What a run does when something
-breaks, and the departures from the paper, are in the README (chapter 01 and "Reliability").
+dialogue -> EmoBench-format EU and EA items. :func:`mads_dialogue` is the algorithm for one dialogue,
+:func:`run_dialogue` runs it once, :func:`run_mads` runs many (batched, resumable). Output files: ``FILES``.
+Behaviour and departures from the paper: README, chapter 01 and "Reliability".
 """
 
 from __future__ import annotations
@@ -87,11 +81,7 @@ class MADSConfig(RunConfig):
 
     @model_validator(mode="after")
     def _consistent(self):
-        check_run_settings(self)
-        for name in ("eu_items", "ea_items"):
-            low, high = getattr(self, name)
-            if not 1 <= low <= high:
-                raise ValueError(f"{name} must be (low, high) with 1 <= low <= high, got {(low, high)}")
+        check_run_settings(self, "eu_items", "ea_items")
         if self.min_turns > self.max_turns:
             raise ValueError(f"min_turns ({self.min_turns}) is greater than max_turns ({self.max_turns}); the paper "
                              f"uses min_turns={MADS_TURNS[0]}, max_turns={MADS_TURNS[1]}")
@@ -101,10 +91,6 @@ class MADSConfig(RunConfig):
             warnings.warn(f"turn limits {self.min_turns}-{self.max_turns} differ from the paper's "
                           f"{MADS_TURNS[0]}-{MADS_TURNS[1]}", stacklevel=2)
         return self
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Planning: which persona, theme and attributes each dialogue gets (Algorithm 1, line 2)
 
 
 @dataclass(frozen=True)
@@ -118,10 +104,6 @@ class DialoguePlan:
     @property
     def unit_id(self) -> str:
         return self.dialogue_id
-
-
-def dialogue_id_for(seed: int, index: int) -> str:
-    return f"mads-s{seed}-{index:05d}"
 
 
 def plan_dialogues(personas: Sequence[Persona], themes: Sequence[Theme], num_dialogues: int, seed: int = 0,
@@ -163,15 +145,11 @@ def plan_dialogues(personas: Sequence[Persona], themes: Sequence[Theme], num_dia
         theme_uses[theme.name] += 1
         index = len(plans)
         attributes = sample_attributes(rng_for(seed, "attributes", index), persona, theme)
-        plans.append(DialoguePlan(index, dialogue_id_for(seed, index), persona, theme, attributes))
+        plans.append(DialoguePlan(index, f"mads-s{seed}-{index:05d}", persona, theme, attributes))
     report = {"personas_available": len(personas), "personas_skipped_incompatible": len(skipped),
               "skipped_examples": dict(list(skipped.items())[:5]), "theme_uses": dict(theme_uses),
               "theme_category_uses": dict(category_uses)}
     return plans, report
-
-
-# --------------------------------------------------------------------------------------------------------------
-# One dialogue and its agents
 
 
 @dataclass
@@ -221,9 +199,6 @@ class Target:
     category: str
     detail: str
     mixed: bool = False
-
-    def item_id(self, dialogue_id: str) -> str:
-        return f"{dialogue_id}-{self.task.lower()}{self.number}"
 
 
 class MADSAgents:
@@ -311,7 +286,7 @@ class MADSAgents:
 
     def add_item(self, d: Dialogue, target: Target, reply: ChatResult | LLMError) -> None:
         """The item built from an extraction reply, or its rejection, recorded on the dialogue and counted."""
-        item_id = target.item_id(d.unit_id)
+        item_id = f"{d.unit_id}-{target.task.lower()}{target.number}"
         written = False
         try:
             if isinstance(reply, LLMError):
@@ -336,10 +311,6 @@ class MADSAgents:
         else:
             self.ea_balancer.settle(target.category, written)
             self.qtype_balancer.settle(target.detail, written)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Algorithm 1
 
 
 def mads_dialogue(d: Dialogue, agents: MADSAgents, config: MADSConfig) -> Algorithm:
@@ -376,10 +347,6 @@ def run_dialogue(client: LLMClient, plan: DialoguePlan, config: MADSConfig | Non
     return run_one(client, d, mads_dialogue(d, MADSAgents(config, client.model), config), seed=config.seed)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The batched, resumable run
-
-
 class MADSRun(BatchedRun):
     """Algorithm 1 for one shard of a plan, in lockstep batches; see the module docstring for files and resume."""
 
@@ -405,9 +372,7 @@ class MADSRun(BatchedRun):
     def prepare(self, resume: bool) -> set[str]:
         files = RunFiles("mads", "dialogue", self.out_dir, self.paths["config"], ledger=self.paths["metadata"],
                          id_key="dialogue_id", records=[self.paths[k] for k in ("eu", "ea", "dialogues")],
-                         unit_of=lambda record: record["dialogue_id"],
-                         outputs=[self.paths[k] for k in ("eu", "ea", "dialogues", "metadata", "statistics",
-                                                          "config")])
+                         unit_of=lambda record: record["dialogue_id"], outputs=list(self.paths.values()))
         complete = {r["dialogue_id"] for r in files.prepare(self.settings(), resume)}
         for key in ("eu", "ea"):
             if self.paths[key].is_file():
@@ -436,14 +401,41 @@ class MADSRun(BatchedRun):
             append_jsonl(self.paths["eu"], [i for d in done for i in d.items if i.task == "EU"])
             append_jsonl(self.paths["ea"], [i for d in done for i in d.items if i.task == "EA"])
             append_jsonl(self.paths["metadata"], [self._metadata_record(d) for d in done])  # last: "complete"
-        write_json_atomic(self.paths["statistics"], self.finish(None))
+        self.finish(None)
 
     def finish(self, elapsed_s: float | None) -> dict[str, Any]:
-        stats = mads_statistics(self.out_dir, elapsed_s=elapsed_s, plan_report=self.plan_report,
-                                planned=len(self.plans))
-        stats["quotas"] = resolve_quotas(self.config.quotas)
-        if elapsed_s is not None:
-            write_json_atomic(self.paths["statistics"], stats)
+        """Counts and category distributions of everything the run has written so far (``statistics.json``)."""
+        meta = list(iter_jsonl(self.paths["metadata"]))
+        eu, ea = list(iter_jsonl(self.paths["eu"])), list(iter_jsonl(self.paths["ea"]))
+        usage = Counter()
+        for record in meta:
+            usage.update(record["usage"])
+        rejected = [r for record in meta for r in record["rejected_items"]]
+        ok = [r for r in meta if r["status"] != "failed"]
+        stats = {
+            "dialogues_planned": len(self.plans), "dialogues_written": len(meta),
+            "status": distribution(r["status"] for r in meta),
+            "stop_reasons": distribution(r["stop_reason"] for r in meta),
+            "failure_reasons": distribution(f"{r['error']['stage']}: {r['error']['reason']}"
+                                            for r in meta if r["error"]),
+            "turns_mean": round(sum(r["turns"] for r in ok) / len(ok), 2) if ok else None,
+            "turns_distribution": distribution(str(r["turns"]) for r in ok),
+            "eu_items": len(eu), "ea_items": len(ea),
+            "eu_categories": distribution((i["category"] for i in eu), EU_CATEGORIES),
+            "eu_finegrained": distribution(i["finegrained_category"] for i in eu),
+            "ea_categories": distribution((i["category"] for i in ea), EA_CATEGORIES),
+            "ea_question_types": distribution((i["question_type"] for i in ea), EA_QUESTION_TYPES),
+            "items_rejected": len(rejected),
+            "rejection_reasons": distribution(r["reason"] for r in rejected),
+            "items_repaired": sum(len(record.get("repaired_items", [])) for record in meta),
+            "themes": distribution(r["theme"] for r in meta),
+            "usage": dict(usage),
+            "completion_tokens_per_dialogue": round(usage["completion_tokens"] / len(meta), 1) if meta else None,
+            "elapsed_s_this_session": None if elapsed_s is None else round(elapsed_s, 1),
+            "plan": self.plan_report,
+            "quotas": resolve_quotas(self.config.quotas),
+        }
+        write_json_atomic(self.paths["statistics"], stats)
         return stats
 
     def _dialogue_record(self, d: Dialogue) -> dict[str, Any]:
@@ -466,43 +458,6 @@ class MADSRun(BatchedRun):
             "timings": d.timings, "generator_model": self.client.model, "seed": self.config.seed,
             "batch": self.position[d.unit_id] // self.config.concurrency,
         }
-
-
-def mads_statistics(out_dir: str | Path, *, elapsed_s: float | None = None, plan_report: dict | None = None,
-                    planned: int | None = None) -> dict[str, Any]:
-    """Counts and category distributions of everything a MADS run has written so far."""
-    out_dir = Path(out_dir)
-    paths = {k: out_dir / v for k, v in FILES.items()}
-    meta = list(iter_jsonl(paths["metadata"])) if paths["metadata"].is_file() else []
-    eu = list(iter_jsonl(paths["eu"])) if paths["eu"].is_file() else []
-    ea = list(iter_jsonl(paths["ea"])) if paths["ea"].is_file() else []
-    usage = Counter()
-    for record in meta:
-        usage.update(record["usage"])
-    rejected = [r for record in meta for r in record["rejected_items"]]
-    ok = [r for r in meta if r["status"] != "failed"]
-    stats = {
-        "dialogues_planned": planned, "dialogues_written": len(meta),
-        "status": distribution(r["status"] for r in meta),
-        "stop_reasons": distribution(r["stop_reason"] for r in meta),
-        "failure_reasons": distribution(f"{r['error']['stage']}: {r['error']['reason']}" for r in meta if r["error"]),
-        "turns_mean": round(sum(r["turns"] for r in ok) / len(ok), 2) if ok else None,
-        "turns_distribution": distribution(str(r["turns"]) for r in ok),
-        "eu_items": len(eu), "ea_items": len(ea),
-        "eu_categories": distribution((i["category"] for i in eu), EU_CATEGORIES),
-        "eu_finegrained": distribution(i["finegrained_category"] for i in eu),
-        "ea_categories": distribution((i["category"] for i in ea), EA_CATEGORIES),
-        "ea_question_types": distribution((i["question_type"] for i in ea), EA_QUESTION_TYPES),
-        "items_rejected": len(rejected),
-        "rejection_reasons": distribution(r["reason"] for r in rejected),
-        "items_repaired": sum(len(record.get("repaired_items", [])) for record in meta),
-        "themes": distribution(r["theme"] for r in meta),
-        "usage": dict(usage),
-        "completion_tokens_per_dialogue": round(usage["completion_tokens"] / len(meta), 1) if meta else None,
-        "elapsed_s_this_session": None if elapsed_s is None else round(elapsed_s, 1),
-        "plan": plan_report or {},
-    }
-    return stats
 
 
 def run_mads(client: LLMClient, personas: Sequence[Persona], themes: Sequence[Theme] = THEMES,

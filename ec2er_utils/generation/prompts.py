@@ -1,14 +1,10 @@
 """Every prompt the generation pipelines send (MADS, notebook 01; concise, notebook 02), in one reviewable place.
-
-Placeholders in braces are filled with ``str.format``. Prompts are short on purpose: the embedded 135M model runs
-them on a CPU, and the paper's generator (gpt-oss-20b) needs no more to follow them. Items are requested one at a
-time with a JSON schema (constrained decoding on the local backend, ``response_format`` on a server), so the
-prompts describe the content of each field, not the JSON syntax.
+Short on purpose (the embedded 135M model runs them on a CPU); items come with a JSON schema, so their prompts
+describe each field's content, not the JSON syntax. Placeholders in braces are filled with ``str.format``.
 """
 
 from __future__ import annotations
 
-# --------------------------------------------------------------------------------------------------------------
 # Category guides (what each EmoBench category asks for)
 
 EU_CATEGORY_GUIDE: dict[str, str] = {
@@ -45,7 +41,6 @@ EA_QUESTION_TYPE_GUIDE: dict[str, str] = {
     "Response": "what the subject should say",
 }
 
-# --------------------------------------------------------------------------------------------------------------
 # Background narratives
 
 BACKGROUND_SYSTEM = ("You write realistic background narratives for therapy role-plays. Write in the third person, "
@@ -69,7 +64,6 @@ Traits and circumstances to weave in naturally, without listing them:
 
 Give the client a first name. Say who is involved, what just happened and why it is hard for them."""
 
-# --------------------------------------------------------------------------------------------------------------
 # The two speakers
 
 CLIENT_SYSTEM = """You are role-playing a therapy client. Stay in character: speak in the first person as the \
@@ -93,7 +87,6 @@ of at most {max_words} words and do not speak for the client.
 What you know about the client:
 {background}"""
 
-# --------------------------------------------------------------------------------------------------------------
 # The supervisor (MADS only)
 
 # Steering (our reading of §3.2's "orchestrator that enforces coherence"): what each unmet criterion of the last
@@ -120,7 +113,6 @@ Judge this dialogue. Mark a criterion true only if the dialogue itself shows it:
 - dilemma: the client faces a genuine dilemma or decision point
 Give a one-sentence reason first, then the four judgements."""
 
-# --------------------------------------------------------------------------------------------------------------
 # Extraction agents (MADS): EmoBench-format items, one per request
 
 EXTRACTOR_SYSTEM = ("You write multiple-choice questions in the style of the EmoBench benchmark from therapy "
@@ -158,7 +150,6 @@ Question type: {question_type} - {question_type_guide}.
 - explanation: step-by-step reasoning about the emotions involved that shows why the best choice is the most \
 effective."""
 
-# --------------------------------------------------------------------------------------------------------------
 # Concise pipeline: generic MCQ records (paper §3.3), generated inline from background + conversation
 
 CONCISE_EU_USER = """{context}

@@ -1,16 +1,11 @@
-"""The files of a generation run and the rules that make it resumable (shared by MADS and concise).
-
-A unit (a MADS dialogue, a concise persona) is complete once its record is in the run's ledger; a resumed run keeps
-complete units, removes everything of incomplete ones, and runs again the units that met a transport failure.
-:class:`UnreachableWatch` stops a run whose model has gone away instead of failing every remaining unit; a run in
-which every unit failed ends in :class:`RunFailed`.
+"""The files of a generation run and the rules that make it resumable (shared by MADS and concise), and the errors
+that end a broken run (:class:`ModelUnreachable`, :class:`RunFailed`). README: "Reliability".
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,18 +16,10 @@ from ..jsonl import JSONLError, iter_jsonl, read_json, repair_jsonl_tail, write_
 from ..llm import LLMRequestError
 
 
-# The settings a resumed run may change: how often it saves, where its inputs and files are, whether it resumes, and
-# the generator's backend, server address and top_p (never compared: they were outside the run's config before it
-# took in the generator's settings, and a saved run_config.json may lack them).
+# The settings a resumed run may change (backend, base_url and top_p: a run_config.json saved before the run's config
+# took in the generator's settings lacks them).
 RESUMABLE = ("checkpoint_every", "resume", "personas_file", "themes_file", "output_dir", "backend", "base_url",
              "top_p")
-
-
-def config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: Iterable[str] = ()) -> list[str]:
-    """The settings that differ between a saved run and this one (``ignore``: settings safe to change)."""
-    skip = set(ignore)
-    keys = sorted((set(saved) | set(current)) - skip)
-    return [f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
 
 
 def keep_records(path: Path, keep: Callable[[dict], bool]) -> int:
@@ -55,16 +42,6 @@ def fingerprint(values: Iterable[Any]) -> str:
     for value in values:
         digest.update(json.dumps(value, sort_keys=True, default=str).encode("utf-8"))
     return digest.hexdigest()[:16]
-
-
-def remove_outputs(paths: Iterable[Path]) -> list[Path]:
-    """Delete a previous run's files before a fresh run; returns the ones that existed."""
-    removed = []
-    for path in paths:
-        if path.exists():
-            os.remove(path)
-            removed.append(path)
-    return removed
 
 
 # What a request that never got an answer ends in: connection refused or reset, HTTP 429/5xx or a timeout, after the
@@ -102,15 +79,9 @@ def failed_run(unit: str, out_dir: Path, errors: Sequence[Mapping[str, str]]) ->
 
 class UnreachableWatch:
     """Stops a run whose model has gone away (server killed, network down) instead of letting every remaining unit
-    fail only after the client's full retry sequence (seconds per request).
-
-    After each batch, :meth:`tripped` counts its new units in order; once ``limit`` in a row failed in transport on
-    their own request (background or turn: :data:`TRANSPORT_FAILURE`), the run saves its files and raises
-    :meth:`error` (a :class:`ModelUnreachable` saying how to resume). A unit that got its answers resets the count,
-    so single failing units between answered ones do not stop a run. The default limit, two full batches, lets a
-    short outage pass within one batch. (A server that never answered stops the run at its first request instead:
-    the client raises :class:`~ec2er_utils.llm.LLMFatalError`.)
-    """
+    fail only after the client's full retry sequence: once ``limit`` units in a row (default: two full batches)
+    failed in transport on their own request, :meth:`tripped` is True and the run raises :meth:`error`. A unit that
+    got its answers resets the count."""
 
     def __init__(self, unit: str, out_dir: Path, concurrency: int, limit: int | None = None):
         self.unit, self.out_dir = unit, out_dir
@@ -139,13 +110,9 @@ class UnreachableWatch:
 
 @dataclass
 class RunFiles:
-    """The files of one generation run and the rules that make it resumable (shared by MADS and concise).
-
-    A unit (a MADS dialogue, a concise persona) is complete once its record is in the ``ledger``, which is written
-    after the unit's other records: ``metadata.jsonl`` for MADS (JSON lines, appended and fsynced) or
-    ``personas_checkpoint.json`` for concise (a JSON list, replaced atomically). ``records`` are the JSONL files
-    whose lines belong to a unit; ``unit_of(record)`` gives that unit's id, ``id_key`` names it in a ledger record.
-    """
+    """The files of one generation run. A unit (a MADS dialogue, a concise persona) is complete once its record is in
+    the ``ledger``, written after its other ``records`` (JSONL lines whose unit is ``unit_of(record)``); ``id_key``
+    names the unit in a ledger record."""
 
     label: str  # "mads" or "concise": prefixes what is printed
     unit: str  # "dialogue" or "persona"
@@ -161,19 +128,21 @@ class RunFiles:
         """Start a fresh run (removing a previous run's files) or make an interrupted one ready to continue;
         returns the ledger records of the complete units, in file order.
 
-        Resuming refuses changed settings (except :data:`RESUMABLE`: ``checkpoint_every``, paths, the server), deletes
-        the temporary file of an interrupted atomic write, cuts a partial last line (a process killed mid-append), takes
-        units that met a transport failure out of the ledger so they run again (the ledger first: a crash right after
-        leaves them incomplete, never half-removed), then drops every record of a unit that is not complete. Damage
-        inside a file raises :class:`~ec2er_utils.jsonl.JSONLError` naming the file, the line and the fix.
+        Resuming refuses changed settings (except :data:`RESUMABLE`), deletes the temporary file of an interrupted
+        atomic write, cuts a partial last line, takes units that met a transport failure out of the ledger (first:
+        a crash right after leaves them incomplete, never half-removed) and drops every record of incomplete units.
         """
         if not resume:
-            removed = remove_outputs(self.outputs)
+            removed = [path for path in self.outputs if path.exists()]
+            for path in removed:
+                path.unlink()
             if removed:
                 print(f"[{self.label}] fresh run: removed {len(removed)} file(s) of a previous run in {self.out_dir}")
         elif self.config.is_file():
-            differences = config_mismatch(self._explained(read_json, self.config), settings,
-                                          ignore=RESUMABLE)
+            saved = self._explained(read_json, self.config)
+            differences = [f"{k}: saved {saved.get(k)!r}, now {settings.get(k)!r}"
+                           for k in sorted((set(saved) | set(settings)) - set(RESUMABLE))
+                           if saved.get(k) != settings.get(k)]
             if differences:
                 raise ValueError(f"cannot resume the run in {self.out_dir}: settings changed "
                                  f"({'; '.join(differences)}). Use the saved settings to resume, or resume=False "

@@ -1,14 +1,6 @@
-"""The batched, resumable run around an algorithm (shared by MADS and concise).
-
-A run takes its planned units (dialogues or personas), keeps this shard's, and runs them ``concurrency`` at a time
-through :func:`~ec2er_utils.generation.lockstep.run_lockstep`. Every ``checkpoint_every`` units the results are
-appended to the run's files; a resumed run skips complete units (:class:`~.run_files.RunFiles`), and a run whose
-model went away stops with :class:`~.run_files.ModelUnreachable`. The pipelines supply what differs: how a unit
-starts, what its records are, and how its items are counted for balancing.
-
-A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`: API key rejected, unknown model, no server) stops
-the run at once: the units finished before it are saved, the batch it hit is not recorded at all (no unit is
-written as failed for it). A run in which every unit failed ends in :class:`~.run_files.RunFailed`.
+"""The batched, resumable run around an algorithm (shared by MADS and concise): this shard's planned units,
+``concurrency`` at a time through :func:`~.lockstep.run_lockstep`, appended to the run's files every
+``checkpoint_every`` units. What a run does when something breaks: README, "Reliability".
 """
 
 from __future__ import annotations
@@ -65,12 +57,13 @@ def run_folder(config: RunConfig, base: str | Path | None = None) -> Path:
     return folder
 
 
-def check_run_settings(config: Any) -> None:
-    """The checks MADS and concise configs share: ``background_words`` is (low, high) with 1 <= low <= high, the
-    quotas name real categories, and ``shard_index`` names one of ``num_shards`` shards."""
-    low, high = config.background_words
-    if not 1 <= low <= high:
-        raise ValueError(f"background_words must be (low, high) with 1 <= low <= high, got {(low, high)}")
+def check_run_settings(config: Any, *ranges: str) -> None:
+    """The checks MADS and concise configs share: ``background_words`` (and any of ``ranges``) is (low, high) with
+    1 <= low <= high, the quotas name real categories, and ``shard_index`` names one of ``num_shards`` shards."""
+    for name in ("background_words", *ranges):
+        low, high = getattr(config, name)
+        if not 1 <= low <= high:
+            raise ValueError(f"{name} must be (low, high) with 1 <= low <= high, got {(low, high)}")
     resolve_quotas(config.quotas)
     if config.shard_index >= config.num_shards:
         raise ValueError(f"need 0 <= shard_index < num_shards, got shard_index={config.shard_index}, "
@@ -90,8 +83,6 @@ class BatchedRun:
         self.all_plans = list(plans)
         self.plans = [p for p in self.all_plans if p.index % config.num_shards == config.shard_index]
         self.out_dir = Path(out_dir)
-
-    # -- what a pipeline defines ------------------------------------------------------------------------------
 
     def prepare(self, resume: bool) -> set[str]:
         """Make the files ready (fresh or resumed); return the ids of complete units, whose items are counted."""
@@ -118,14 +109,10 @@ class BatchedRun:
         """The run's statistics (and any final files)."""
         raise NotImplementedError
 
-    # -- the loop ---------------------------------------------------------------------------------------------
-
     def run(self, resume: bool = False) -> dict[str, Any]:
-        """Run the shard's units not yet complete; returns :meth:`finish`'s statistics with this session's
-        throughput added: ``completed_this_session`` and ``failed_this_session`` (units this call generated), and
-        ``completed_per_hour``, the completed units per hour of this call's wall time. Failed units are not counted
-        in it: a run whose every request fails is not fast, it is broken (and raises
-        :class:`~.run_files.RunFailed`)."""
+        """Run the shard's units not yet complete; returns :meth:`finish`'s statistics with this call's
+        ``completed_this_session``, ``failed_this_session`` and ``completed_per_hour`` (completed units only). A
+        fatal client error saves the finished units and records none of its batch as failed."""
         from tqdm.auto import tqdm
 
         complete = self.prepare(resume)

@@ -1,8 +1,5 @@
-"""Dialogue transcripts: removing turns in which a speaker repeats themselves without new information (§3.3).
-
-Turns are ``{"speaker": ..., "text": ...}`` dicts as dialogue generation writes them (speaker tags CLIENT /
-THERAPIST, ``taxonomy.SPEAKER_TAGS``).
-"""
+"""Dialogue transcripts: removing turns (``{"speaker": ..., "text": ...}`` dicts) in which a speaker repeats
+themselves without new information (§3.3)."""
 
 from __future__ import annotations
 
