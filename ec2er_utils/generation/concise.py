@@ -115,8 +115,7 @@ class ConciseAgents:
         user = template.format(context=context, category=category, category_guide=guide[category])
         return Request("items", [{"role": "system", "content": prompts.EXTRACTOR_SYSTEM},
                                  {"role": "user", "content": user}], self.config.temperature,
-                       self.config.item_max_tokens,
-                       schema=self.schemas[task], timing="items_s", last=True)
+                       self.config.item_max_tokens, schema=self.schemas[task], timing="items_s", last=True)
 
     def add_item(self, c: Conversation, task: str, number: int, category: str,
                  reply: ChatResult | LLMError) -> None:

@@ -36,13 +36,10 @@ EU_FINEGRAINED: dict[str, tuple[str, ...]] = {
 }
 EMOTION_OPTIONS: tuple[str, ...] = tuple(label.capitalize() for label in EMOTION_LABELS)
 
-# Text fields get a maxLength of about max_tokens * CHARS_PER_TOKEN characters (shared between fields), so that a
-# constrained reply can close its JSON before max_tokens. English prose runs ~4 characters per token, but small
-# models often write short tokens; 2 leaves that margin.
+# Text fields share about max_tokens * CHARS_PER_TOKEN characters, so that a constrained reply can close its JSON
+# before max_tokens (English runs ~4 characters per token, but small models often write short tokens).
 CHARS_PER_TOKEN = 2.0
-# Scenario word limits become string lengths at ~6 characters per English word (5 letters + a space): a scenario of
-# ``min_words * CHARS_PER_WORD`` characters usually holds ``min_words`` words, so drafts can pass the 50-500-word
-# filter of notebook 03 (``taxonomy.SCENARIO_WORDS``, §3.3). Words are counted by that filter, not here.
+# Word limits become string lengths at ~6 characters per English word (5 letters + a space).
 CHARS_PER_WORD = 6
 OTHER_FIELDS_MIN_CHARS = 100  # explanations and options need at least this much room beside the scenario
 
@@ -117,11 +114,8 @@ _WORD_CHAR = r'[^\s{}\[\]"\\]'  # no whitespace, no JSON syntax
 
 
 def _prose(max_chars: int, min_words: int = 1) -> dict[str, Any]:
-    """Prose of at least ``min_words`` words as a regular expression the decoder follows: the structural part of
-    chapter 03's quality rules (it starts with a letter or digit, has enough words, holds no JSON syntax), so a
-    small model cannot write the fragments and JSON remnants those rules drop. What a grammar cannot judge
-    (non-words, repeats, a phrase cut off) stays the rules' job. xgrammar ignores minLength/maxLength beside a
-    pattern, so the length is bounded in words of at most 24 characters."""
+    """Prose of at least ``min_words`` words as a pattern the decoder follows (README, chapter 03). xgrammar ignores
+    minLength/maxLength beside a pattern, so the length is bounded in words of at most 24 characters."""
     max_words = max(min_words, max_chars // CHARS_PER_WORD)
     first, word = f"[A-Za-z0-9]{_WORD_CHAR}{{0,23}}", f"{_WORD_CHAR}{{1,24}}"
     return {"type": "string", "pattern": f"^{first}( {word}){{{min_words - 1},{max_words - 1}}}$"}
@@ -223,8 +217,7 @@ class ItemRejected(ValueError):
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+        self.reason, self.detail = reason, detail
 
 
 def _distinct(options: Sequence[str], what: str) -> list[str]:

@@ -78,9 +78,8 @@ def run_lockstep(client: LLMClient, runs: Sequence[tuple[Conversation, Algorithm
         elapsed = time.perf_counter() - started
         answered: dict[int, dict[int, Reply]] = {}
         for (n, k, _request), reply in zip(batch, replies, strict=True):
-            conversation = runs[n][0]
             used = getattr(reply, "usage", None) or Usage()
-            conversation.usage.add(used.prompt_tokens, used.completion_tokens, used.calls or 1)
+            runs[n][0].usage.add(used.prompt_tokens, used.completion_tokens, used.calls or 1)
             answered.setdefault(n, {})[k] = reply
         for n, replies_of_n in answered.items():
             conversation, algorithm = runs[n]

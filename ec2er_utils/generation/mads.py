@@ -203,8 +203,7 @@ class Target:
 
 class MADSAgents:
     """The requests of each agent (Background, Client, Therapist, Supervisor, EU and EA extraction) for one run's
-    settings; the extraction agents also turn replies into items, and choose what to ask for (the least
-    represented categories so far)."""
+    settings; the extraction agents also choose what to ask for and turn replies into items."""
 
     def __init__(self, config: MADSConfig, generator_model: str):
         self.config, self.generator_model = config, generator_model
@@ -280,8 +279,7 @@ class MADSAgents:
         return Request("items", [{"role": "system", "content": prompts.EXTRACTOR_SYSTEM},
                                  {"role": "user", "content": user}],
                        self.config.temperature, self.config.item_max_tokens,
-                       schema=self.schemas["EU-mixed" if target.mixed else target.task],
-                       timing="extraction_s",
+                       schema=self.schemas["EU-mixed" if target.mixed else target.task], timing="extraction_s",
                        last=True)
 
     def add_item(self, d: Dialogue, target: Target, reply: ChatResult | LLMError) -> None:

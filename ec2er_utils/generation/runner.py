@@ -24,8 +24,7 @@ from .run_files import UnreachableWatch, failed_run
 
 class RunConfig(GeneratorConfig):
     """The settings every generation run has, on top of the generator's (:class:`~.client.GeneratorConfig`): its
-    inputs and output folder, resuming, shards and quotas. ``MADSConfig`` and ``ConciseConfig`` extend it with their
-    algorithm's settings; the run's ``settings`` compare them on resume (except :data:`~.run_files.RESUMABLE`)."""
+    inputs and output folder, resuming, shards and quotas. ``MADSConfig`` and ``ConciseConfig`` extend it."""
 
     folder: ClassVar[str] = "generation"  # the run's folder under data/ ("mads", "concise")
 
@@ -173,13 +172,8 @@ class BatchedRun:
 
 def run_plan(num_dialogues: int, dialogues_per_hour_per_server: float, *, servers: int = 1,
              shards: int | None = None) -> dict[str, Any]:
-    """Wall-clock hours for a run, from a *measured* per-server rate (e.g. ``benchmarks/generation.py``); for
-    concise, read "dialogues" as personas.
-
-    Shards split the dialogues over machines or Colab sessions; each shard needs its own server(s), so the hours
-    are the dialogues per shard divided by that shard's rate. Nothing here is measured: it is arithmetic on the
-    figure you pass in.
-    """
+    """Wall-clock hours for a run, from a *measured* per-server rate (e.g. ``benchmarks/generation.py``; for concise,
+    read "dialogues" as personas): the dialogues per shard divided by the rate of that shard's own server(s)."""
     if dialogues_per_hour_per_server <= 0:
         raise ValueError("dialogues_per_hour_per_server must be > 0 (measure it first)")
     shards = shards or servers
