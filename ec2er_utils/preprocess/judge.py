@@ -1,12 +1,8 @@
 """The quality gate's LLM judge (§3.3: "questions are grammatical and unambiguous, and distractors ... plausible
-but distinctly wrong"): a model behind :func:`ec2er_utils.llm.make_client` scores every question of every item
-against a rubric (:class:`JudgeVerdict`, greedy). Four criteria from 1 to 5; a question's score is their mean mapped
-to 0-1, ``(mean - 1) / 4``, and an item's is its weakest question's. Items below the threshold are dropped
-(``judge_below_threshold``) unless the ``min_keep`` floor keeps them; a reply still invalid after the client's
-re-asks is a drop, ``judge_error``; an unreachable judge raises :class:`JudgeUnavailable` instead of dropping every
-item. What it means for the demo, and the departure from the paper: README, chapter 03.
+but distinctly wrong"): a model behind :func:`ec2er_utils.llm.make_client` scores every question of every item on
+a four-criterion rubric (:class:`JudgeVerdict`, greedy); an item scores as its weakest question. What it means for
+the demo, and the departure from the paper: README, chapter 03.
 """
-
 from __future__ import annotations
 
 import time

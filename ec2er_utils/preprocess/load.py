@@ -1,10 +1,7 @@
-"""Step 1: find the generators' JSONL files and read every line as a :class:`~ec2er_utils.schemas.DatasetItem`.
-
-Both generators write ``DatasetItem`` records (MADS: ``source_format`` "emobench_eu" / "emobench_ea"; concise:
-"mcq"), so reading is validation only. Each input also covers the shards of a sharded generation run,
-``<folder>/shard-*/<name>`` beside ``<folder>/<name>``: they are read too, no merge step needed.
+"""Step 1: find the generators' JSONL files (with the shards of a sharded run, ``<folder>/shard-*/<name>`` beside
+``<folder>/<name>``) and read every line as a :class:`~ec2er_utils.schemas.DatasetItem`, the record both generators
+write, so reading is validation only.
 """
-
 from __future__ import annotations
 
 import glob
