@@ -125,17 +125,15 @@ def balance_answer_positions(items: Sequence[DatasetItem], *, seed: int = 0) -> 
     (``notes["rewritten_citations"]``: item ids). Drops nothing; ``notes`` hold the letter counts and chi-square
     tests before and after.
     """
-    before = answer_letter_counts(items)
-    ranked: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    ranked: dict[tuple[str, str, int], list[tuple[int, int]]] = defaultdict(list)
     for index, item in enumerate(items):
         for slot, options, _, _ in question_slots(item):
-            ranked[f"{_position_group(item, slot, len(options))}|{slot}"].append(
-                (derived_seed(seed, item.item_id, slot), index))
+            key = (_position_group(item, slot, len(options)), slot, len(options))
+            ranked[key].append((derived_seed(seed, item.item_id, slot), index))
     target: dict[tuple[int, str], int] = {}
-    for key, members in ranked.items():
-        n_options = int(key.split("|")[0].rsplit("/", 1)[1])
+    for (_, slot, n_options), members in ranked.items():
         for rank, (_, index) in enumerate(sorted(members)):
-            target[(index, key.split("|")[1])] = rank % n_options
+            target[(index, slot)] = rank % n_options
     out, rewritten = [], []
     for index, item in enumerate(items):
         orders, explanations = {}, {}
@@ -153,7 +151,7 @@ def balance_answer_positions(items: Sequence[DatasetItem], *, seed: int = 0) -> 
             rewritten.append(item.item_id)
             new = _with_explanations(new, explanations)
         out.append(new)
-    after = answer_letter_counts(out)
-    notes = {"seed": seed, "before": letter_uniformity(before), "after": letter_uniformity(after),
+    notes = {"seed": seed, "before": letter_uniformity(answer_letter_counts(items)),
+             "after": letter_uniformity(answer_letter_counts(out)),
              "rewritten_citations": rewritten}
     return StepResult(out, StepReport(step="answer positions", n_in=len(items), n_out=len(out), notes=notes))

@@ -130,6 +130,5 @@ def load_items(inputs: Sequence[str] | None = None, *, on_error: OnError = "skip
             renamed[new_id] = item.source
             item = item.model_copy(update={"item_id": new_id})
         kept.append(item)
-    n_in = sum(f["lines"] for f in files.values())
-    return StepResult(kept, StepReport(step="load", n_in=n_in, n_out=len(kept), dropped=dropped,
-                                       notes={"files": files, "renamed_ids": renamed}))
+    return StepResult(kept, StepReport(step="load", n_in=sum(f["lines"] for f in files.values()), n_out=len(kept),
+                                       dropped=dropped, notes={"files": files, "renamed_ids": renamed}))

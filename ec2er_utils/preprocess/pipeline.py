@@ -99,15 +99,10 @@ class PreprocessRun:
 
 def run_preprocess(config: PreprocessConfig | None = None, *, references: Sequence[tuple[str, str]] | None = None,
                    judge: LLMClient | None = None) -> PreprocessRun:
-    """Chapter 03: load the generators' items, run steps 2-8, the §3.4 review step
-    (:func:`~ec2er_utils.preprocess.review.review_step`: sample and blank sheets; the annotators' verdicts once
-    ``config.review_sheets`` names them), split, and save to ``config.output_dir``.
-
-    ``references`` are the ``(id, scenario)`` pairs to decontaminate against; by default EmoBench's English
-    scenarios (:func:`~ec2er_utils.preprocess.decontaminate.load_emobench_scenarios`, ``config.emobench_dir``).
-    ``judge`` is the LLM judge's client; by default one made from ``config.judge_backend``.
+    """Chapter 03: load the generators' items, run steps 2-8, the §3.4 review step (:func:`.review.review_step`),
+    split, and save to ``config.output_dir``. ``references``: the ``(id, scenario)`` pairs to decontaminate against
+    (default: EmoBench's English scenarios); ``judge``: the judge's client (default: from ``config.judge_backend``).
     """
-
     config = config or PreprocessConfig()
     items, load_report = load_items(config.inputs, on_error=config.on_error)
     if references is None:

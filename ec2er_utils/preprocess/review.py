@@ -19,7 +19,7 @@ from ..formatting import EU_CAUSE_QUESTION, LETTERS
 from ..paths import data_dir
 from ..schemas import DatasetItem
 from ..taxonomy import PAPER_KAPPA, PAPER_REVIEW_SIZE
-from .questions import question_slots
+from .questions import lettered, question_slots
 from .split import processed_dir
 from .steps import StepReport, StepResult, drop
 
@@ -79,10 +79,6 @@ def sample_for_review(items: Sequence[DatasetItem], n: int = PAPER_REVIEW_SIZE, 
     return [items[i] for i in sorted(chosen)]
 
 
-def _lettered(options: Sequence[str]) -> str:
-    return "\n".join(f"{LETTERS[i]}) {text}" for i, text in enumerate(options))
-
-
 def sheet_row(item: DatasetItem) -> dict[str, str]:
     """An item as a sheet row: what it asks (options lettered, one per line) and empty judgement columns."""
     row = dict.fromkeys((*ITEM_COLUMNS, *JUDGEMENT_COLUMNS), "")
@@ -90,7 +86,7 @@ def sheet_row(item: DatasetItem) -> dict[str, str]:
     for slot, options, answer, explanation in question_slots(item):
         prefix = "" if slot == "main" else "cause_"
         question = item.question if slot == "main" else EU_CAUSE_QUESTION.format(subject=item.subject)
-        row.update({f"{prefix}question": question, f"{prefix}options": _lettered(options),
+        row.update({f"{prefix}question": question, f"{prefix}options": lettered(options),
                     f"{prefix}answer": (f"{LETTERS[options.index(answer)]}) " if answer in options else "") + answer,
                     f"{prefix}explanation": explanation})
     return row
@@ -224,10 +220,10 @@ def read_review_sheet(path: str | os.PathLike) -> list[Annotation]:
             raise ReviewSheetError(f"{where}: {', '.join(empty)} not filled in; every row needs label_correct, "
                                    f"explanation_valid, ambiguous and confidence. {SHEET_GUIDE}")
         try:
-            confidence = int(float(row["confidence"]))
+            confidence = float(row["confidence"])
         except ValueError:
             confidence = None
-        if confidence is None or not low <= confidence <= high or float(row["confidence"]) != confidence:
+        if confidence not in range(low, high + 1):  # a whole number: 3.0 is in the range, 3.5 is not
             raise ReviewSheetError(f"{where}, column 'confidence': {row['confidence']!r} is not a whole number "
                                    f"from {low} to {high}")
         issue = row.get("issue", "").strip()
@@ -239,7 +235,7 @@ def read_review_sheet(path: str | os.PathLike) -> list[Annotation]:
         annotations.append(Annotation(
             item_id=row["item_id"], label_correct=_flag(row["label_correct"], where, "label_correct"),
             explanation_valid=_flag(row["explanation_valid"], where, "explanation_valid"),
-            ambiguous=_flag(row["ambiguous"], where, "ambiguous"), confidence=confidence, issue=issue,
+            ambiguous=_flag(row["ambiguous"], where, "ambiguous"), confidence=int(confidence), issue=issue,
             notes=row.get("notes", "").strip()))
     return annotations
 
