@@ -14,6 +14,7 @@ from ..formatting import LETTERS
 from ..schemas import EA_CHOICES, EU_CAUSE_CHOICES, EU_EMOTION_CHOICES, DatasetItem
 from ..taxonomy import SCENARIO_WORDS, TASK_CATEGORIES, is_known_emotion, split_emotion_label
 from ..words import content_words
+from .dedup import normalise_for_matching
 from .questions import is_emotion_question, question_slots
 from .steps import StepResult, run_check, run_steps
 
@@ -96,10 +97,6 @@ def check_required_fields(items: Sequence[DatasetItem]) -> StepResult:
     return run_check("required fields", items, check)
 
 
-def _normal(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
 def letter_answer(answer: str, options: Sequence[str]) -> tuple[str | None, str]:
     """The option a letter answer names ("B", "(B)", "Option B", "B) Relief"), or None and why not.
 
@@ -114,7 +111,7 @@ def letter_answer(answer: str, options: Sequence[str]) -> tuple[str | None, str]
         return None, f"letter {letter} but only {len(options)} options"
     if any(re.fullmatch(r"\(?[A-Ha-h]\)?", o.strip()) for o in options):
         return None, "the options themselves are letters, so the letter is ambiguous"
-    if text and _normal(text) != _normal(options[index]):
+    if text and normalise_for_matching(text) != normalise_for_matching(options[index]):
         return None, f"letter {letter} is {options[index]!r}, not {text!r}"
     return options[index], f"letter {letter}"
 
@@ -131,7 +128,7 @@ def check_answer_in_options(items: Sequence[DatasetItem]) -> StepResult:
         for slot, options, answer, _ in question_slots(item):
             if answer in options:
                 continue
-            same = [o for o in options if _normal(o) == _normal(answer)]
+            same = [o for o in options if normalise_for_matching(o) == normalise_for_matching(answer)]
             if not same:
                 mapped, why = letter_answer(answer, options)
                 if mapped is None:
@@ -161,7 +158,7 @@ def check_options_distinct(items: Sequence[DatasetItem]) -> StepResult:
     """No two options of a question are the same (casefolded, whitespace-collapsed), none is empty."""
     def check(item: DatasetItem):
         for slot, options, _, _ in question_slots(item):
-            normal = [_normal(o) for o in options]
+            normal = [normalise_for_matching(o) for o in options]
             if any(not o for o in normal):
                 return "duplicate_options", f"{slot} has an empty option"
             repeated = [o for o, n in Counter(normal).items() if n > 1]

@@ -133,8 +133,8 @@ class ReviewForm:
         choice = ["", "yes", "no"]
         self.widgets = {name: widgets.ToggleButtons(options=choice, description=name)
                         for name in ("label_correct", "explanation_valid", "ambiguous")}
-        self.widgets["confidence"] = widgets.ToggleButtons(options=["", *map(str, range(CONFIDENCE_SCALE[0],
-                                                                                        CONFIDENCE_SCALE[1] + 1))],
+        low, high = CONFIDENCE_SCALE
+        self.widgets["confidence"] = widgets.ToggleButtons(options=["", *map(str, range(low, high + 1))],
                                                            description="confidence")
         self.widgets["issue"] = widgets.Dropdown(options=["", *ISSUES], description="issue")
         self.widgets["notes"] = widgets.Textarea(description="notes")
