@@ -177,11 +177,6 @@ class ReviewForm:
         display(self.box)
 
 
-def review_form(path: str | os.PathLike) -> ReviewForm:
-    """The :class:`ReviewForm` for the sheet at ``path`` (written by :func:`write_review_sheet`)."""
-    return ReviewForm(path)
-
-
 def _flag(value: str, where: str, column: str) -> bool:
     text = value.strip().casefold()
     if text in _YES:
