@@ -12,7 +12,6 @@ from ec2er_utils.preprocess.dedup import (
     SimilarPair,
     best_reference_matches,
     candidate_pairs,
-    duplicates_of_earlier,
     first_occurrences,
     minhash_signatures,
     normalise_for_matching,
@@ -80,11 +79,11 @@ def test_first_occurrence_keeps_the_earliest_and_breaks_chains():
     assert verdict[2] == SimilarPair(0, 2, 0.91)
 
 
-def test_duplicates_of_earlier_marks_exact_and_near_copies():
+def test_first_occurrences_marks_exact_and_near_copies():
     base = "Maria waited two hours at the airport for her brother who never called to say the flight was late"
     texts = [base, base.replace("two hours", "two hour"), "Something else entirely happened on a different day",
              base]
-    verdict = duplicates_of_earlier(texts, 0.9)
+    verdict = first_occurrences(texts, similar_pairs(texts, 0.9))
     assert verdict[0] is None and verdict[2] is None
     assert verdict[1].first == 0 and verdict[1].similarity >= 0.9
     assert verdict[3].first == 0 and verdict[3].similarity == 1.0
@@ -105,12 +104,6 @@ def test_short_and_empty_texts_are_handled():
     pairs = {(p.first, p.second) for p in similar_pairs(texts, 0.9, method="lsh")}
     assert pairs == {(0, 1), (2, 3), (4, 5)}
     assert similar_pairs([], method="lsh") == [] and similar_pairs(["only"], method="lsh") == []
-
-
-def test_candidate_probability_matches_the_banding_formula():
-    params = LSHParams(rows=3, bands=60)
-    assert params.candidate_probability(0.5) == pytest.approx(1 - (1 - 0.125) ** 60)
-    assert params.candidate_probability(0.5) > 0.999 and params.candidate_probability(0.05) < 0.01
 
 
 def test_bad_threshold_or_method_is_refused():

@@ -119,7 +119,7 @@ def test_a_sheet_round_trip(tmp_path):
 def test_the_jupyter_form_fills_in_a_sheet(tmp_path):
     path = tmp_path / "annotator_1.csv"
     review.write_review_sheet([eu_item(), ea_item()], path)
-    form = review.review_form(path)
+    form = review.ReviewForm(path)
     assert "Dorea had spent" in form.item.value and form.position.value.startswith("item 1 of 2")
     answers = [{"label_correct": "yes", "explanation_valid": "yes", "ambiguous": "no", "confidence": "5"},
                {"label_correct": "no", "explanation_valid": "yes", "ambiguous": "yes", "confidence": "2",

@@ -1,13 +1,8 @@
 """Steps 7 and 8, balance: no sub-category above 1.5x its expected share (§3.3), and gold answer letters uniform.
 
-The expected share of each sub-category is uniform (1/4 of its task), the paper's target. The generators already
-ask for the least represented category and, with quotas, only for categories below them (the paper's
-reject-and-regenerate); this cap drops, after the fact, the excess of whatever is still uneven (items from
-elsewhere, say): the earliest items of a sub-category are kept (generation order), later ones above the cap. A
-``min_cap`` floor keeps tiny demo runs from being emptied by integer rounding; it never binds at paper scale.
-Departures from the paper: README, chapter 03.
+The expected share of each sub-category is uniform (1/4 of its task), the paper's target. Why the cap runs after
+generation's quotas, and its ``min_cap`` floor for tiny demo runs: README, chapter 03.
 """
-
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -26,14 +21,11 @@ from .steps import StepReport, StepResult, drop
 def category_cap(counts: Sequence[int], ratio: float = CATEGORY_CAP_RATIO, min_cap: int = 0) -> int:
     """The largest per-category count m such that, with every category cut to min(count, m), no category holds
     more than ``ratio`` times its expected share (1/len(counts)) of the total; at least ``min_cap``."""
-    k = len(counts)
-    best = 0
-    for m in range(max(counts, default=0), -1, -1):
+    for m in range(max(counts, default=0), 0, -1):
         total = sum(min(c, m) for c in counts)
-        if all(min(c, m) <= ratio * total / k + 1e-9 for c in counts):
-            best = m
-            break
-    return max(best, min_cap)
+        if all(min(c, m) <= ratio * total / len(counts) + 1e-9 for c in counts):
+            return max(m, min_cap)
+    return max(0, min_cap)
 
 
 def category_counts(items: Iterable[DatasetItem]) -> dict[str, dict[str, int]]:
@@ -56,8 +48,7 @@ def balance_categories(items: Sequence[DatasetItem], *, ratio: float | None = CA
     if ratio is None:
         return StepResult(list(items), StepReport(step="category balance", n_in=len(items), n_out=len(items),
                                                   notes={"disabled": True, "before": before, "after": before}))
-    caps = {}
-    floor_used = {}
+    caps, floor_used = {}, {}
     for task, categories in TASK_CATEGORIES.items():
         counts = [before[task][c] for c in categories]
         caps[task] = category_cap(counts, ratio, min_cap)
@@ -104,13 +95,10 @@ def letter_uniformity(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, 
 
     out = {}
     for group, letters in counts.items():
-        observed = list(letters.values())
-        n = sum(observed)
-        if n == 0:
-            out[group] = {"n": 0, "counts": letters, "chi2": None, "p_value": None}
-            continue
-        result = chisquare(observed)
-        out[group] = {"n": n, "counts": letters, "chi2": float(result.statistic), "p_value": float(result.pvalue)}
+        out[group] = {"n": sum(letters.values()), "counts": letters, "chi2": None, "p_value": None}
+        if out[group]["n"]:
+            result = chisquare(list(letters.values()))
+            out[group].update(chi2=float(result.statistic), p_value=float(result.pvalue))
     return out
 
 
@@ -137,17 +125,15 @@ def balance_answer_positions(items: Sequence[DatasetItem], *, seed: int = 0) -> 
     (``notes["rewritten_citations"]``: item ids). Drops nothing; ``notes`` hold the letter counts and chi-square
     tests before and after.
     """
-    before = answer_letter_counts(items)
-    ranked: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    ranked: dict[tuple[str, str, int], list[tuple[int, int]]] = defaultdict(list)
     for index, item in enumerate(items):
         for slot, options, _, _ in question_slots(item):
-            ranked[f"{_position_group(item, slot, len(options))}|{slot}"].append(
-                (derived_seed(seed, item.item_id, slot), index))
+            key = (_position_group(item, slot, len(options)), slot, len(options))
+            ranked[key].append((derived_seed(seed, item.item_id, slot), index))
     target: dict[tuple[int, str], int] = {}
-    for key, members in ranked.items():
-        n_options = int(key.split("|")[0].rsplit("/", 1)[1])
+    for (_, slot, n_options), members in ranked.items():
         for rank, (_, index) in enumerate(sorted(members)):
-            target[(index, key.split("|")[1])] = rank % n_options
+            target[(index, slot)] = rank % n_options
     out, rewritten = [], []
     for index, item in enumerate(items):
         orders, explanations = {}, {}
@@ -165,7 +151,7 @@ def balance_answer_positions(items: Sequence[DatasetItem], *, seed: int = 0) -> 
             rewritten.append(item.item_id)
             new = _with_explanations(new, explanations)
         out.append(new)
-    after = answer_letter_counts(out)
-    notes = {"seed": seed, "before": letter_uniformity(before), "after": letter_uniformity(after),
+    notes = {"seed": seed, "before": letter_uniformity(answer_letter_counts(items)),
+             "after": letter_uniformity(answer_letter_counts(out)),
              "rewritten_citations": rewritten}
     return StepResult(out, StepReport(step="answer positions", n_in=len(items), n_out=len(out), notes=notes))

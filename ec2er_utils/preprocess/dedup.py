@@ -1,10 +1,9 @@
 """Step 5, fuzzy de-duplication (paper §3.3): near-identical scenarios, found fast enough for 100,000 of them.
 
-:func:`deduplicate` is the preprocessing step on items; the functions above it work on plain texts (also used by
-decontamination and by ``benchmarks/dedup.py``, which measures recall and run time). Two texts are
-*near-duplicates* when the normalised Levenshtein similarity of their casefolded, whitespace-collapsed forms
-(``rapidfuzz.distance.Levenshtein.normalized_similarity`` = 1 - edit distance / length of the longer text) is at
-least ``threshold`` (default 0.9). Every method reports that; they differ only in which pairs they compare:
+:func:`deduplicate` is the step on items; the functions above it work on plain texts (also used by decontamination
+and ``benchmarks/dedup.py``). Two texts are *near-duplicates* when the normalised Levenshtein similarity of their
+casefolded, whitespace-collapsed forms (rapidfuzz; 1 - edit distance / length of the longer text) is at least
+``threshold`` (default 0.9). The methods differ only in which pairs they compare:
 
 - ``"exhaustive"``: all pairs, ``rapidfuzz.process.cdist`` (exact; ~N²/2 comparisons, fine up to a few thousand).
 - ``"lsh"``: candidate pairs by MinHash LSH over word bigrams, each confirmed by the same similarity. One-permutation
@@ -15,7 +14,6 @@ least ``threshold`` (default 0.9). Every method reports that; they differ only i
   many words, and is tuned for thresholds >= 0.85 and texts over ~20 words (else more bands, or exhaustive).
 - ``"auto"`` (default): exhaustive up to ``EXHAUSTIVE_MAX`` texts, LSH above.
 """
-
 from __future__ import annotations
 
 from collections import defaultdict
@@ -56,10 +54,6 @@ class LSHParams:
     bands: int = 60
     ngram: int = 2
     seed: int = 0
-
-    def candidate_probability(self, jaccard: float) -> float:
-        """Probability that a pair with this shingle Jaccard similarity shares at least one band."""
-        return 1.0 - (1.0 - jaccard**self.rows) ** self.bands
 
 
 @dataclass(frozen=True)
@@ -303,12 +297,6 @@ def first_occurrences(texts: Sequence[str], pairs: Sequence[SimilarPair]) -> lis
     return verdict
 
 
-def duplicates_of_earlier(texts: Sequence[str], threshold: float = DEFAULT_THRESHOLD, *, method: Method = "auto",
-                          params: LSHParams = LSHParams(), workers: int = -1) -> list[SimilarPair | None]:
-    """:func:`similar_pairs` then :func:`first_occurrences`: which texts to drop, and why."""
-    return first_occurrences(texts, similar_pairs(texts, threshold, method=method, params=params, workers=workers))
-
-
 def best_reference_matches(queries: Sequence[str], references: Sequence[str],
                            threshold: float = DEFAULT_THRESHOLD, *, containment: float | None = None,
                            workers: int = -1) -> list[tuple[int, float, str] | None]:
@@ -346,9 +334,6 @@ def best_reference_matches(queries: Sequence[str], references: Sequence[str],
     return results
 
 
-# --- the preprocessing step ---------------------------------------------------------------------------------------
-
-
 def dedup_groups(item: DatasetItem) -> tuple[str, ...]:
     """Kinds of question an item asks. Scenarios are compared only within a kind: an emotion item and an EA item
     written about the same moment of a dialogue teach different things, so both are kept."""
@@ -367,20 +352,14 @@ def deduplicate(items: Sequence[DatasetItem], *, threshold: float = DEFAULT_THRE
     for index, item in enumerate(items):
         for group in dedup_groups(item):
             by_group[group].append(index)
-    earlier: dict[int, list[tuple[int, float]]] = defaultdict(list)
-    for members in by_group.values():
-        pairs = similar_pairs([items[i].scenario for i in members], threshold, method=method, workers=workers)
-        for pair in pairs:
-            earlier[members[pair.second]].append((members[pair.first], pair.similarity))
-    kept_flags = [True] * len(items)
+    pairs = [SimilarPair(members[p.first], members[p.second], p.similarity) for members in by_group.values()
+             for p in similar_pairs([items[i].scenario for i in members], threshold, method=method, workers=workers)]
     kept, dropped = [], []
-    for index, item in enumerate(items):
-        matches = [(first, score) for first, score in earlier.get(index, ()) if kept_flags[first]]
-        if matches:
-            first, score = max(matches, key=lambda m: (m[1], -m[0]))
-            kept_flags[index] = False
-            dropped.append(drop(item, "near_duplicate", f"{score:.2f} similar to {items[first].item_id}"))
-        else:
+    for item, duplicate in zip(items, first_occurrences(items, pairs), strict=True):
+        if duplicate is None:
             kept.append(item)
+        else:
+            dropped.append(drop(item, "near_duplicate",
+                                f"{duplicate.similarity:.2f} similar to {items[duplicate.first].item_id}"))
     return StepResult(kept, StepReport(step="de-duplication", n_in=len(items), n_out=len(kept), dropped=dropped,
                                        notes={"threshold": threshold, "method": method}))

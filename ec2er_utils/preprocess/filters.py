@@ -1,12 +1,9 @@
 """Step 2, validation (§3.3): each filter drops the items that break one rule, with the reason and file:line.
 
-:func:`validate_items` runs them in order: required fields (and a known category), answer among the options (a
-letter answer such as "B" mapped to the option it names), distinct options, emotion labels in the taxonomy,
-scenario length (``taxonomy.SCENARIO_WORDS``), no label leak, letter citations that can follow the options when
-they are re-ordered, explanation consistent with the answer. The last three make §3.3's "self-contradictory
-explanations" filter concrete; they are heuristics, and their docstrings say how they decide.
+:func:`validate_items` runs them in order (the list: README, chapter 03). Label leak, letter citations and
+explanation consistency make §3.3's "self-contradictory explanations" filter concrete; they are heuristics, and
+their docstrings say how they decide.
 """
-
 from __future__ import annotations
 
 import re
@@ -17,8 +14,9 @@ from ..formatting import LETTERS
 from ..schemas import EA_CHOICES, EU_CAUSE_CHOICES, EU_EMOTION_CHOICES, DatasetItem
 from ..taxonomy import SCENARIO_WORDS, TASK_CATEGORIES, is_known_emotion, split_emotion_label
 from ..words import content_words
+from .dedup import normalise_for_matching
 from .questions import is_emotion_question, question_slots
-from .steps import StepReport, StepResult, run_check
+from .steps import StepResult, run_check, run_steps
 
 # Word forms that name each emotion in running text (label leak, explanation consistency).
 EMOTION_FORMS: dict[str, tuple[str, ...]] = {
@@ -99,10 +97,6 @@ def check_required_fields(items: Sequence[DatasetItem]) -> StepResult:
     return run_check("required fields", items, check)
 
 
-def _normal(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
 def letter_answer(answer: str, options: Sequence[str]) -> tuple[str | None, str]:
     """The option a letter answer names ("B", "(B)", "Option B", "B) Relief"), or None and why not.
 
@@ -117,7 +111,7 @@ def letter_answer(answer: str, options: Sequence[str]) -> tuple[str | None, str]
         return None, f"letter {letter} but only {len(options)} options"
     if any(re.fullmatch(r"\(?[A-Ha-h]\)?", o.strip()) for o in options):
         return None, "the options themselves are letters, so the letter is ambiguous"
-    if text and _normal(text) != _normal(options[index]):
+    if text and normalise_for_matching(text) != normalise_for_matching(options[index]):
         return None, f"letter {letter} is {options[index]!r}, not {text!r}"
     return options[index], f"letter {letter}"
 
@@ -134,7 +128,7 @@ def check_answer_in_options(items: Sequence[DatasetItem]) -> StepResult:
         for slot, options, answer, _ in question_slots(item):
             if answer in options:
                 continue
-            same = [o for o in options if _normal(o) == _normal(answer)]
+            same = [o for o in options if normalise_for_matching(o) == normalise_for_matching(answer)]
             if not same:
                 mapped, why = letter_answer(answer, options)
                 if mapped is None:
@@ -164,7 +158,7 @@ def check_options_distinct(items: Sequence[DatasetItem]) -> StepResult:
     """No two options of a question are the same (casefolded, whitespace-collapsed), none is empty."""
     def check(item: DatasetItem):
         for slot, options, _, _ in question_slots(item):
-            normal = [" ".join(o.split()).casefold() for o in options]
+            normal = [normalise_for_matching(o) for o in options]
             if any(not o for o in normal):
                 return "duplicate_options", f"{slot} has an empty option"
             repeated = [o for o, n in Counter(normal).items() if n > 1]
@@ -322,15 +316,8 @@ def check_explanation_consistency(items: Sequence[DatasetItem], *, min_coverage:
 
 def validate_items(items: Sequence[DatasetItem]) -> StepResult:
     """All validation filters in order; ``notes["steps"]`` holds each filter's report."""
-    reports = []
-    current = list(items)
-    for step in (check_required_fields, check_answer_in_options, check_options_distinct, check_emotion_labels,
-                 check_scenario_length, check_label_leak,
-                 check_letter_references, check_explanation_consistency):
-        current, report = step(current)
-        reports.append(report)
-    return StepResult(current, StepReport(step="validation", n_in=len(items), n_out=len(current),
-                                          dropped=[d for r in reports for d in r.dropped],
-                                          notes={"steps": [r.model_dump() for r in reports]}))
-
-
+    result = run_steps("validation", items, (
+        check_required_fields, check_answer_in_options, check_options_distinct, check_emotion_labels,
+        check_scenario_length, check_label_leak, check_letter_references, check_explanation_consistency))
+    result.report.notes = {"steps": [r.model_dump() for r in result.report.notes["reports"]]}
+    return result

@@ -1,12 +1,8 @@
 """The quality gate's LLM judge (§3.3: "questions are grammatical and unambiguous, and distractors ... plausible
-but distinctly wrong"): a model behind :func:`ec2er_utils.llm.make_client` scores every question of every item
-against a rubric (:class:`JudgeVerdict`, greedy). Four criteria from 1 to 5; a question's score is their mean mapped
-to 0-1, ``(mean - 1) / 4``, and an item's is its weakest question's. Items below the threshold are dropped
-(``judge_below_threshold``) unless the ``min_keep`` floor keeps them; a reply still invalid after the client's
-re-asks is a drop, ``judge_error``; an unreachable judge raises :class:`JudgeUnavailable` instead of dropping every
-item. What it means for the demo, and the departure from the paper: README, chapter 03.
+but distinctly wrong"): a model behind :func:`ec2er_utils.llm.make_client` scores every question of every item on
+a four-criterion rubric (:class:`JudgeVerdict`, greedy); an item scores as its weakest question. What it means for
+the demo, and the departure from the paper: README, chapter 03.
 """
-
 from __future__ import annotations
 
 import time
@@ -15,10 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from ..formatting import LETTERS, Question
+from ..formatting import Question
 from ..llm import LLMClient, LLMError, LLMRequestError, make_client
 from ..schemas import DatasetItem
-from .questions import item_questions
+from .questions import item_questions, lettered
 from .steps import StepReport, StepResult, drop
 
 JUDGE_SYSTEM_PROMPT = """\
@@ -80,10 +76,10 @@ class JudgeUnavailable(RuntimeError):
 
 def judge_messages(question: Question) -> list[dict[str, str]]:
     """The judge's conversation for one question (system rubric, then the question with its marked answer)."""
-    options = "\n".join(f"{LETTERS[i]}) {text}" for i, text in enumerate(question.options))
     answer = f"{question.answer_letter}) {question.options[question.answer_index]}"
-    user = JUDGE_USER_TEMPLATE.format(scenario=question.scenario, question=question.question, options=options,
-                                      answer=answer, explanation=question.explanation or "")
+    user = JUDGE_USER_TEMPLATE.format(scenario=question.scenario, question=question.question,
+                                      options=lettered(question.options), answer=answer,
+                                      explanation=question.explanation or "")
     return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -106,14 +102,10 @@ def make_judge_client(backend: str, model: str | None = None, *, base_url: str |
 
 def judge_items(items: Sequence[DatasetItem], client: LLMClient | None, *, threshold: float = 0.75,
                 min_keep: int = 0) -> StepResult:
-    """Score every question of every item with ``client`` and keep the items scoring at least ``threshold``, and
-    at least the ``min_keep`` best-scored ones (ties: the earlier item; ``notes["kept_below_threshold"]``).
-
-    ``client=None`` disables the step (``notes["disabled"]``; items pass unscored). Kept items get
-    ``quality_score``; ``notes`` hold the model, threshold, each item's verdicts (criteria per question, and the
-    start of the judge's reasoning where it has a reasoning channel), the mean of each criterion, token usage and
-    seconds.
-    """
+    """Score every question of every item with ``client``; keep the items scoring at least ``threshold``, and at
+    least the ``min_keep`` best-scored ones (ties: the earlier item). Kept items get ``quality_score``. A reply still
+    invalid after the client's re-asks drops its item (``judge_error``); a judge that fails every request raises
+    :class:`JudgeUnavailable`. ``client=None`` disables the step (items pass unscored)."""
     if client is None:
         return StepResult(list(items), StepReport(step="quality judge", n_in=len(items), n_out=len(items),
                                                   notes={"disabled": True}))

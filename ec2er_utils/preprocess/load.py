@@ -1,10 +1,7 @@
-"""Step 1: find the generators' JSONL files and read every line as a :class:`~ec2er_utils.schemas.DatasetItem`.
-
-Both generators write ``DatasetItem`` records (MADS: ``source_format`` "emobench_eu" / "emobench_ea"; concise:
-"mcq"), so reading is validation only. Each input also covers the shards of a sharded generation run,
-``<folder>/shard-*/<name>`` beside ``<folder>/<name>``: they are read too, no merge step needed.
+"""Step 1: find the generators' JSONL files (with the shards of a sharded run, ``<folder>/shard-*/<name>`` beside
+``<folder>/<name>``) and read every line as a :class:`~ec2er_utils.schemas.DatasetItem`, the record both generators
+write, so reading is validation only.
 """
-
 from __future__ import annotations
 
 import glob
@@ -133,6 +130,5 @@ def load_items(inputs: Sequence[str] | None = None, *, on_error: OnError = "skip
             renamed[new_id] = item.source
             item = item.model_copy(update={"item_id": new_id})
         kept.append(item)
-    n_in = sum(f["lines"] for f in files.values())
-    return StepResult(kept, StepReport(step="load", n_in=n_in, n_out=len(kept), dropped=dropped,
-                                       notes={"files": files, "renamed_ids": renamed}))
+    return StepResult(kept, StepReport(step="load", n_in=sum(f["lines"] for f in files.values()), n_out=len(kept),
+                                       dropped=dropped, notes={"files": files, "renamed_ids": renamed}))

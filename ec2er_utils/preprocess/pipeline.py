@@ -23,7 +23,7 @@ from .quality import check_text_quality
 from .report import counts_vs_paper, dataset_card, skew_summary
 from .review import review_folder, review_step
 from .split import SPLITS, processed_dir, split_train_validation, write_splits
-from .steps import StepReport, StepResult
+from .steps import StepReport, StepResult, run_steps
 
 
 def _judge(items: Sequence[DatasetItem], config: PreprocessConfig, client: LLMClient | None) -> StepResult:
@@ -46,22 +46,15 @@ def preprocess_items(items: Sequence[DatasetItem], references: Sequence[tuple[st
     (``(id, scenario)`` pairs), de-duplication, the LLM judge (``judge``, else the config's ``judge_backend``),
     category balance, answer positions. ``notes["reports"]`` holds every step's report."""
     config = config or PreprocessConfig()
-    steps = (validate_items,
-             lambda xs: check_text_quality(xs, config.quality_rules),
-             lambda xs: decontaminate(xs, references, threshold=config.contamination_threshold,
-                                      containment=config.containment, workers=config.workers),
-             lambda xs: deduplicate(xs, threshold=config.dedup_threshold, workers=config.workers),
-             lambda xs: _judge(xs, config, judge),
-             lambda xs: balance_categories(xs, ratio=config.balance_ratio, min_cap=config.balance_min_cap),
-             lambda xs: balance_answer_positions(xs, seed=config.seed))
-    reports = []
-    current = list(items)
-    for step in steps:
-        current, report = step(current)
-        reports.append(report)
-    return StepResult(current, StepReport(step="preprocess", n_in=len(items), n_out=len(current),
-                                          dropped=[d for r in reports for d in r.dropped],
-                                          notes={"reports": reports}))
+    return run_steps("preprocess", items, (
+        validate_items,
+        lambda xs: check_text_quality(xs, config.quality_rules),
+        lambda xs: decontaminate(xs, references, threshold=config.contamination_threshold,
+                                 containment=config.containment, workers=config.workers),
+        lambda xs: deduplicate(xs, threshold=config.dedup_threshold, workers=config.workers),
+        lambda xs: _judge(xs, config, judge),
+        lambda xs: balance_categories(xs, ratio=config.balance_ratio, min_cap=config.balance_min_cap),
+        lambda xs: balance_answer_positions(xs, seed=config.seed)))
 
 
 def save_processed(split: dict[str, list[DatasetItem]], reports: Sequence[StepReport], split_notes: dict[str, Any],
@@ -106,15 +99,10 @@ class PreprocessRun:
 
 def run_preprocess(config: PreprocessConfig | None = None, *, references: Sequence[tuple[str, str]] | None = None,
                    judge: LLMClient | None = None) -> PreprocessRun:
-    """Chapter 03: load the generators' items, run steps 2-8, the §3.4 review step
-    (:func:`~ec2er_utils.preprocess.review.review_step`: sample and blank sheets; the annotators' verdicts once
-    ``config.review_sheets`` names them), split, and save to ``config.output_dir``.
-
-    ``references`` are the ``(id, scenario)`` pairs to decontaminate against; by default EmoBench's English
-    scenarios (:func:`~ec2er_utils.preprocess.decontaminate.load_emobench_scenarios`, ``config.emobench_dir``).
-    ``judge`` is the LLM judge's client; by default one made from ``config.judge_backend``.
+    """Chapter 03: load the generators' items, run steps 2-8, the §3.4 review step (:func:`.review.review_step`),
+    split, and save to ``config.output_dir``. ``references``: the ``(id, scenario)`` pairs to decontaminate against
+    (default: EmoBench's English scenarios); ``judge``: the judge's client (default: from ``config.judge_backend``).
     """
-
     config = config or PreprocessConfig()
     items, load_report = load_items(config.inputs, on_error=config.on_error)
     if references is None:

@@ -1,21 +1,9 @@
 """Step 3, the quality gate's cheap rules (§3.3's "linguistic quality checks"): degenerate text that passes every
-schema and consistency filter but cannot teach reasoning, such as cause options "Amusem, amusem, amusem" or an
-explanation of ") and". Five rules, each threshold a notebook parameter (:class:`QualityRules`):
-
-- ``explanation_too_short``: fewer than ``min_explanation_words`` words;
-- ``option_fragment``: a free-text option (not an emotion word) of fewer than ``min_option_words`` words, starting
-  with punctuation, or ending on a word that cannot end a phrase ("and", "the", "to"...);
-- ``repeated_word``: a word more than ``max_word_repeats`` times in a row, or two options of one question made of
-  the same words;
-- ``nonword_text``: over ``max_nonword_share`` of a text's words not in pyspellchecker's English dictionary (the
-  scenario's capitalised words, the subject and the emotion vocabulary count as words);
-- ``json_remnant``: JSON syntax (braces, brackets, ``":``, escaped quotes) or a text that starts with closing
-  punctuation: the remains of a truncated JSON reply.
-
-They read every question's question, options and explanations, and the scenario only for non-words and JSON
-remnants (a scenario may repeat "no, no, no" in dialogue). The rest of the gate: :mod:`~ec2er_utils.preprocess.judge`.
+schema and consistency filter but cannot teach reasoning, such as cause options "Amusem, amusem, amusem". The drop
+reasons: ``explanation_too_short``, ``option_fragment``, ``repeated_word``, ``nonword_text`` (pyspellchecker) and
+``json_remnant``, each threshold a notebook parameter (:class:`QualityRules`). The scenario is checked only for
+non-words and JSON remnants (it may repeat "no, no, no" in dialogue). The rest of the gate: :mod:`.judge`.
 """
-
 from __future__ import annotations
 
 import functools
@@ -121,12 +109,10 @@ def text_problem(field: str, text: str, rules: QualityRules, known: set[str], *,
 
 
 def item_quality_problem(item: DatasetItem, rules: QualityRules) -> tuple[str, str] | None:
-    """(reason, detail) for the first rule the item breaks, else None (see the module docstring)."""
+    """(reason, detail) for the first rule the item breaks, else None."""
     known = names_in(item)
-    problem = text_problem("scenario", item.scenario, rules, known, repeats=False)
-    if problem:
-        return problem
-    problem = text_problem("question", item.question, rules, known)
+    problem = (text_problem("scenario", item.scenario, rules, known, repeats=False)
+               or text_problem("question", item.question, rules, known))
     if problem:
         return problem
     for slot, options, _, explanation in question_slots(item):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from ..formatting import Question, question_from_ea, questions_from_eu
+from ..formatting import LETTERS, Question, question_from_ea, questions_from_eu
 from ..schemas import DatasetItem, EAItem, EUItem
 from ..taxonomy import is_known_emotion
 
@@ -16,6 +16,11 @@ def question_slots(item: DatasetItem) -> list[tuple[str, list[str], str, str]]:
     if item.source_format == "emobench_eu":
         slots.append(("cause", item.cause_choices or [], item.cause_label or "", item.cause_explanation or ""))
     return slots
+
+
+def lettered(options: list[str] | tuple[str, ...]) -> str:
+    """Options one per line as "A) text"."""
+    return "\n".join(f"{LETTERS[i]}) {text}" for i, text in enumerate(options))
 
 
 def is_emotion_question(item: DatasetItem) -> bool:

@@ -14,6 +14,7 @@ from .questions import is_emotion_question, item_questions
 from .review import describe_kappa
 from .steps import StepReport
 
+
 def counts_vs_paper(items: Iterable[DatasetItem]) -> list[dict[str, Any]]:
     """Rows (task, category, ours, paper, our share, paper share) for a side-by-side table."""
     ours = category_counts(items)
@@ -54,8 +55,7 @@ def quality_card(rules: StepReport | None, judge: StepReport | None) -> list[str
     lines = ["## Quality gate (§3.3 linguistic checks)", ""]
     if rules is not None:
         thresholds = ", ".join(f"{k} {v}" for k, v in rules.notes.items())
-        lines.append(f"- rules ({thresholds}): {rules.n_in} -> {rules.n_out}, dropped "
-                     f"{rules.by_reason or 'none'}")
+        lines.append(f"- rules ({thresholds}): {rules.n_in} -> {rules.n_out}, dropped {rules.by_reason or 'none'}")
     if judge is None or judge.notes.get("disabled"):
         lines.append("- LLM judge: off (judge_backend = None)")
     elif judge.notes.get("skipped"):
@@ -85,11 +85,9 @@ def review_card(review: StepReport | None, items: Sequence[DatasetItem]) -> list
                  f"category: {notes['strata']}")
     if notes.get("status") != "annotated":
         return [*lines, f"- {notes.get('status')}"]
-
     found = notes["agreement"]
     lines += [f"- Cohen's kappa on 'label and explanation appropriate', {found['n']} items judged by both: "
-              f"{describe_kappa(found)}; "
-              f"the paper reports {found['paper_kappa']}",
+              f"{describe_kappa(found)}; the paper reports {found['paper_kappa']}",
               f"- disagreements: {len(found['disagreements'])}; reviewed items kept as ambiguous: "
               f"{notes['ambiguous_kept']}; rejected by both annotators: {notes['rejected']}",
               f"- items with a `confidence` in this set: {sum(i.confidence is not None for i in items)} "

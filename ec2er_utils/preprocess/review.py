@@ -1,20 +1,8 @@
-"""The paper's manual review (§3.4): a seeded, stratified sample of the processed items, an annotation sheet per
-annotator, the two annotators' agreement (Cohen's kappa with its confidence interval), and the review's verdicts
-carried into the dataset. Notebook 03 runs the steps through :func:`~ec2er_utils.preprocess.pipeline.run_preprocess`:
-
-1. :func:`sample_for_review` draws ``n`` items (default 50), stratified by task and sub-category, seeded.
-2. :func:`write_review_sheet` writes one CSV per annotator: the item, then empty columns for the judgement,
-   :data:`JUDGEMENT_COLUMNS`; an existing sheet is never overwritten. :func:`review_form` (ipywidgets) fills one in.
-3. :func:`read_review_sheet` reads a filled-in sheet back; a value it cannot read is an error naming the file, the
-   spreadsheet row, the column and the values allowed.
-4. :func:`agreement`: Cohen's kappa (``statsmodels``) on the paper's judgement, *appropriate* = label correct and
-   explanation valid, and on each question of the sheet, with 95% confidence intervals.
-5. :func:`apply_review` writes the verdicts into the items (``confidence``, ``ambiguous``; drops ``review_rejected``).
-
-What the verdicts mean and the departure from the paper: README, chapter 03. :func:`ec2er_utils.figures.plot_review`
-draws the agreement.
+"""The paper's manual review (§3.4), in the order :func:`review_step` runs it: a seeded, stratified sample
+(:func:`sample_for_review`), a CSV sheet per annotator (:func:`write_review_sheet`, or the :class:`ReviewForm`),
+the filled-in sheets read back (:func:`read_review_sheet`), Cohen's kappa (:func:`agreement`) and the verdicts in the
+items (:func:`apply_review`). What the verdicts mean and the departure from the paper: README, chapter 03.
 """
-
 from __future__ import annotations
 
 import math
@@ -31,7 +19,7 @@ from ..formatting import EU_CAUSE_QUESTION, LETTERS
 from ..paths import data_dir
 from ..schemas import DatasetItem
 from ..taxonomy import PAPER_KAPPA, PAPER_REVIEW_SIZE
-from .questions import question_slots
+from .questions import lettered, question_slots
 from .split import processed_dir
 from .steps import StepReport, StepResult, drop
 
@@ -71,8 +59,6 @@ class Annotation(BaseModel):
         return self.label_correct and self.explanation_valid
 
 
-# --- 1. the sample ------------------------------------------------------------------------------------------------
-
 def sample_for_review(items: Sequence[DatasetItem], n: int = PAPER_REVIEW_SIZE, *, seed: int = 0,
                       ) -> list[DatasetItem]:
     """``n`` items stratified by (task, category), in their original order: each stratum gets its proportional
@@ -93,12 +79,6 @@ def sample_for_review(items: Sequence[DatasetItem], n: int = PAPER_REVIEW_SIZE, 
     return [items[i] for i in sorted(chosen)]
 
 
-# --- 2. the sheet ---------------------------------------------------------------------------------------------------
-
-def _lettered(options: Sequence[str]) -> str:
-    return "\n".join(f"{LETTERS[i]}) {text}" for i, text in enumerate(options))
-
-
 def sheet_row(item: DatasetItem) -> dict[str, str]:
     """An item as a sheet row: what it asks (options lettered, one per line) and empty judgement columns."""
     row = dict.fromkeys((*ITEM_COLUMNS, *JUDGEMENT_COLUMNS), "")
@@ -106,32 +86,34 @@ def sheet_row(item: DatasetItem) -> dict[str, str]:
     for slot, options, answer, explanation in question_slots(item):
         prefix = "" if slot == "main" else "cause_"
         question = item.question if slot == "main" else EU_CAUSE_QUESTION.format(subject=item.subject)
-        row.update({f"{prefix}question": question, f"{prefix}options": _lettered(options),
+        row.update({f"{prefix}question": question, f"{prefix}options": lettered(options),
                     f"{prefix}answer": (f"{LETTERS[options.index(answer)]}) " if answer in options else "") + answer,
                     f"{prefix}explanation": explanation})
     return row
 
 
 def write_review_sheet(items: Sequence[DatasetItem], path: str | os.PathLike, *, overwrite: bool = False) -> bool:
-    """Write the sheet for ``items`` to ``path`` (CSV, UTF-8 with a byte-order mark so spreadsheet programs read
-    it as UTF-8). An existing file is kept unless ``overwrite``: it may hold a person's work. Returns whether the
-    file was written."""
+    """Write the sheet for ``items`` to ``path`` (CSV). An existing file is kept unless ``overwrite``: it may hold a
+    person's work. Returns whether the file was written."""
     import pandas as pd
 
     path = Path(path)
     if path.exists() and not overwrite:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame([sheet_row(i) for i in items], columns=[*ITEM_COLUMNS, *JUDGEMENT_COLUMNS])
+    _save_sheet(pd.DataFrame([sheet_row(i) for i in items], columns=[*ITEM_COLUMNS, *JUDGEMENT_COLUMNS]), path)
+    return True
+
+
+def _save_sheet(frame, path: Path) -> None:
+    """Replace ``path`` in one step (via a temporary file), UTF-8 with a byte-order mark for spreadsheet programs."""
     temporary = path.with_name(path.name + ".tmp")
     frame.to_csv(temporary, index=False, encoding="utf-8-sig")
     temporary.replace(path)
-    return True
 
 
 def review_folder(output_dir: str | os.PathLike | None = None) -> Path:
     """Where the sheets live: ``<processed>/review`` (default ``data/processed/review``)."""
-
     return processed_dir(output_dir) / "review"
 
 
@@ -151,8 +133,8 @@ class ReviewForm:
         choice = ["", "yes", "no"]
         self.widgets = {name: widgets.ToggleButtons(options=choice, description=name)
                         for name in ("label_correct", "explanation_valid", "ambiguous")}
-        self.widgets["confidence"] = widgets.ToggleButtons(options=["", *map(str, range(CONFIDENCE_SCALE[0],
-                                                                                        CONFIDENCE_SCALE[1] + 1))],
+        low, high = CONFIDENCE_SCALE
+        self.widgets["confidence"] = widgets.ToggleButtons(options=["", *map(str, range(low, high + 1))],
                                                            description="confidence")
         self.widgets["issue"] = widgets.Dropdown(options=["", *ISSUES], description="issue")
         self.widgets["notes"] = widgets.Textarea(description="notes")
@@ -181,9 +163,7 @@ class ReviewForm:
         """Write the current row's inputs into the sheet and the sheet to disk."""
         for name, widget in self.widgets.items():
             self.frame.at[self.frame.index[self.row], name] = widget.value
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        self.frame.to_csv(temporary, index=False, encoding="utf-8-sig")
-        temporary.replace(self.path)
+        _save_sheet(self.frame, self.path)
 
     def go(self, row: int) -> None:
         """Save, then show ``row`` (kept within the sheet)."""
@@ -196,13 +176,6 @@ class ReviewForm:
 
         display(self.box)
 
-
-def review_form(path: str | os.PathLike) -> ReviewForm:
-    """The :class:`ReviewForm` for the sheet at ``path`` (written by :func:`write_review_sheet`)."""
-    return ReviewForm(path)
-
-
-# --- 3. reading a filled-in sheet -----------------------------------------------------------------------------------
 
 def _flag(value: str, where: str, column: str) -> bool:
     text = value.strip().casefold()
@@ -242,10 +215,10 @@ def read_review_sheet(path: str | os.PathLike) -> list[Annotation]:
             raise ReviewSheetError(f"{where}: {', '.join(empty)} not filled in; every row needs label_correct, "
                                    f"explanation_valid, ambiguous and confidence. {SHEET_GUIDE}")
         try:
-            confidence = int(float(row["confidence"]))
+            confidence = float(row["confidence"])
         except ValueError:
             confidence = None
-        if confidence is None or not low <= confidence <= high or float(row["confidence"]) != confidence:
+        if confidence not in range(low, high + 1):  # a whole number: 3.0 is in the range, 3.5 is not
             raise ReviewSheetError(f"{where}, column 'confidence': {row['confidence']!r} is not a whole number "
                                    f"from {low} to {high}")
         issue = row.get("issue", "").strip()
@@ -257,12 +230,10 @@ def read_review_sheet(path: str | os.PathLike) -> list[Annotation]:
         annotations.append(Annotation(
             item_id=row["item_id"], label_correct=_flag(row["label_correct"], where, "label_correct"),
             explanation_valid=_flag(row["explanation_valid"], where, "explanation_valid"),
-            ambiguous=_flag(row["ambiguous"], where, "ambiguous"), confidence=confidence, issue=issue,
+            ambiguous=_flag(row["ambiguous"], where, "ambiguous"), confidence=int(confidence), issue=issue,
             notes=row.get("notes", "").strip()))
     return annotations
 
-
-# --- 4. agreement -----------------------------------------------------------------------------------------------------
 
 def cohen_kappa(first: Sequence[bool], second: Sequence[bool]) -> dict[str, Any]:
     """Cohen's kappa of two annotators' yes/no judgements of the same items, with its 95% confidence interval
@@ -324,8 +295,6 @@ def describe_kappa(found: dict[str, Any]) -> str:
         return f"{found['kappa']:.2f} ({found['undefined']})"
     return f"{found['kappa']:.2f} (95% CI {found['ci_low']:.2f} to {found['ci_high']:.2f})"
 
-
-# --- 5. the verdicts in the dataset ---------------------------------------------------------------------------------
 
 def apply_review(items: Sequence[DatasetItem], first: Sequence[Annotation], second: Sequence[Annotation],
                  ) -> StepResult:

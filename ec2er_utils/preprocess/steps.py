@@ -56,3 +56,13 @@ def run_check(step: str, items: Sequence[DatasetItem],
         else:
             dropped.append(drop(item, *verdict))
     return StepResult(kept, StepReport(step=step, n_in=len(items), n_out=len(kept), dropped=dropped))
+
+
+def run_steps(step: str, items: Sequence[DatasetItem], steps: Sequence[Callable[[list], StepResult]]) -> StepResult:
+    """Apply ``steps`` one after another as one step: every drop, and each step's report in ``notes["reports"]``."""
+    current, reports = list(items), []
+    for run in steps:
+        current, report = run(current)
+        reports.append(report)
+    return StepResult(current, StepReport(step=step, n_in=len(items), n_out=len(current),
+                                          dropped=[d for r in reports for d in r.dropped], notes={"reports": reports}))
