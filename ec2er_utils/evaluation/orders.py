@@ -61,10 +61,6 @@ def rotated(item: EUItem | EAItem, shift: int) -> EUItem | EAItem:
     return item.model_copy(update={"choices": rotate(item.choices, shift)})
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Letter-prior baselines
-
-
 def letter_shares(records: Sequence[Prediction], part: str, *, gold: bool = False) -> dict[str, float]:
     """How often each letter was predicted (or was gold) for question ``part``, as shares of ``records``
     (``"(none)"`` for unreadable answers)."""

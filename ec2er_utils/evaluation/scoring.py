@@ -1,15 +1,8 @@
 """Per-item prediction records, EmoBench's scoring, bootstrap intervals and paired comparisons of two runs.
 
-Scoring follows EmoBench's ``evaluate_results`` (``src/data.py``): an item is correct when its predicted letter
-equals the gold letter, an EU item only when BOTH the emotion and the cause are right; accuracy is reported per
-``coarse_category`` (EU) / ``category`` (EA), and "Overall" is the mean over items (not over categories).
-A reply that could not be parsed counts as wrong, as in the official harness (its empty answer never equals a
-letter); it is also counted as a parse failure here.
-
-EmoBench has only 200 items per task and language, so every accuracy carries a 95% percentile bootstrap interval
-(``scipy.stats.bootstrap``, seeded) and a comparison of two runs on the same items reports, per category, the
-difference with a paired bootstrap interval and the exact McNemar p-value (a two-sided binomial test on the
-discordant items, ``scipy.stats.binomtest``).
+Scoring follows EmoBench's ``evaluate_results`` (``src/data.py``): an EU item is correct only when BOTH the emotion
+and the cause are right, "Overall" is the mean over items (not over categories), and an unreadable reply counts as
+wrong (and as a parse failure). Intervals and tests: README, chapter 05.
 """
 
 from __future__ import annotations
@@ -73,10 +66,6 @@ class Prediction(BaseModel):
         return self.status != OK
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Official scoring
-
-
 def official_scores(records: Iterable[Prediction]) -> dict[str, float]:
     """EmoBench's numbers: ``{category: accuracy, ..., "Overall": accuracy}`` as fractions (categories sorted)."""
     records = list(records)
@@ -106,10 +95,6 @@ def official_result_rows(records: Iterable[Prediction]) -> list[dict[str, Any]]:
                        answer=record.predicted.get("answer", ""))
         rows.append(row)
     return rows
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Intervals and tests
 
 
 def bootstrap_ci(values: Sequence[float] | np.ndarray, *, confidence: float = 0.95,
@@ -145,10 +130,6 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     if only_a + only_b == 0:
         return 1.0
     return float(binomtest(only_b, only_a + only_b, 0.5, alternative="two-sided").pvalue)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Leaderboard
 
 
 def _accuracy_entry(values: list[float], *, n_resamples: int, seed: int) -> dict[str, Any]:
@@ -188,7 +169,6 @@ def by_item(records: Iterable[Prediction]) -> dict[tuple[str, str], list[Predict
 def summarize(records: Iterable[Prediction], *, n_resamples: int = DEFAULT_RESAMPLES,
               seed: int = DEFAULT_SEED) -> dict[str, Any]:
     """Leaderboard entry for the predictions of one task and language (one record per item and option order).
-
     Keys: ``n``, ``overall`` and ``categories`` (accuracy in EmoBench's option order, the official number, with
     95% CI, chance level and the letter-prior ``baselines`` of :mod:`~ec2er_utils.evaluation.orders`),
     ``emotion_only`` and ``cause_only`` per category for EU, ``parse_failures`` and ``parse_failure_rate``,
@@ -200,7 +180,6 @@ def summarize(records: Iterable[Prediction], *, n_resamples: int = DEFAULT_RESAM
     first: the accuracy averaged over orders, and the share of items right under every order; ``chance`` and
     ``baselines`` scored the same way) and ``letters`` (answer and gold letters over all orders).
     """
-
     records = list(records)
     if not records:
         raise ValueError("no predictions to summarize")
@@ -208,11 +187,11 @@ def summarize(records: Iterable[Prediction], *, n_resamples: int = DEFAULT_RESAM
     if len(tasks) != 1:
         raise ValueError(f"summarize one task at a time, got {sorted(tasks)}")
     items = by_item(records)
-    official_records = [next((r for r in group if r.shift == 0), None) for group in items.values()]
-    if any(r is None for r in official_records):
+    # by_item sorts each item's records by shift: EmoBench's order (shift 0) comes first
+    official = [group[0] for group in items.values()]
+    if any(r.shift != 0 for r in official):
         raise ValueError("some items have no prediction in EmoBench's option order (shift 0); evaluate them with "
                          "orders='original' or 'cyclic'")
-    official: list[Prediction] = official_records  # type: ignore[assignment]
     by_category: dict[str, list[list[Prediction]]] = defaultdict(list)
     for group in items.values():
         by_category[group[0].category].append(group)
@@ -242,9 +221,7 @@ def summarize(records: Iterable[Prediction], *, n_resamples: int = DEFAULT_RESAM
                 entry.pop("chance", None)  # chance of the combined answer; meaningless per part
             summary[f"{part}_only"] = part_table
     failures = sum(r.parse_failed for r in official)
-    statuses: dict[str, int] = defaultdict(int)
-    for record in official:
-        statuses[record.status] += 1
+    statuses = Counter(r.status for r in official)
     summary.update(parse_failures=failures, parse_failure_rate=failures / len(official), statuses=dict(statuses),
                    letters=_letters(official), official=official_scores(official))
     if len(records) > len(official):
@@ -261,14 +238,7 @@ def _letters(records: list[Prediction]) -> dict[str, dict[str, dict[str, int]]]:
 
 
 def _counts(values: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for value in values:
-        counts[value or "(none)"] += 1
-    return dict(sorted(counts.items()))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Paired comparison
+    return dict(sorted(Counter(value or "(none)" for value in values).items()))
 
 
 def compare_predictions(run_a: Iterable[Prediction], run_b: Iterable[Prediction], *, metric: str = "correct",
@@ -313,11 +283,8 @@ def compare_predictions(run_a: Iterable[Prediction], run_b: Iterable[Prediction]
                          f"'order_mean' or one of {list(next(iter(a.values()))[0].gold)}")
 
     def value(records: list[Prediction]) -> float:
-        if robust:
-            return item_value(metric, records, lambda r: r.correct)
-        if metric == "correct":
-            return item_value("accuracy", records, lambda r: r.correct)
-        return item_value("accuracy", records, lambda r: r.parts_correct[metric])
+        score = (lambda r: r.correct) if robust or metric == "correct" else (lambda r: r.parts_correct[metric])
+        return item_value(metric if robust else "accuracy", records, score)
 
     by_category: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for key in shared:
