@@ -1,17 +1,7 @@
-"""The ``choice`` protocol: read a local model's preference among the option letters, without generating.
-
-Each question is put in the paper's format (:func:`ec2er_utils.formatting.user_prompt`, the same user turn the
-``paper`` protocol and training use), the chat template opens the assistant turn, and the assistant turn is
-prefilled with the start of the answer JSON, ``{\\n  "answer": "``. One forward pass then gives the next-token
-log-probability of every option letter; the prediction is the most likely letter among the item's options.
-Departures from the paper's format: README, chapter 05.
-
-Speed: almost all the cost is the prefill, so :class:`ChoiceScorer` computes each shared prefix once
-(:meth:`ChoiceScorer.option_logprobs`) in length-sorted batches. That changes which tokens are computed together,
-not what any token attends to nor its position, so the log-probabilities are a plain forward pass's up to float
-rounding (tested in ``tests/test_evaluation.py``). On CPU, :func:`ec2er_utils.cpu_speedups.least_cost_batches`
-cuts the batches instead.
-"""
+"""The local scorer of the ``choice``, ``cloze`` and ``reason-score`` protocols (:class:`ChoiceScorer`): the
+log-probability of each option letter as the next token after the paper's prompt and the start of the answer JSON
+(or of each option's text, ``cloze``), without generating. Each shared prompt prefix is computed once, with the
+same log-probabilities as a plain forward pass up to float rounding (README, chapter 05, "Speed")."""
 
 from __future__ import annotations
 
@@ -131,14 +121,11 @@ class ChoiceScorer:
         """For each question, ``{letter: log-probability}`` of its option letters as the next token (after the
         question's reasoning in the trained format when ``reasonings`` are given; see :meth:`prompt`).
 
-        With ``share_prefixes`` (the default) no token is computed twice. The prefix common to all prompts (chat
-        template up to the scenario) is computed once. Questions on the same scenario (an EU item's emotion and
-        cause questions) are a group: step 1 computes the group's common prefix after that root, step 2 each
-        question's remainder from those key/value states. A question alone on its scenario is scored whole in
-        step 1. Each question's tokens thus attend to exactly what they would in its full prompt, at the same
-        positions. Sequences of similar length are batched together (little padding), left-padded so that the
-        last position is every sequence's next-token position, with positions counting real tokens only; the
-        prefixes of one step-1 batch are held in memory until step 2 has used them.
+        With ``share_prefixes`` no token is computed twice: the prefix common to all prompts once, then per group
+        of questions on one scenario (an EU item's two) step 1 the group's common part after it, step 2 each
+        question's remainder from those key/value states, while that step-1 batch's states are in memory. Each
+        token attends to exactly what it would in its full prompt, at the same position (left padding, positions
+        counting real tokens only).
         """
         if not questions:
             return []
@@ -149,21 +136,19 @@ class ChoiceScorer:
         letters = [option_letters(len(q.options)) for q in questions]
         budget = self.batch_size * max(len(ids) for ids in token_ids)
         results: list[dict[str, float] | None] = [None] * len(questions)
-        bar = None
-        if progress and len(questions) > self.batch_size:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(questions), desc="choice", unit="question", leave=False)
+        bar = tqdm(total=len(questions), desc="choice", unit="question", leave=False,
+                   disable=not progress or len(questions) <= self.batch_size)
 
         def record(rows: list[_Row], logprobs) -> None:
             for row, scores in zip(rows, logprobs, strict=True):
                 if row.question is not None:
                     results[row.question] = {letter: float(scores[self.letter_id(letter)])
                                              for letter in letters[row.question]}
-                    if bar is not None:
-                        bar.update(1)
+                    bar.update(1)
 
-        try:
+        with bar:
             if not self.share_prefixes:
                 for batch in self._batches([_Row(ids, question=i) for i, ids in enumerate(token_ids)], budget):
                     record(batch, self._forward(batch)[0])
@@ -185,9 +170,6 @@ class ChoiceScorer:
                          for i in groups[row.group][0]]
                 for rest_batch in self._batches(rests, budget):
                     record(rest_batch, self._forward(rest_batch)[0])
-        finally:
-            if bar is not None:
-                bar.close()
         return results  # type: ignore[return-value]
 
     def option_loglikelihoods(self, questions: Sequence[Question], *, progress: bool = False,
@@ -197,6 +179,7 @@ class ChoiceScorer:
         letter can be favoured). The prompt and each option are tokenized apart and joined, as
         lm-evaluation-harness does; every (question, option) pair is one full sequence (no prefix sharing)."""
         import torch
+        from tqdm.auto import tqdm
 
         sequences: list[tuple[int, str, list[int], int]] = []  # (question, letter, tokens, continuation length)
         for index, question in enumerate(questions):
@@ -209,20 +192,10 @@ class ChoiceScorer:
         results: list[dict[str, tuple[float, int]]] = [{} for _ in questions]
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][2]))
         budget = self.batch_size * max((len(s[2]) for s in sequences), default=1)
-        batches: list[list[int]] = []
-        for i in order:  # length-sorted batches of at most ``budget`` tokens, padding included
-            if batches and len(sequences[i][2]) * (len(batches[-1]) + 1) <= budget:
-                batches[-1].append(i)
-            else:
-                batches.append([i])
+        batches = _budget_batches(order, [len(sequences[i][2]) for i in order], budget)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         device = self.hf_model.device
-        iterator = batches
-        if progress and len(batches) > 1:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(batches, desc="cloze", unit="batch", leave=False)
-        for batch in iterator:
+        for batch in tqdm(batches, desc="cloze", unit="batch", leave=False, disable=not progress or len(batches) <= 1):
             width = max(len(sequences[i][2]) for i in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -247,11 +220,11 @@ class ChoiceScorer:
         return results
 
     def _batches(self, rows: list[_Row], budget: int) -> list[list[_Row]]:
-        """Rows sorted by length, each batch filled up to ``budget`` tokens, padding included."""
+        """Rows sorted by length, each batch filled up to ``budget`` tokens, padding included (on CPU, the cuts of
+        fewest, fullest forward passes)."""
         ordered = sorted(rows, key=lambda row: (len(row.tokens), row.past_length))
-        if cpu_speedups.enabled(self.hf_model.device):  # CPU only: fewer, fuller forward passes
-            return cpu_speedups.least_cost_batches(ordered, [len(row.tokens) for row in ordered], budget)
-        return _budget_batches(ordered, budget)
+        cut = cpu_speedups.least_cost_batches if cpu_speedups.enabled(self.hf_model.device) else _budget_batches
+        return cut(ordered, [len(row.tokens) for row in ordered], budget)
 
     def _forward(self, rows: list[_Row]):
         """One forward pass over ``rows``: next-token log-probabilities at each row's end (float32, CPU) and, for
@@ -302,12 +275,12 @@ class ChoiceScorer:
         return logprobs, kept
 
 
-def _budget_batches(ordered: list[_Row], budget: int) -> list[list[_Row]]:
-    """``ordered`` (sorted by length) cut into consecutive batches of at most ``budget`` tokens, padding included
-    (a row longer than that alone)."""
-    batches: list[list[_Row]] = []
-    for row in ordered:  # the longest row of a batch is its last
-        if batches and len(row.tokens) * (len(batches[-1]) + 1) <= budget:
+def _budget_batches(ordered: Sequence[Any], widths: Sequence[int], budget: int) -> list[list[Any]]:
+    """``ordered`` (sorted by their ``widths``, tokens each) cut into consecutive batches of at most ``budget``
+    tokens, padding included (a row wider than that alone)."""
+    batches: list[list[Any]] = []
+    for row, width in zip(ordered, widths, strict=True):  # the widest row of a batch is its last
+        if batches and width * (len(batches[-1]) + 1) <= budget:
             batches[-1].append(row)
         else:
             batches.append([row])

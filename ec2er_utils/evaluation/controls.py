@@ -245,9 +245,9 @@ def overfit_diagnostics(adapter: Path, questions: Sequence[Question], trained: d
                      "the trained text up to the answer letter (compare ChoiceScorer.prompt with "
                      "training.render_example)")
     try:
-        effect = check_adapter_applied(scorer, questions[0], adapter)
+        difference = check_adapter_applied(scorer, questions[0], adapter)
         lines.append(f"adapter applied: it moves the first question's letter log-probabilities by up to "
-                     f"{effect['max_abs_difference']:.3f}")
+                     f"{difference:.3f}")
     except AdapterNotApplied as err:
         lines.append(f"adapter not applied: {err}")
     forced = scorer.option_logprobs(questions, reasonings=[q.explanation for q in questions])

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..emobench import EmoBenchItem, category_of, chance_accuracy, task_of
-from ..formatting import Question, response_schema
+from ..formatting import Question, chat_messages, response_schema
 from ..llm import ChatResult, LLMClient, LLMError, LLMInvalidJSONError
 from . import parsing
 from .choice import ChoiceScorer, best_letter
-from .prompts import OFFICIAL_MAX_NEW_TOKENS, gold_letters, official_messages, paper_messages, paper_questions
+from .prompts import OFFICIAL_MAX_NEW_TOKENS, gold_letters, official_messages, paper_questions
 from .scoring import DEFAULT_SEED, Prediction
 
 PAPER_MAX_TOKENS = 384
@@ -181,8 +181,9 @@ def predict_paper(items: Sequence[EmoBenchItem], client: LLMClient, *, temperatu
         by_size.setdefault(len(question.options), []).append(position)
     answers: list[Any] = [None] * len(questions)
     for size, positions in sorted(by_size.items()):
-        replies = client.chat_many([paper_messages(questions[p][2]) for p in positions], schema=response_schema(size),
-                                   temperature=temperature, max_tokens=max_tokens or PAPER_MAX_TOKENS, seed=seed)
+        replies = client.chat_many([chat_messages(questions[p][2], with_answer=False) for p in positions],
+                                   schema=response_schema(size), temperature=temperature,
+                                   max_tokens=max_tokens or PAPER_MAX_TOKENS, seed=seed)
         for position, reply in zip(positions, replies, strict=True):
             answers[position] = reply
     per_item: list[dict[str, tuple]] = [{} for _ in items]
