@@ -14,26 +14,11 @@ from .paper_table import compare_with_paper, paper_table1
 from .parsing import STATUSES, parse_official_reply
 from .prompts import gold_letters, official_messages, official_system_prompt, official_user_prompt, paper_questions
 from .protocols import predict_choice, predict_cloze, predict_official, predict_paper, predict_reason_score
-from .report import (
-    EvaluationRun,
-    compare_runs,
-    describe_run,
-    leaderboard_frame,
-    leaderboard_table,
-    letter_table,
-    load_run,
-    robust_table,
-)
+from .report import (EvaluationRun, compare_runs, describe_run, leaderboard_frame, leaderboard_table, letter_table,
+                     load_run, robust_table)
 from .runner import EvalConfig, evaluate
-from .scoring import (
-    Prediction,
-    bootstrap_ci,
-    compare_predictions,
-    mcnemar_exact_p,
-    official_result_rows,
-    official_scores,
-    summarize,
-)
+from .scoring import (Prediction, bootstrap_ci, compare_predictions, mcnemar_exact_p, official_result_rows,
+                      official_scores, summarize)
 
 __all__ = [
     "AdapterNotApplied", "STATUSES", "bootstrap_ci", "ChoiceScorer", "compare_predictions", "compare_runs",

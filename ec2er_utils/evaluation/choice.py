@@ -33,10 +33,7 @@ class _Row:
 
 
 def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    first, length = sequences[0], min(len(s) for s in sequences)
-    for other in sequences[1:]:
-        length = next((i for i in range(length) if other[i] != first[i]), length)
-    return length
+    return len(os.path.commonprefix(sequences))  # compares any sequences item by item, not only paths
 
 
 def _shared_prefix_plan(token_ids: list[list[int]], scenarios: list[str]) -> tuple[int, list[tuple[list[int], int]]]:
@@ -59,14 +56,11 @@ def _shared_prefix_plan(token_ids: list[list[int]], scenarios: list[str]) -> tup
 
 
 class ChoiceScorer:
-    """Batched option-letter log-likelihoods from a transformers model (optionally with a PEFT adapter).
-
-    Pass ``hf_model`` and ``tokenizer`` to reuse a loaded model (e.g. a local LLM client's), else the model is
-    loaded with :func:`ec2er_utils.models.load_model_and_tokenizer`. A forward pass holds at most ``batch_size``
-    times the longest prompt's tokens (the memory of ``batch_size`` full prompts), so shorter sequences come more
-    to a batch. ``share_prefixes=False`` scores every prompt in full (the plain method, kept as the reference the
-    shared-prefix one is tested against, and used for models whose layers do not all keep plain key/value states).
-    """
+    """Batched option-letter log-probabilities from a transformers model (optionally with a PEFT adapter), loaded
+    with :func:`ec2er_utils.models.load_model_and_tokenizer` unless ``hf_model`` and ``tokenizer`` are passed. A
+    forward pass holds at most ``batch_size`` times the longest prompt's tokens. ``share_prefixes=False`` scores every
+    prompt in full (the reference the shared-prefix method is tested against; also for models without plain
+    key/value caches)."""
 
     def __init__(self, model: str | None = None, *, adapter: str | os.PathLike | None = None, batch_size: int = 16,
                  hf_model: Any = None, tokenizer: Any = None, dtype: Any = None, device: str | None = None,
@@ -144,7 +138,7 @@ class ChoiceScorer:
         def record(rows: list[_Row], logprobs) -> None:
             for row, scores in zip(rows, logprobs, strict=True):
                 if row.question is not None:
-                    results[row.question] = {letter: float(scores[self.letter_id(letter)])
+                    results[row.question] = {letter: float(scores[-1, self.letter_id(letter)])
                                              for letter in letters[row.question]}
                     bar.update(1)
 
@@ -193,22 +187,9 @@ class ChoiceScorer:
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][2]))
         budget = self.batch_size * max((len(s[2]) for s in sequences), default=1)
         batches = _budget_batches(order, [len(sequences[i][2]) for i in order], budget)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        device = self.hf_model.device
         for batch in tqdm(batches, desc="cloze", unit="batch", leave=False, disable=not progress or len(batches) <= 1):
-            width = max(len(sequences[i][2]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):  # left padding: every continuation ends at the last position
-                tokens = sequences[i][2]
-                ids[r, width - len(tokens):] = torch.tensor(tokens)
-                mask[r, width - len(tokens):] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
             keep = max(sequences[i][3] for i in batch) + 1
-            with torch.inference_mode():
-                logits = self.hf_model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                       position_ids=positions.to(device), logits_to_keep=keep).logits
-                logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            logprobs = self._forward([_Row(sequences[i][2]) for i in batch], positions=keep)[0]
             for r, i in enumerate(batch):
                 question, letter, tokens, length = sequences[i]
                 # logits at position t predict token t + 1: the last ``length`` tokens come from the ``length``
@@ -226,9 +207,10 @@ class ChoiceScorer:
         cut = cpu_speedups.least_cost_batches if cpu_speedups.enabled(self.hf_model.device) else _budget_batches
         return cut(ordered, [len(row.tokens) for row in ordered], budget)
 
-    def _forward(self, rows: list[_Row]):
-        """One forward pass over ``rows``: next-token log-probabilities at each row's end (float32, CPU) and, for
-        rows with ``keep_past``, the key/value states of the row's real tokens (prefix included), else None."""
+    def _forward(self, rows: list[_Row], positions: int = 1):
+        """One forward pass over ``rows``: the log-probabilities at each row's last ``positions`` positions (float32,
+        CPU; rows x positions x vocabulary; left padding makes them every row's last) and, for rows with
+        ``keep_past``, the key/value states of the row's real tokens (prefix included), else None."""
         import torch
         from transformers import DynamicCache
 
@@ -260,8 +242,8 @@ class ChoiceScorer:
         with torch.inference_mode():
             output = self.hf_model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                    position_ids=positions.to(device), past_key_values=cache,
-                                   use_cache=cache is not None, logits_to_keep=1)
-            logprobs = torch.log_softmax(output.logits[:, -1, :].float(), dim=-1).cpu()
+                                   use_cache=cache is not None, logits_to_keep=positions)
+            logprobs = torch.log_softmax(output.logits.float(), dim=-1).cpu()
             kept: list[Any] = [None] * len(rows)
             if keep:
                 layers = output.past_key_values.layers

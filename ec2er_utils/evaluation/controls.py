@@ -53,10 +53,8 @@ def scenario_folds(items: Sequence[EmoBenchItem], k: int = DEFAULT_FOLDS, seed: 
     if k < 2:
         raise ValueError(f"k={k}: a k-fold control needs at least 2 folds")
     keys_by_task: dict[str, list[tuple[str, str]]] = {}
-    for item in items:
-        keys = keys_by_task.setdefault(task_of(item), [])
-        if scenario_key(item) not in keys:
-            keys.append(scenario_key(item))
+    for key in dict.fromkeys(scenario_key(item) for item in items):  # each scenario once, in input order
+        keys_by_task.setdefault(key[0], []).append(key)
     fold_of: dict[tuple[str, str], int] = {}
     for task, keys in sorted(keys_by_task.items()):
         if len(keys) < k:

@@ -13,13 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from ..emobench import (
-    TASKS,
-    EmoBenchItem,
-    check_language,
-    check_task,
-    load_tasks,
-)
+from ..emobench import TASKS, EmoBenchItem, check_language, check_task, load_tasks
 from ..hub import download_adapter, is_repo_id
 from ..jsonl import JSONLError, append_jsonl, read_json, read_jsonl, repair_jsonl_tail, write_json_atomic
 from ..llm import BACKENDS, LLMClient, LLMFatalError, make_client
@@ -31,15 +25,8 @@ from .adapter_check import check_adapter_applied
 from .choice import ChoiceScorer
 from .orders import check_orders, item_shifts, rotated
 from .prompts import OFFICIAL_MAX_NEW_TOKENS, paper_questions
-from .protocols import (
-    OFFICIAL_RETRY_TEMPERATURE,
-    PAPER_MAX_TOKENS,
-    predict_choice,
-    predict_cloze,
-    predict_official,
-    predict_paper,
-    predict_reason_score,
-)
+from .protocols import (OFFICIAL_RETRY_TEMPERATURE, PAPER_MAX_TOKENS, predict_choice, predict_cloze, predict_official,
+                        predict_paper, predict_reason_score)
 from .report import EvaluationRun, leaderboard_path, predictions_path
 from .scoring import DEFAULT_RESAMPLES, DEFAULT_SEED, Prediction, summarize
 
@@ -193,12 +180,8 @@ class EvalConfig(StageConfig):
 
 def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = None,
              scorer: ChoiceScorer | None = None, progress: bool = True) -> EvaluationRun:
-    """Evaluate ``config.model`` on EmoBench and write predictions and leaderboards (see the module docstring).
-    Returns the run.
-
-    A ``client`` (``official``/``paper``) or a ``scorer`` (``choice``) can be passed to reuse a loaded model;
-    otherwise one is created only if some item still needs scoring. ``progress`` shows progress bars.
-    """
+    """Evaluate ``config.model`` on EmoBench, write predictions and leaderboards, and return the run. A ``client``
+    or a ``scorer`` can be passed to reuse a loaded model; otherwise one is made only if some item needs scoring."""
     from tqdm.auto import tqdm
 
     config = (config or EvalConfig()).resolved()

@@ -23,14 +23,11 @@ DEFAULT_SEED = 1234  # the official harness's seed
 
 
 class Prediction(BaseModel):
-    """One scored item, one line of a ``*.predictions.jsonl`` file.
-
-    ``gold`` and ``predicted`` hold letters keyed ``emotion``/``cause`` (EU) or ``answer`` (EA); ``predicted``
-    is ``""`` where no answer could be read. ``raw`` is the model's reply (per question for the ``paper``
-    protocol), ``status`` a :mod:`~ec2er_utils.evaluation.parsing` status, ``option_logprobs`` the per-letter
-    log-probabilities of the ``choice`` protocol. ``shift`` is the option order it was asked in: ``gold`` and
-    ``predicted`` are letters of that order; a run with ``orders="cyclic"`` holds one record per item and shift.
-    """
+    """One scored item, one line of a ``*.predictions.jsonl`` file. ``gold`` and ``predicted`` hold letters keyed
+    ``emotion``/``cause`` (EU) or ``answer`` (EA) in the option order ``shift`` (``predicted`` is ``""`` where no
+    answer could be read); ``raw`` is the model's reply (per question for ``paper``), ``status`` a
+    :mod:`~ec2er_utils.evaluation.parsing` status, ``option_logprobs`` the per-letter scores of the scoring
+    protocols."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -71,11 +68,10 @@ def official_scores(records: Iterable[Prediction]) -> dict[str, float]:
     records = list(records)
     if not records:
         raise ValueError("no predictions to score")
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    by_category: dict[str, list[bool]] = defaultdict(list)
     for record in records:
-        totals[record.category][0] += record.correct
-        totals[record.category][1] += 1
-    scores = {category: right / n for category, (right, n) in sorted(totals.items())}
+        by_category[record.category].append(record.correct)
+    scores = {category: sum(right) / len(right) for category, right in sorted(by_category.items())}
     scores[OVERALL] = sum(r.correct for r in records) / len(records)
     return scores
 
@@ -169,17 +165,12 @@ def by_item(records: Iterable[Prediction]) -> dict[tuple[str, str], list[Predict
 def summarize(records: Iterable[Prediction], *, n_resamples: int = DEFAULT_RESAMPLES,
               seed: int = DEFAULT_SEED) -> dict[str, Any]:
     """Leaderboard entry for the predictions of one task and language (one record per item and option order).
-    Keys: ``n``, ``overall`` and ``categories`` (accuracy in EmoBench's option order, the official number, with
-    95% CI, chance level and the letter-prior ``baselines`` of :mod:`~ec2er_utils.evaluation.orders`),
-    ``emotion_only`` and ``cause_only`` per category for EU, ``parse_failures`` and ``parse_failure_rate``,
-    ``statuses`` (counts), ``letters`` (how often each letter was predicted and was gold, per question: a small
-    model that always says "A" scores the share of items whose answer is A) and ``official`` (the official
-    harness's numbers, the same values as ``accuracy``). All of these use EmoBench's order (shift 0). When the
-    items were also asked in other orders, ``orders`` adds: ``shifts`` (how many items had how many orders),
-    ``order_mean`` and ``strict`` (tables like ``overall``/``categories``, keyed by category with "Overall"
-    first: the accuracy averaged over orders, and the share of items right under every order; ``chance`` and
-    ``baselines`` scored the same way) and ``letters`` (answer and gold letters over all orders).
-    """
+    Keys: ``n``, ``overall`` and ``categories`` (accuracy with 95% CI, chance and the letter-prior ``baselines``),
+    ``emotion_only``/``cause_only`` (EU), ``parse_failures``, ``parse_failure_rate``, ``statuses``, ``letters``
+    (predicted and gold letter counts per question) and ``official`` (the harness's numbers), all in EmoBench's
+    order (shift 0); when the items were also asked in other orders, ``orders`` holds ``shifts`` (how many items
+    had how many orders), ``order_mean`` and ``strict`` tables (like ``overall``/``categories``, "Overall" first)
+    and ``letters`` over all orders."""
     records = list(records)
     if not records:
         raise ValueError("no predictions to summarize")
@@ -244,18 +235,12 @@ def _counts(values: Iterable[str]) -> dict[str, int]:
 def compare_predictions(run_a: Iterable[Prediction], run_b: Iterable[Prediction], *, metric: str = "correct",
                         allow_partial: bool = False, n_resamples: int = DEFAULT_RESAMPLES,
                         seed: int = DEFAULT_SEED) -> list[dict[str, Any]]:
-    """Per-category (and Overall) comparison of run B against run A on the same items.
-
-    ``metric`` is ``correct`` (the EmoBench rule, in EmoBench's option order), for EU ``emotion`` / ``cause``, or
-    a robust one over the option orders both runs were asked in (``orders="cyclic"``): ``strict`` (right under
-    every order) or ``order_mean`` (accuracy averaged over orders). Each row: ``category``, ``n``,
-    ``accuracy_a``, ``accuracy_b``, ``delta`` (B - A) with its paired bootstrap ``ci_low``/``ci_high``,
-    ``only_a`` / ``only_b`` (items only that run got right) and ``mcnemar_p`` (exact). McNemar needs a yes/no per
-    item: for ``order_mean`` (a fraction per item) ``only_a``/``only_b`` count the items where that run scored
-    higher and ``mcnemar_p`` is the exact sign test on them. Items are matched by (language, qid); runs over
-    different items (or, for the robust metrics, different orders) raise unless ``allow_partial`` (then the
-    shared items are used and the row says how many were left out).
-    """
+    """Per-category (and Overall) comparison of run B against run A on the same items (matched by language and
+    qid). ``metric``: ``correct`` (in EmoBench's order), for EU ``emotion``/``cause``, or over the option orders both
+    runs were asked in, ``strict`` or ``order_mean``. Each row: ``category``, ``n``, ``accuracy_a``, ``accuracy_b``,
+    ``delta`` (B - A) with its paired bootstrap ``ci_low``/``ci_high``, ``only_a``/``only_b`` (items where that run
+    scored higher) with ``mcnemar_p`` (exact; for ``order_mean`` the sign test), and ``left_out``. Runs over
+    different items (or orders) raise unless ``allow_partial``, which compares the shared ones."""
     a, b = by_item(run_a), by_item(run_b)
     tasks = {r.task for rs in (*a.values(), *b.values()) for r in rs}
     if len(tasks) != 1:
