@@ -132,10 +132,10 @@ def train_control_adapter(questions: Sequence[Question], run_root: str | os.Path
 
 
 def _evaluate(items_dir: Path, tasks: Sequence[str], protocol: str, out_dir: Path, label: str, *,
-              model: str | None, adapter: Path | None, orders: str, language: str, batch_size: int = 16):
+              model: str | None, adapter: Path | None, orders: str, language: str):
     config = EvalConfig(model=model or DEFAULT_MODEL, adapter=adapter, protocol=protocol, orders=orders,
                         language=language, emobench_dir=items_dir, tasks=tuple(tasks), limit=None, out_dir=out_dir,
-                        label=label, batch_size=batch_size)
+                        label=label)
     return evaluate(config, progress=False)
 
 
