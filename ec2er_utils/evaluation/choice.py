@@ -189,7 +189,7 @@ class ChoiceScorer:
         batches = _budget_batches(order, [len(sequences[i][2]) for i in order], budget)
         for batch in tqdm(batches, desc="cloze", unit="batch", leave=False, disable=not progress or len(batches) <= 1):
             keep = max(sequences[i][3] for i in batch) + 1
-            logprobs = self._forward([_Row(sequences[i][2]) for i in batch], positions=keep)[0]
+            logprobs = self._forward([_Row(sequences[i][2]) for i in batch], last=keep)[0]
             for r, i in enumerate(batch):
                 question, letter, tokens, length = sequences[i]
                 # logits at position t predict token t + 1: the last ``length`` tokens come from the ``length``
@@ -207,9 +207,9 @@ class ChoiceScorer:
         cut = cpu_speedups.least_cost_batches if cpu_speedups.enabled(self.hf_model.device) else _budget_batches
         return cut(ordered, [len(row.tokens) for row in ordered], budget)
 
-    def _forward(self, rows: list[_Row], positions: int = 1):
-        """One forward pass over ``rows``: the log-probabilities at each row's last ``positions`` positions (float32,
-        CPU; rows x positions x vocabulary; left padding makes them every row's last) and, for rows with
+    def _forward(self, rows: list[_Row], last: int = 1):
+        """One forward pass over ``rows``: the log-probabilities at each row's ``last`` positions (float32, CPU;
+        rows x last x vocabulary; left padding makes them every row's last) and, for rows with
         ``keep_past``, the key/value states of the row's real tokens (prefix included), else None."""
         import torch
         from transformers import DynamicCache
@@ -242,7 +242,7 @@ class ChoiceScorer:
         with torch.inference_mode():
             output = self.hf_model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                    position_ids=positions.to(device), past_key_values=cache,
-                                   use_cache=cache is not None, logits_to_keep=positions)
+                                   use_cache=cache is not None, logits_to_keep=last)
             logprobs = torch.log_softmax(output.logits.float(), dim=-1).cpu()
             kept: list[Any] = [None] * len(rows)
             if keep:
