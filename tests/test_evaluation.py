@@ -555,7 +555,7 @@ def _least_cost_batches(ordered, budget):
 def _budget_batches(ordered, budget):
     from ec2er_utils.evaluation.choice import _budget_batches
 
-    return _budget_batches(ordered, budget)
+    return _budget_batches(ordered, [len(row.tokens) for row in ordered], budget)
 
 
 def _passes_cost(batches) -> int:

@@ -1,9 +1,7 @@
 """Is the adapter really applied? A LoRA adapter that is loaded but changes nothing (never trained, B still zero;
-loaded onto the wrong modules; disabled) scores exactly like the base model, and a comparison of "base vs tuned"
-would then measure nothing. :func:`check_adapter_applied` reads the log-probabilities a local protocol scores on
-one question with the adapter and again with it switched off (PEFT's ``disable_adapter()``), and refuses to go on
-when they are the same. :func:`~ec2er_utils.evaluation.evaluate` runs it before scoring with any local adapter.
-"""
+loaded onto the wrong modules; disabled) scores exactly like the base model, so a "base vs tuned" comparison would
+measure nothing: :func:`~ec2er_utils.evaluation.evaluate` runs :func:`check_adapter_applied` before scoring with
+any local adapter."""
 
 from __future__ import annotations
 
@@ -20,9 +18,10 @@ class AdapterNotApplied(RuntimeError):
     """The adapter leaves the scored log-probabilities unchanged: the tuned model is the base model."""
 
 
-def adapter_effect(scorer: Any, question: Question) -> dict[str, Any]:
-    """Option-letter log-probabilities of ``question`` (:meth:`ChoiceScorer.option_logprobs`, the numbers the
-    ``choice`` protocol reads) with the adapter and with it disabled, and the largest absolute difference."""
+def check_adapter_applied(scorer: Any, question: Question, adapter: Any = None) -> float:
+    """The largest change the adapter makes to ``question``'s option-letter log-probabilities
+    (:meth:`ChoiceScorer.option_logprobs`, with it and with PEFT's ``disable_adapter()``); raise
+    :class:`AdapterNotApplied` when that is at most :data:`ADAPTER_EFFECT_TOLERANCE`."""
     model = scorer.hf_model
     if not hasattr(model, "disable_adapter"):
         raise AdapterNotApplied(f"the model {type(model).__name__} carries no PEFT adapter at all, though one was "
@@ -31,18 +30,11 @@ def adapter_effect(scorer: Any, question: Question) -> dict[str, Any]:
     with model.disable_adapter():
         without = scorer.option_logprobs([question])[0]
     difference = max(abs(with_adapter[letter] - without[letter]) for letter in with_adapter)
-    return {"with_adapter": with_adapter, "without_adapter": without, "max_abs_difference": difference}
-
-
-def check_adapter_applied(scorer: Any, question: Question, adapter: Any = None) -> dict[str, Any]:
-    """Raise :class:`AdapterNotApplied` when the adapter does not change ``question``'s scored log-probabilities
-    (more than :data:`ADAPTER_EFFECT_TOLERANCE`); else return :func:`adapter_effect`'s numbers."""
-    effect = adapter_effect(scorer, question)
-    if effect["max_abs_difference"] <= ADAPTER_EFFECT_TOLERANCE:
+    if difference <= ADAPTER_EFFECT_TOLERANCE:
         raise AdapterNotApplied(
             f"the adapter {adapter or ''} does not change the model's log-probabilities (largest change "
-            f"{effect['max_abs_difference']:.2g} on the first question, {question.kind}): it is an identity adapter "
+            f"{difference:.2g} on the first question, {question.kind}): it is an identity adapter "
             "(LoRA B matrices still zero: never trained, or training never reached it) or it is not active. "
             "Check the training run's loss fell and that its adapter folder is the one passed; evaluating it "
             "would only repeat the base model's numbers.")
-    return effect
+    return difference

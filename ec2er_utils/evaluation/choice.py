@@ -1,17 +1,7 @@
-"""The ``choice`` protocol: read a local model's preference among the option letters, without generating.
-
-Each question is put in the paper's format (:func:`ec2er_utils.formatting.user_prompt`, the same user turn the
-``paper`` protocol and training use), the chat template opens the assistant turn, and the assistant turn is
-prefilled with the start of the answer JSON, ``{\\n  "answer": "``. One forward pass then gives the next-token
-log-probability of every option letter; the prediction is the most likely letter among the item's options.
-Departures from the paper's format: README, chapter 05.
-
-Speed: almost all the cost is the prefill, so :class:`ChoiceScorer` computes each shared prefix once
-(:meth:`ChoiceScorer.option_logprobs`) in length-sorted batches. That changes which tokens are computed together,
-not what any token attends to nor its position, so the log-probabilities are a plain forward pass's up to float
-rounding (tested in ``tests/test_evaluation.py``). On CPU, :func:`ec2er_utils.cpu_speedups.least_cost_batches`
-cuts the batches instead.
-"""
+"""The local scorer of the ``choice``, ``cloze`` and ``reason-score`` protocols (:class:`ChoiceScorer`): the
+log-probability of each option letter as the next token after the paper's prompt and the start of the answer JSON
+(or of each option's text, ``cloze``), without generating. Each shared prompt prefix is computed once, with the
+same log-probabilities as a plain forward pass up to float rounding (README, chapter 05, "Speed")."""
 
 from __future__ import annotations
 
@@ -43,10 +33,7 @@ class _Row:
 
 
 def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    first, length = sequences[0], min(len(s) for s in sequences)
-    for other in sequences[1:]:
-        length = next((i for i in range(length) if other[i] != first[i]), length)
-    return length
+    return len(os.path.commonprefix(sequences))  # compares any sequences item by item, not only paths
 
 
 def _shared_prefix_plan(token_ids: list[list[int]], scenarios: list[str]) -> tuple[int, list[tuple[list[int], int]]]:
@@ -69,14 +56,11 @@ def _shared_prefix_plan(token_ids: list[list[int]], scenarios: list[str]) -> tup
 
 
 class ChoiceScorer:
-    """Batched option-letter log-likelihoods from a transformers model (optionally with a PEFT adapter).
-
-    Pass ``hf_model`` and ``tokenizer`` to reuse a loaded model (e.g. a local LLM client's), else the model is
-    loaded with :func:`ec2er_utils.models.load_model_and_tokenizer`. A forward pass holds at most ``batch_size``
-    times the longest prompt's tokens (the memory of ``batch_size`` full prompts), so shorter sequences come more
-    to a batch. ``share_prefixes=False`` scores every prompt in full (the plain method, kept as the reference the
-    shared-prefix one is tested against, and used for models whose layers do not all keep plain key/value states).
-    """
+    """Batched option-letter log-probabilities from a transformers model (optionally with a PEFT adapter), loaded
+    with :func:`ec2er_utils.models.load_model_and_tokenizer` unless ``hf_model`` and ``tokenizer`` are passed. A
+    forward pass holds at most ``batch_size`` times the longest prompt's tokens. ``share_prefixes=False`` scores every
+    prompt in full (the reference the shared-prefix method is tested against; also for models without plain
+    key/value caches)."""
 
     def __init__(self, model: str | None = None, *, adapter: str | os.PathLike | None = None, batch_size: int = 16,
                  hf_model: Any = None, tokenizer: Any = None, dtype: Any = None, device: str | None = None,
@@ -131,14 +115,11 @@ class ChoiceScorer:
         """For each question, ``{letter: log-probability}`` of its option letters as the next token (after the
         question's reasoning in the trained format when ``reasonings`` are given; see :meth:`prompt`).
 
-        With ``share_prefixes`` (the default) no token is computed twice. The prefix common to all prompts (chat
-        template up to the scenario) is computed once. Questions on the same scenario (an EU item's emotion and
-        cause questions) are a group: step 1 computes the group's common prefix after that root, step 2 each
-        question's remainder from those key/value states. A question alone on its scenario is scored whole in
-        step 1. Each question's tokens thus attend to exactly what they would in its full prompt, at the same
-        positions. Sequences of similar length are batched together (little padding), left-padded so that the
-        last position is every sequence's next-token position, with positions counting real tokens only; the
-        prefixes of one step-1 batch are held in memory until step 2 has used them.
+        With ``share_prefixes`` no token is computed twice: the prefix common to all prompts once, then per group
+        of questions on one scenario (an EU item's two) step 1 the group's common part after it, step 2 each
+        question's remainder from those key/value states, while that step-1 batch's states are in memory. Each
+        token attends to exactly what it would in its full prompt, at the same position (left padding, positions
+        counting real tokens only).
         """
         if not questions:
             return []
@@ -149,21 +130,19 @@ class ChoiceScorer:
         letters = [option_letters(len(q.options)) for q in questions]
         budget = self.batch_size * max(len(ids) for ids in token_ids)
         results: list[dict[str, float] | None] = [None] * len(questions)
-        bar = None
-        if progress and len(questions) > self.batch_size:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(questions), desc="choice", unit="question", leave=False)
+        bar = tqdm(total=len(questions), desc="choice", unit="question", leave=False,
+                   disable=not progress or len(questions) <= self.batch_size)
 
         def record(rows: list[_Row], logprobs) -> None:
             for row, scores in zip(rows, logprobs, strict=True):
                 if row.question is not None:
-                    results[row.question] = {letter: float(scores[self.letter_id(letter)])
+                    results[row.question] = {letter: float(scores[-1, self.letter_id(letter)])
                                              for letter in letters[row.question]}
-                    if bar is not None:
-                        bar.update(1)
+                    bar.update(1)
 
-        try:
+        with bar:
             if not self.share_prefixes:
                 for batch in self._batches([_Row(ids, question=i) for i, ids in enumerate(token_ids)], budget):
                     record(batch, self._forward(batch)[0])
@@ -185,9 +164,6 @@ class ChoiceScorer:
                          for i in groups[row.group][0]]
                 for rest_batch in self._batches(rests, budget):
                     record(rest_batch, self._forward(rest_batch)[0])
-        finally:
-            if bar is not None:
-                bar.close()
         return results  # type: ignore[return-value]
 
     def option_loglikelihoods(self, questions: Sequence[Question], *, progress: bool = False,
@@ -197,6 +173,7 @@ class ChoiceScorer:
         letter can be favoured). The prompt and each option are tokenized apart and joined, as
         lm-evaluation-harness does; every (question, option) pair is one full sequence (no prefix sharing)."""
         import torch
+        from tqdm.auto import tqdm
 
         sequences: list[tuple[int, str, list[int], int]] = []  # (question, letter, tokens, continuation length)
         for index, question in enumerate(questions):
@@ -209,33 +186,10 @@ class ChoiceScorer:
         results: list[dict[str, tuple[float, int]]] = [{} for _ in questions]
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][2]))
         budget = self.batch_size * max((len(s[2]) for s in sequences), default=1)
-        batches: list[list[int]] = []
-        for i in order:  # length-sorted batches of at most ``budget`` tokens, padding included
-            if batches and len(sequences[i][2]) * (len(batches[-1]) + 1) <= budget:
-                batches[-1].append(i)
-            else:
-                batches.append([i])
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        device = self.hf_model.device
-        iterator = batches
-        if progress and len(batches) > 1:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(batches, desc="cloze", unit="batch", leave=False)
-        for batch in iterator:
-            width = max(len(sequences[i][2]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):  # left padding: every continuation ends at the last position
-                tokens = sequences[i][2]
-                ids[r, width - len(tokens):] = torch.tensor(tokens)
-                mask[r, width - len(tokens):] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        batches = _budget_batches(order, [len(sequences[i][2]) for i in order], budget)
+        for batch in tqdm(batches, desc="cloze", unit="batch", leave=False, disable=not progress or len(batches) <= 1):
             keep = max(sequences[i][3] for i in batch) + 1
-            with torch.inference_mode():
-                logits = self.hf_model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                       position_ids=positions.to(device), logits_to_keep=keep).logits
-                logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            logprobs = self._forward([_Row(sequences[i][2]) for i in batch], last=keep)[0]
             for r, i in enumerate(batch):
                 question, letter, tokens, length = sequences[i]
                 # logits at position t predict token t + 1: the last ``length`` tokens come from the ``length``
@@ -247,15 +201,16 @@ class ChoiceScorer:
         return results
 
     def _batches(self, rows: list[_Row], budget: int) -> list[list[_Row]]:
-        """Rows sorted by length, each batch filled up to ``budget`` tokens, padding included."""
+        """Rows sorted by length, each batch filled up to ``budget`` tokens, padding included (on CPU, the cuts of
+        fewest, fullest forward passes)."""
         ordered = sorted(rows, key=lambda row: (len(row.tokens), row.past_length))
-        if cpu_speedups.enabled(self.hf_model.device):  # CPU only: fewer, fuller forward passes
-            return cpu_speedups.least_cost_batches(ordered, [len(row.tokens) for row in ordered], budget)
-        return _budget_batches(ordered, budget)
+        cut = cpu_speedups.least_cost_batches if cpu_speedups.enabled(self.hf_model.device) else _budget_batches
+        return cut(ordered, [len(row.tokens) for row in ordered], budget)
 
-    def _forward(self, rows: list[_Row]):
-        """One forward pass over ``rows``: next-token log-probabilities at each row's end (float32, CPU) and, for
-        rows with ``keep_past``, the key/value states of the row's real tokens (prefix included), else None."""
+    def _forward(self, rows: list[_Row], last: int = 1):
+        """One forward pass over ``rows``: the log-probabilities at each row's ``last`` positions (float32, CPU;
+        rows x last x vocabulary; left padding makes them every row's last) and, for rows with
+        ``keep_past``, the key/value states of the row's real tokens (prefix included), else None."""
         import torch
         from transformers import DynamicCache
 
@@ -287,8 +242,8 @@ class ChoiceScorer:
         with torch.inference_mode():
             output = self.hf_model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                    position_ids=positions.to(device), past_key_values=cache,
-                                   use_cache=cache is not None, logits_to_keep=1)
-            logprobs = torch.log_softmax(output.logits[:, -1, :].float(), dim=-1).cpu()
+                                   use_cache=cache is not None, logits_to_keep=last)
+            logprobs = torch.log_softmax(output.logits.float(), dim=-1).cpu()
             kept: list[Any] = [None] * len(rows)
             if keep:
                 layers = output.past_key_values.layers
@@ -302,12 +257,12 @@ class ChoiceScorer:
         return logprobs, kept
 
 
-def _budget_batches(ordered: list[_Row], budget: int) -> list[list[_Row]]:
-    """``ordered`` (sorted by length) cut into consecutive batches of at most ``budget`` tokens, padding included
-    (a row longer than that alone)."""
-    batches: list[list[_Row]] = []
-    for row in ordered:  # the longest row of a batch is its last
-        if batches and len(row.tokens) * (len(batches[-1]) + 1) <= budget:
+def _budget_batches(ordered: Sequence[Any], widths: Sequence[int], budget: int) -> list[list[Any]]:
+    """``ordered`` (sorted by their ``widths``, tokens each) cut into consecutive batches of at most ``budget``
+    tokens, padding included (a row wider than that alone)."""
+    batches: list[list[Any]] = []
+    for row, width in zip(ordered, widths, strict=True):  # the widest row of a batch is its last
+        if batches and width * (len(batches[-1]) + 1) <= budget:
             batches[-1].append(row)
         else:
             batches.append([row])

@@ -1,17 +1,7 @@
-"""Controls of the train -> evaluate machinery (issue 15): does a LoRA run learn, is the adapter applied, and does
-what it learns carry over to items it never saw? What they check and what they measured: README, chapter 05.
-
-- :func:`overfit_check` trains on a handful of EmoBench items and evaluates them (``reason-score``, ``choice``
-  beside it); below :data:`OVERFIT_THRESHOLD`, :func:`overfit_diagnostics` says where the loop is broken.
-- :func:`kfold_control`: per fold of :func:`scenario_folds`, train on the other folds and evaluate base and tuned
-  on the held-out one; per fold and pooled (official and robust accuracy, paired CIs, McNemar, baselines).
-- :func:`control_questions` turns EmoBench items into questions of the trained format (options shuffled, an
-  explanation written from the labels); everything written is marked :data:`CONTROL`.
-
-Everything goes through the package's real paths: ``ec2er_utils.training`` (``TrainConfig`` -> ``prepare_run`` ->
-``load_model_for_training`` -> ``build_trainer`` -> ``run_training`` -> ``save_run``) and
-:func:`~ec2er_utils.evaluation.evaluate` on a folder holding only the chosen items.
-"""
+"""Controls of the train -> evaluate machinery (issue 15): the overfit check (:func:`overfit_check`) and the
+scenario-disjoint k-fold control (:func:`kfold_control`). Both train with ``ec2er_utils.training`` and evaluate with
+:func:`~ec2er_utils.evaluation.evaluate` on a folder holding only the chosen items; everything they write is marked
+:data:`CONTROL`. What they check and what they measured: README, chapter 05."""
 
 from __future__ import annotations
 
@@ -50,29 +40,21 @@ MATCHING_PROTOCOL = "reason-score"  # asks the question the way training answers
 RESULT_FILE = "result.json"  # what a control measured, beside its runs (read back by saved_control_results)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Scenario-disjoint folds
-
-
 def scenario_key(item: EmoBenchItem) -> tuple[str, str]:
-    """What ties EmoBench questions to one scenario: the task and the qid. An EU item holds its emotion and cause
-    questions; its Chinese twin has the same qid in the same file (EU qid 7 in English and in Chinese is one
-    scenario), while EU and EA number their scenarios independently."""
+    """What ties EmoBench questions to one scenario: the task and the qid (an EU item's Chinese twin has the same
+    qid; EU and EA number their scenarios independently)."""
     return task_of(item), item.qid
 
 
 def scenario_folds(items: Sequence[EmoBenchItem], k: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
                    ) -> list[list[EmoBenchItem]]:
-    """``k`` folds of ``items`` with no scenario in two folds (see :func:`scenario_key`): the scenarios of each task
-    are shuffled with ``seed`` and dealt round-robin, so every fold gets an equal share of each task (sizes differ by
-    at most one scenario per task). Each fold keeps the items' input order."""
+    """``k`` folds of ``items`` with no scenario in two folds: each task's scenarios shuffled with ``seed`` and
+    dealt round-robin (an equal share of each task per fold). Each fold keeps the items' input order."""
     if k < 2:
         raise ValueError(f"k={k}: a k-fold control needs at least 2 folds")
     keys_by_task: dict[str, list[tuple[str, str]]] = {}
-    for item in items:
-        keys = keys_by_task.setdefault(task_of(item), [])
-        if scenario_key(item) not in keys:
-            keys.append(scenario_key(item))
+    for key in dict.fromkeys(scenario_key(item) for item in items):  # each scenario once, in input order
+        keys_by_task.setdefault(key[0], []).append(key)
     fold_of: dict[tuple[str, str], int] = {}
     for task, keys in sorted(keys_by_task.items()):
         if len(keys) < k:
@@ -82,26 +64,19 @@ def scenario_folds(items: Sequence[EmoBenchItem], k: int = DEFAULT_FOLDS, seed: 
     return [[item for item in items if fold_of[scenario_key(item)] == fold] for fold in range(k)]
 
 
-# --------------------------------------------------------------------------------------------------------------
-# EmoBench items as training questions (controls only)
-
-
 def label_explanation(item: EmoBenchItem, part: str) -> str:
-    """A reasoning written from the gold labels, naming the correct option's text (what a model that learnt the
-    item should write before the letter)."""
+    """A reasoning written from the gold labels, naming the correct option's text."""
     if isinstance(item, EUItem):
         if part == "emotion":
-            return (f"{item.subject} would ultimately feel {item.emotion_label}. The reason: {item.cause_label}.")
+            return f"{item.subject} would ultimately feel {item.emotion_label}. The reason: {item.cause_label}."
         return f"{item.subject} feels {item.emotion_label} because of this: {item.cause_label}."
     return f"The most effective {item.question_type.lower()} for {item.subject} is: {item.label}."
 
 
 def control_questions(items: Sequence[EmoBenchItem], *, shuffle_seed: int | None = DEFAULT_SEED) -> list[Question]:
-    """The items as training questions in the trained format (:class:`~ec2er_utils.formatting.Question`, the same
-    wording the evaluation asks, :func:`~ec2er_utils.evaluation.prompts.paper_questions`): an EU item gives its
-    emotion and cause questions, an EA item one. Options are shuffled per question with ``shuffle_seed`` (None keeps
-    EmoBench's order), the explanation comes from :func:`label_explanation`, and ``kind`` starts with
-    ``control/``. Pass them to :func:`ec2er_utils.training.training_records` for TRL."""
+    """The items as training questions in the format the evaluation asks
+    (:func:`~ec2er_utils.evaluation.prompts.paper_questions`), options shuffled per question with ``shuffle_seed``
+    (None keeps EmoBench's order), explanations from :func:`label_explanation`, ``kind`` starting ``control/``."""
     questions = []
     for item in items:
         for part, question in paper_questions(item).items():
@@ -117,8 +92,7 @@ def control_questions(items: Sequence[EmoBenchItem], *, shuffle_seed: int | None
 
 def write_item_subset(items: Sequence[EmoBenchItem], folder: str | os.PathLike,
                       data_dir: str | os.PathLike | None = None) -> Path:
-    """A folder holding EmoBench's own lines of ``items`` only (``EU.jsonl``/``EA.jsonl``), so that the real
-    :func:`~ec2er_utils.evaluation.evaluate` runs on exactly them (``EvalConfig(emobench_dir=folder)``)."""
+    """A folder holding EmoBench's own lines of ``items`` only, for ``EvalConfig(emobench_dir=folder)``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {(task_of(item), item.language, item.qid) for item in items}
@@ -130,15 +104,10 @@ def write_item_subset(items: Sequence[EmoBenchItem], folder: str | os.PathLike,
     return folder
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Training a control adapter through the package's real path
-
-
 def train_control_adapter(questions: Sequence[Question], run_root: str | os.PathLike, run_id: str, *,
                           model: str | None = None, source: str, **settings: Any) -> dict[str, Any]:
-    """Train a LoRA adapter on control questions with ``ec2er_utils.training`` (any ``TrainConfig`` setting in
-    ``settings``) and save the run under ``run_root``; an adapter already there is reused (a control resumes).
-    Returns ``run_dir``, ``backend``, ``steps``, ``first_loss``, ``last_loss``, ``train_seconds``."""
+    """Train a LoRA adapter on control questions (any ``TrainConfig`` setting in ``settings``) and save the run
+    under ``run_root``; an adapter already there is reused (a control resumes)."""
     from .. import training
 
     config = training.TrainConfig(model=model or DEFAULT_MODEL, output_dir=str(run_root), run_id=run_id,
@@ -163,16 +132,11 @@ def train_control_adapter(questions: Sequence[Question], run_root: str | os.Path
 
 
 def _evaluate(items_dir: Path, tasks: Sequence[str], protocol: str, out_dir: Path, label: str, *,
-              model: str | None, adapter: Path | None, orders: str, language: str, batch_size: int = 16):
-
+              model: str | None, adapter: Path | None, orders: str, language: str):
     config = EvalConfig(model=model or DEFAULT_MODEL, adapter=adapter, protocol=protocol, orders=orders,
                         language=language, emobench_dir=items_dir, tasks=tuple(tasks), limit=None, out_dir=out_dir,
-                        label=label, batch_size=batch_size)
+                        label=label)
     return evaluate(config, progress=False)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The overfit check
 
 
 @dataclass
@@ -187,11 +151,6 @@ class OverfitResult:
     threshold: float
     passed: bool
     diagnostics: list[str] = field(default_factory=list)
-
-    def table(self):
-        import pandas as pd
-
-        return pd.DataFrame([{"run": key, **value} for key, value in self.accuracy.items()]).set_index("run")
 
     def summary(self) -> str:
         lines = [f"overfit check ({CONTROL}): {self.model}, {len(self.items)} items ({self.questions} questions), "
@@ -221,12 +180,10 @@ def overfit_check(n_items: int = 16, *, task: str = "EA", model: str | None = No
                   protocols: Sequence[str] = (MATCHING_PROTOCOL, "choice"), with_base: bool = True,
                   out_root: str | os.PathLike | None = None, threshold: float = OVERFIT_THRESHOLD,
                   language: str = "en", item_seed: int = DEFAULT_SEED, **training_settings: Any) -> OverfitResult:
-    """Train on ``n_items`` EmoBench items of ``task`` (chosen with ``item_seed``, options in EmoBench's order, as
-    they are asked) with :data:`OVERFIT_TRAINING` (``training_settings`` override it), evaluate the tuned model (and,
-    ``with_base``, the base model) on the same items with each protocol in EmoBench's option order, and pass when
-    :data:`MATCHING_PROTOCOL` reaches ``threshold``. A failure comes with :func:`overfit_diagnostics`.
-    Writes under ``out_root`` (default ``results_dir()/control-overfit``)."""
-
+    """Train on ``n_items`` EmoBench items of ``task`` (chosen with ``item_seed``) with :data:`OVERFIT_TRAINING`
+    (``training_settings`` override it), evaluate tuned (and base) on the same items with each protocol, and pass
+    when :data:`MATCHING_PROTOCOL` reaches ``threshold``. Writes under ``out_root`` (default
+    ``results_dir()/control-overfit``)."""
     if MATCHING_PROTOCOL not in protocols:
         raise ValueError(f"protocols {list(protocols)} lack {MATCHING_PROTOCOL!r}, the one the check is decided on")
     model = model or DEFAULT_MODEL
@@ -265,10 +222,9 @@ def overfit_check(n_items: int = 16, *, task: str = "EA", model: str | None = No
 
 def overfit_diagnostics(adapter: Path, questions: Sequence[Question], trained: dict[str, Any], *,
                         model: str | None = None) -> list[str]:
-    """Why an overfit check failed, each line a measurement: the final loss; whether the evaluation prompt is the
-    trained prompt (same text up to the answer letter); whether the adapter changes the scored log-probabilities;
-    and the letter accuracy when the trained reasoning itself is given (teacher forcing): high there but low with
-    the model's own reasoning means the reasoning is not reproduced; low there means the letter was not learnt."""
+    """Why an overfit check failed, one measurement a line: the final loss, whether the evaluation prompt is the
+    trained text up to the answer letter, whether the adapter acts, and the letter accuracy after the trained
+    reasoning (teacher forcing)."""
     from ..training import render_example
 
     lines = []
@@ -287,9 +243,9 @@ def overfit_diagnostics(adapter: Path, questions: Sequence[Question], trained: d
                      "the trained text up to the answer letter (compare ChoiceScorer.prompt with "
                      "training.render_example)")
     try:
-        effect = check_adapter_applied(scorer, questions[0], adapter)
+        difference = check_adapter_applied(scorer, questions[0], adapter)
         lines.append(f"adapter applied: it moves the first question's letter log-probabilities by up to "
-                     f"{effect['max_abs_difference']:.3f}")
+                     f"{difference:.3f}")
     except AdapterNotApplied as err:
         lines.append(f"adapter not applied: {err}")
     forced = scorer.option_logprobs(questions, reasonings=[q.explanation for q in questions])
@@ -300,15 +256,10 @@ def overfit_diagnostics(adapter: Path, questions: Sequence[Question], trained: d
     return lines
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The k-fold generalisation control
-
-
 @dataclass
 class KFoldResult:
-    """Per fold and pooled results of :func:`kfold_control`: ``folds`` (one dict per fold run: training numbers
-    and per protocol the comparison rows), ``pooled`` (protocol -> the comparison table and leaderboards of the
-    held-out predictions of every fold run)."""
+    """What :func:`kfold_control` measured: per fold (training numbers, comparison rows per protocol) and
+    ``pooled`` over the held-out predictions of every fold (protocol -> comparison rows and runs)."""
 
     model: str
     k: int
@@ -317,15 +268,13 @@ class KFoldResult:
     pooled: dict[str, dict[str, Any]]
 
     def comparison(self, protocol: str):
-        """The pooled base-vs-tuned table (``compare_runs`` rows: per task and metric, delta, paired 95% CI,
-        McNemar p)."""
+        """The pooled base-vs-tuned table (:func:`~ec2er_utils.evaluation.compare_runs` rows)."""
         import pandas as pd
 
         return pd.DataFrame(self.pooled[protocol]["comparison"])
 
     def robust(self, protocol: str):
-        """Pooled official / order-mean / strict accuracy of base and tuned with CIs and the letter-prior
-        baselines (:func:`~ec2er_utils.evaluation.robust_table`)."""
+        """Pooled :func:`~ec2er_utils.evaluation.robust_table` of base and tuned."""
         return robust_table(leaderboard_frame(*self.pooled[protocol]["runs"]),
                             language=self.settings["language"])
 
@@ -361,13 +310,10 @@ def kfold_control(k: int = DEFAULT_FOLDS, *, folds: Sequence[int] | None = None,
                   language: str = "en", model: str | None = None, protocols: Sequence[str] = ("choice",),
                   orders: str = "cyclic", out_root: str | os.PathLike | None = None, seed: int = DEFAULT_SEED,
                   **training_settings: Any) -> KFoldResult:
-    """Scenario-disjoint k-fold control over EmoBench ``tasks`` in ``language``: per fold in ``folds`` (default
-    all), train an adapter on the other folds' items (:func:`control_questions`, options shuffled), evaluate the
-    base model and the adapter on the held-out fold with each protocol (under ``orders``), and compare them with
-    :func:`~ec2er_utils.evaluation.compare_runs` on the official (``correct``) and, with cyclic orders, the robust
-    metrics. ``training_settings`` are ``TrainConfig`` settings (e.g. ``max_steps``, ``learning_rate``). Everything
-    is written under ``out_root`` (default ``results_dir()/control-kfold``) and a re-run resumes."""
-
+    """Per fold in ``folds`` (default all): train an adapter on the other folds' items, evaluate base and adapter
+    on the held-out fold with each protocol, and compare them (official and, with cyclic orders, robust metrics).
+    ``training_settings`` are ``TrainConfig`` settings. Writes under ``out_root`` (default
+    ``results_dir()/control-kfold``); a re-run resumes."""
     model = model or DEFAULT_MODEL
     out_root = Path(out_root) if out_root is not None else results_dir() / f"{CONTROL}-kfold"
     everything = [item for items in load_tasks(tuple(tasks), language).values() for item in items]
@@ -416,7 +362,6 @@ def kfold_control(k: int = DEFAULT_FOLDS, *, folds: Sequence[int] | None = None,
 
 def _pooled_run(out_root: Path, label: str, protocol: str, records: list[Prediction], orders: str):
     """The held-out predictions of every fold as one run (its leaderboards summarised afresh)."""
-
     by_task: dict[str, list[Prediction]] = {}
     for record in records:
         by_task.setdefault(record.task, []).append(record)
@@ -431,10 +376,7 @@ def _pooled_run(out_root: Path, label: str, protocol: str, records: list[Predict
 
 
 def saved_control_results(root: str | os.PathLike | None = None) -> list[str]:
-    """The summaries of the controls saved under ``root`` (default ``results_dir()``: ``control-*/**/result.json``,
-    written by :func:`overfit_check` and :func:`kfold_control`, e.g. through ``benchmarks/controls.py``), newest
-    first; empty when none has run on this machine."""
-
+    """The summaries of the controls saved under ``root`` (default ``results_dir()``), newest first."""
     root = Path(root) if root is not None else results_dir()
     found = sorted(root.glob(f"{CONTROL}-*/**/{RESULT_FILE}"), key=lambda p: p.stat().st_mtime, reverse=True)
     return [f"{path.parent}:\n{read_json(path)['summary']}" for path in found]

@@ -1,18 +1,14 @@
 """Option orders: each item asked under the cyclic shifts of its options (MMBench's CircularEval), and the
 letter-prior baselines (:func:`baseline_predictors`); why, and what the leaderboards add: README, chapter 05.
 
-Shift ``s`` moves the option at position ``i`` to position ``(i - s) mod n``, so over the shifts every option sits
-once under every letter; shift 0 is EmoBench's order. An EU item's emotion (6 options) and cause (4, sometimes 6
-or 7) questions turn by the same ``s``, each modulo its own option count, under ``max(6, causes)`` shifts: every
-emotion option takes every letter once, and with 4 causes shifts 4 and 5 repeat cause orders 0 and 1 with new
-emotion orders. So the item stays one prompt in the ``official`` protocol, and always-A is right over the orders
-only where both gold options land on "A" in the same shift. Baselines: ``always_A``; ``majority_gold`` (the most
-common gold letter of the evaluated items in EmoBench's order: an oracle prior, it knows the answer key's skew);
-``own_letters`` (the expected accuracy of answering at random with the model's own answer-letter distribution).
+Shift ``s`` moves the option at position ``i`` to position ``(i - s) mod n``; shift 0 is EmoBench's order. An EU
+item's emotion and cause questions turn by the same ``s``, each modulo its own option count, so the item stays one
+prompt in the ``official`` protocol (with 4 causes, shifts 4 and 5 repeat cause orders 0 and 1).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -61,10 +57,6 @@ def rotated(item: EUItem | EAItem, shift: int) -> EUItem | EAItem:
     return item.model_copy(update={"choices": rotate(item.choices, shift)})
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Letter-prior baselines
-
-
 def letter_shares(records: Sequence[Prediction], part: str, *, gold: bool = False) -> dict[str, float]:
     """How often each letter was predicted (or was gold) for question ``part``, as shares of ``records``
     (``"(none)"`` for unreadable answers)."""
@@ -74,8 +66,9 @@ def letter_shares(records: Sequence[Prediction], part: str, *, gold: bool = Fals
 
 def baseline_predictors(records: Sequence[Prediction]):
     """``{name: function(record) -> expected correctness}`` for the letter-prior baselines of ``records`` (one
-    task and language; all orders). ``majority_gold`` takes the most common gold letter in EmoBench's order
-    (shift 0; ties: the first letter); ``own_letters`` the model's answer-letter shares over the same records."""
+    task and language; all orders): ``always_A``; ``majority_gold``, the most common gold letter in EmoBench's order
+    (an oracle prior; ties: the first letter); ``own_letters``, answering at random with the model's own
+    answer-letter shares over the same records."""
     official = [r for r in records if r.shift == 0] or list(records)
     parts = list(records[0].gold)
     majority = {part: max(sorted(letter_shares(official, part, gold=True).items()), key=lambda kv: kv[1])[0]
@@ -85,11 +78,5 @@ def baseline_predictors(records: Sequence[Prediction]):
     def always(letters: dict[str, str]):
         return lambda r: float(all(r.gold[part] == letters[part] for part in parts))
 
-    def own_letters(r: Prediction) -> float:
-        probability = 1.0
-        for part in parts:
-            probability *= own[part].get(r.gold[part], 0.0)
-        return probability
-
     return {"always_A": always(dict.fromkeys(parts, "A")), "majority_gold": always(majority),
-            "own_letters": own_letters}
+            "own_letters": lambda r: math.prod(own[part].get(r.gold[part], 0.0) for part in parts)}

@@ -1,14 +1,11 @@
 """The paper's Table 1 (EmoBench EU/EA accuracy of four 7-8B models, base and fine-tuned) and a comparison with ours.
 
-``ec2er_utils/data/paper_table1.csv`` was transcribed once from the paper's text: one row per model, fine-tuning
-state, task and category, with the paper's own category spelling kept in ``paper_label`` (it shortens
-``personal_beliefs_and_experiences`` to ``personal_beliefs``). Values are fractions, as printed.
-
-Two things worth knowing when comparing: the paper does not say which language, prompt or decoding it used; its
-"Overall" values equal the item-weighted means of its category values under English EmoBench's category sizes
-(49/28/56/67 EU items), so they are read as English, mean-over-items accuracies. And the abstract's Mistral
-numbers (EU 10.5 -> 20.5, EA 40.5 -> 60.0) disagree with Table 1 (0.105 -> 0.155, 0.405 -> 0.625); the
-conclusion's "+47.6% EU, +54.3% EA" matches Table 1, which is what the CSV holds.
+``ec2er_utils/data/paper_table1.csv`` was transcribed once from the paper's text (fractions, as printed; the
+paper's category spelling kept in ``paper_label``). The paper does not say which language, prompt or decoding it
+used; its "Overall" values equal the item-weighted means of its categories under English EmoBench's category sizes,
+so they are read as English, mean-over-items accuracies. The abstract's Mistral numbers (EU 10.5 -> 20.5, EA 40.5 ->
+60.0) disagree with Table 1 (0.105 -> 0.155, 0.405 -> 0.625); the conclusion's "+47.6% EU, +54.3% EA" matches
+Table 1, which is what the CSV holds.
 """
 
 from __future__ import annotations
@@ -42,12 +39,9 @@ def paper_row_name(model: str, fine_tuned: bool) -> str:
 
 
 def compare_with_paper(frame, *, language: str = "en", metric: str = "accuracy"):
-    """Our leaderboard next to Table 1: one row per (task, category), our runs' accuracy and 95% CI (with
-    ``orders="cyclic"`` also the accuracy averaged over option orders), chance, the letter-prior baselines
-    (always "A", always the most common gold letter, and per run its own letter shares), then every paper model.
-    ``frame`` is :func:`~ec2er_utils.evaluation.leaderboard_frame` output (one or more runs). The paper reports
-    English only: another ``language`` raises, saying so.
-    """
+    """Our leaderboard (:func:`~ec2er_utils.evaluation.leaderboard_frame` of one or more runs) next to Table 1:
+    per (task, category) our runs' accuracy and 95% CI (and over option orders), chance, the letter-prior
+    baselines, then every paper model. English only, as the paper."""
     import pandas as pd
 
     check_paper_language(language)

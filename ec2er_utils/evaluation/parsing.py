@@ -1,20 +1,16 @@
 """Reading answer letters out of replies to the ``official`` prompt, recording why a reply could not be read.
 
-By default this parses like the official harness (``parse_json_response`` in EmoBench's ``src/utils.py``): the
-JSON is the whole reply, or the inside of a Markdown code fence opened with ```` ```json ````. With
-``lenient=True`` a bare ```` ``` ```` fence or one JSON object surrounded by other text is also accepted (a
-departure, off by default, for chatty models).
-
-The answer value is kept exactly as the model wrote it and scored by exact comparison with the gold letter, as the
-official harness does: ``"a"``, ``" A"`` or ``"A) Joy"`` count as wrong. Unlike the official code, a reply that
-cannot be read is not silently turned into an empty answer: its status says what went wrong.
+By default this parses like the official harness (``parse_json_response`` in EmoBench's ``src/utils.py``): the JSON
+is the whole reply or the inside of a ```` ```json ```` fence; ``lenient=True`` also accepts a bare fence or one JSON
+object amid other text (a departure, off by default). Answers are kept as written and compared exactly, as the
+harness does (``"a"`` or ``"A) Joy"`` count as wrong); an unreadable reply gets a status saying what went wrong.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..llm import extract_json_text
@@ -39,7 +35,6 @@ class ParsedReply:
     answers: dict[str, str]
     status: str
     detail: str = ""
-    data: Any = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -80,9 +75,9 @@ def parse_official_reply(text: str | None, task: str, *, finish_reason: str | No
             status = TRUNCATED if looks_cut else NO_JSON
             return ParsedReply(empty, status, f"{official_error}")
     if not isinstance(data, dict):
-        return ParsedReply(empty, NOT_AN_OBJECT, f"JSON {type(data).__name__}, not an object", data)
+        return ParsedReply(empty, NOT_AN_OBJECT, f"JSON {type(data).__name__}, not an object")
     missing = [official for official in keys.values() if official not in data]
     answers = {ours: _as_answer(data[official]) if official in data else "" for ours, official in keys.items()}
     if missing:
-        return ParsedReply(answers, MISSING_KEYS, f"missing {', '.join(missing)}", data)
-    return ParsedReply(answers, OK, "", data)
+        return ParsedReply(answers, MISSING_KEYS, f"missing {', '.join(missing)}")
+    return ParsedReply(answers, OK)

@@ -1,22 +1,17 @@
-"""Prompts of the three evaluation protocols (which protocol asks what: README, chapter 05).
+"""Prompts of the evaluation protocols (which protocol asks what: README, chapter 05).
 
 ``official``: EmoBench's own wording (``src/configs/prompts.yaml`` and ``response.yaml`` of
-github.com/Sahandfer/EmoBench, assembled as its ``src/model.py`` and ``src/data.py`` do): a system message (the
-instructions, the JSON answer format, optionally its chain-of-thought variant) and a user message (the scenario, the
-lettered choices). Every space and newline is kept, the odd ones included (a trailing space after "## Question" in
-the EA prompt, two spaces inside the folded English answer statement, the indented JSON block), because the official
-numbers were measured with exactly these strings; the EA prompt inserts the question type as written
-("Action"/"Response"), as the official harness does.
-
-``paper`` and ``choice``: the paper's training format from :mod:`ec2er_utils.formatting`; ``choice`` appends the
-start of the answer JSON to the assistant turn (:data:`CHOICE_ANSWER_PREFIX`).
+github.com/Sahandfer/EmoBench, assembled as its ``src/model.py`` and ``src/data.py`` do). Every space and newline is
+kept, the odd ones included (a trailing space after "## Question" in the EA prompt, two spaces inside the English
+answer statement), because the official numbers were measured with exactly these strings. The other protocols use
+the paper's training format from :mod:`ec2er_utils.formatting`.
 """
 
 from __future__ import annotations
 
 import json
 
-from ..formatting import LETTERS, Question, chat_messages, question_from_ea, questions_from_eu
+from ..formatting import LETTERS, Question, question_from_ea, questions_from_eu
 from ..schemas import EAItem, EUItem
 
 OFFICIAL_SYSTEM = {
@@ -91,8 +86,7 @@ OFFICIAL_USER = {
 # The official harness's generation budget for its local (Hugging Face pipeline) models.
 OFFICIAL_MAX_NEW_TOKENS = {False: 50, True: 2048}
 
-# ``choice`` reads the answer letter where the JSON asks for it, skipping the reasoning (see module docstring).
-# ``cloze`` shows no options and scores each option's text as the assistant's answer (see :func:`cloze_prompt`).
+# ``choice`` reads the answer letter where the JSON asks for it, skipping the reasoning.
 CHOICE_ANSWER_PREFIX = '{\n  "answer": "'
 
 
@@ -113,17 +107,13 @@ def lettered_choices(choices: list[str] | tuple[str, ...]) -> str:
     return "\n".join(f"{LETTERS[i]}) {choice}" for i, choice in enumerate(choices))
 
 
-def official_response_format(task: str, language: str, cot: bool = False) -> str:
+def official_system_prompt(task: str, language: str, cot: bool = False, model_name: str = "") -> str:
+    """The official system message: instructions, then the JSON answer format."""
     statement = OFFICIAL_STATEMENT["cot" if cot else "base"][language]
     fields = OFFICIAL_FIELDS[task][language]
     if cot:
         fields = OFFICIAL_REASONING_FIELD[language] + ",\n" + fields
-    return f"\n{statement}\n```json\n    {{\n    {fields}\n    }}\n``` \n    "
-
-
-def official_system_prompt(task: str, language: str, cot: bool = False, model_name: str = "") -> str:
-    """The official system message: instructions, then the JSON answer format."""
-    prompt = OFFICIAL_SYSTEM[language] + official_response_format(task, language, cot)
+    prompt = OFFICIAL_SYSTEM[language] + f"\n{statement}\n```json\n    {{\n    {fields}\n    }}\n``` \n    "
     if "qwen" in model_name.lower() and not cot:
         prompt = "/no_think\n\n" + prompt
     return prompt
@@ -161,6 +151,3 @@ def paper_questions(item: EUItem | EAItem) -> dict[str, Question]:
         return {"emotion": emotion, "cause": cause}
     return {"answer": question_from_ea(item)}
 
-
-def paper_messages(question: Question) -> list[dict[str, str]]:
-    return chat_messages(question, with_answer=False)

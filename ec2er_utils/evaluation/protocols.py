@@ -1,8 +1,6 @@
-"""The evaluation protocols: one ``predict_<protocol>`` function per protocol, each turning a chunk of EmoBench
-items into :class:`~ec2er_utils.evaluation.scoring.Prediction` records (:mod:`~ec2er_utils.evaluation.runner` runs
-them resumably over EmoBench). An EU item is two questions (emotion and cause), an EA item one
-(:func:`~ec2er_utils.evaluation.prompts.paper_questions`); every protocol asks each question and records the item.
-"""
+"""The evaluation protocols (README, chapter 05): one ``predict_<protocol>`` function per protocol, each turning a
+chunk of EmoBench items into :class:`~ec2er_utils.evaluation.scoring.Prediction` records, one per item (an EU item
+is two questions, emotion and cause; an EA item one)."""
 
 from __future__ import annotations
 
@@ -12,11 +10,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..emobench import EmoBenchItem, category_of, chance_accuracy, task_of
-from ..formatting import Question, response_schema
+from ..formatting import Question, chat_messages, response_schema
 from ..llm import ChatResult, LLMClient, LLMError, LLMInvalidJSONError
 from . import parsing
 from .choice import ChoiceScorer, best_letter
-from .prompts import OFFICIAL_MAX_NEW_TOKENS, gold_letters, official_messages, paper_messages, paper_questions
+from .prompts import OFFICIAL_MAX_NEW_TOKENS, gold_letters, official_messages, paper_questions
 from .scoring import DEFAULT_SEED, Prediction
 
 PAPER_MAX_TOKENS = 384
@@ -51,9 +49,8 @@ def predict_choice(items: Sequence[EmoBenchItem], scorer: ChoiceScorer, *, progr
 def predict_cloze(items: Sequence[EmoBenchItem], scorer: ChoiceScorer, *, normalise: bool = False,
                   progress: bool = False) -> list[Prediction]:
     """``cloze`` protocol: the option whose text is most likely as the answer, options not shown; ``normalise``
-    divides each option's log-likelihood by its length in characters (``cloze-norm``, lm-evaluation-harness's
-    ``acc_norm``), which removes the raw score's preference for short options. ``option_logprobs`` holds the
-    scores compared (raw or per character)."""
+    divides each log-likelihood by the option's length in characters (``cloze-norm``, lm-evaluation-harness's
+    ``acc_norm``). ``option_logprobs`` holds the scores compared."""
     questions = _questions(items)
     likelihoods = scorer.option_loglikelihoods([q for _, _, q in questions], progress=progress)
     per_item: list[dict[str, dict[str, float]]] = [{} for _ in items]
@@ -88,11 +85,9 @@ def reasoning_of(raw: str | None) -> tuple[str, bool]:
 def predict_reason_score(items: Sequence[EmoBenchItem], client: LLMClient, scorer: ChoiceScorer, *,
                          temperature: float = 0.0, max_tokens: int | None = None, seed: int = DEFAULT_SEED,
                          progress: bool = False) -> list[Prediction]:
-    """``reason-score`` protocol: each question's reasoning is generated in the trained format (as ``paper``
-    does: greedy, schema-constrained locally), then the option letters' log-probabilities are read where
-    ``"answer": "`` follows that reasoning in the trained JSON. The generated letter is not used, so nothing can
-    fail to parse; a reasoning cut short by the token budget is used as far as it goes (``detail`` says so).
-    ``raw`` holds the reasoning per question."""
+    """``reason-score`` protocol: each question's reasoning is generated as ``paper`` does, then the option letters'
+    log-probabilities are read where ``"answer": "`` follows it in the trained JSON; a reasoning cut short by the
+    token budget is used as far as it goes (``detail`` says so). ``raw`` holds the reasoning per question."""
     generated = predict_paper(items, client, temperature=temperature, max_tokens=max_tokens, seed=seed)
     questions = _questions(items)
     reasonings = []
@@ -118,11 +113,8 @@ def predict_official(items: Sequence[EmoBenchItem], client: LLMClient, *, cot: b
                      retry_temperature: float = OFFICIAL_RETRY_TEMPERATURE, attempts: int = 5,
                      max_tokens: int | None = None, seed: int = DEFAULT_SEED, lenient: bool = False,
                      model_name: str = "") -> list[Prediction]:
-    """``official`` protocol: EmoBench's prompts, free generation, official parsing; unreadable replies are retried.
-
-    Attempt 1 uses ``temperature``; later attempts sample at ``retry_temperature`` (a greedy retry would repeat
-    the same reply) with a different seed. Only the items still unreadable are sent again, together.
-    """
+    """``official`` protocol: EmoBench's prompts, free generation, official parsing. Only the unreadable replies
+    are sent again, at ``retry_temperature`` with a new seed (a greedy retry would repeat the same reply)."""
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
     max_tokens = max_tokens or OFFICIAL_MAX_NEW_TOKENS[cot]
@@ -134,7 +126,6 @@ def predict_official(items: Sequence[EmoBenchItem], client: LLMClient, *, cot: b
         answers = client.chat_many([conversations[i] for i in pending], max_tokens=max_tokens,
                                    temperature=temperature if attempt == 1 else retry_temperature,
                                    seed=seed + attempt - 1)
-        still_failing = []
         for index, answer in zip(pending, answers, strict=True):
             tries[index] += 1
             if isinstance(answer, LLMError):
@@ -145,9 +136,7 @@ def predict_official(items: Sequence[EmoBenchItem], client: LLMClient, *, cot: b
                                                       lenient=lenient)
                 text = answer.text
             latest[index] = (parsed, text)
-            if not parsed.ok:
-                still_failing.append(index)
-        pending = still_failing
+        pending = [index for index in pending if not latest[index][0].ok]
         if not pending:
             break
     records = []
@@ -170,19 +159,17 @@ def _paper_status(answer: ChatResult | LLMError) -> tuple[str, str, str | None, 
 
 def predict_paper(items: Sequence[EmoBenchItem], client: LLMClient, *, temperature: float = 0.0,
                   max_tokens: int | None = None, seed: int = DEFAULT_SEED) -> list[Prediction]:
-    """``paper`` protocol: each question in the training format, answered as ``{"reasoning", "answer"}`` JSON.
-
-    Questions are grouped by their number of options (the answer schema lists the valid letters), and each group
-    goes to the client in one batched call; the client re-asks invalid replies (its ``max_reasks``).
-    """
+    """``paper`` protocol: each question in the training format, answered as ``{"reasoning", "answer"}`` JSON,
+    batched per number of options (the answer schema lists the valid letters); the client re-asks invalid replies."""
     questions = _questions(items)
     by_size: dict[int, list[int]] = {}
     for position, (_, _, question) in enumerate(questions):
         by_size.setdefault(len(question.options), []).append(position)
     answers: list[Any] = [None] * len(questions)
     for size, positions in sorted(by_size.items()):
-        replies = client.chat_many([paper_messages(questions[p][2]) for p in positions], schema=response_schema(size),
-                                   temperature=temperature, max_tokens=max_tokens or PAPER_MAX_TOKENS, seed=seed)
+        replies = client.chat_many([chat_messages(questions[p][2], with_answer=False) for p in positions],
+                                   schema=response_schema(size), temperature=temperature,
+                                   max_tokens=max_tokens or PAPER_MAX_TOKENS, seed=seed)
         for position, reply in zip(positions, replies, strict=True):
             answers[position] = reply
     per_item: list[dict[str, tuple]] = [{} for _ in items]

@@ -60,9 +60,8 @@ def load_run(out_dir: str | os.PathLike) -> EvaluationRun:
         board = leaderboard_path(out_dir, task)
         if board.exists():
             run.leaderboards[task] = read_json(board)
-        records = []
-        for path in sorted(out_dir.glob(f"{task}-*.predictions.jsonl")):
-            records.extend(read_jsonl(path, Prediction))
+        records = [record for path in sorted(out_dir.glob(f"{task}-*.predictions.jsonl"))
+                   for record in read_jsonl(path, Prediction)]
         if records:
             run.predictions[task] = records
     return run
@@ -79,13 +78,10 @@ def leaderboard_frame(*runs: EvaluationRun):
     for run in runs:
         for task, board in run.leaderboards.items():
             for lang, summary in board["languages"].items():
-                metrics = {"accuracy": {OVERALL: summary["overall"], **summary["categories"]}}
-                for part in ("emotion_only", "cause_only"):
-                    if part in summary:
-                        metrics[part] = summary[part]
-                for metric in ("order_mean", "strict"):
-                    if metric in summary.get("orders", {}):
-                        metrics[metric] = summary["orders"][metric]
+                metrics = {"accuracy": {OVERALL: summary["overall"], **summary["categories"]},
+                           **{part: summary[part] for part in ("emotion_only", "cause_only") if part in summary},
+                           **{metric: table for metric, table in summary.get("orders", {}).items()
+                              if metric in ("order_mean", "strict")}}
                 for metric, table in metrics.items():
                     for category, entry in table.items():
                         baselines = entry.get("baselines", {})
@@ -131,14 +127,13 @@ def letter_table(*runs: EvaluationRun, language: str = "en"):
                 continue
             every = summary.get("orders", {}).get("letters", {})
             for part, counts in summary["letters"].items():
-                n_all = sum(every[part]["predicted"].values()) if part in every else 0
-                for letter in sorted({*counts["predicted"], *counts["gold"], *every.get(part, {}).get("predicted",
-                                                                                                      {})}):
+                all_orders = every.get(part, {}).get("predicted", {})
+                n_all = sum(all_orders.values())
+                for letter in sorted({*counts["predicted"], *counts["gold"], *all_orders}):
                     rows.append({"label": board["label"], "task": task, "question": part, "letter": letter,
                                  "answered": counts["predicted"].get(letter, 0) / summary["n"],
                                  "gold": counts["gold"].get(letter, 0) / summary["n"],
-                                 "answered, all orders": (every[part]["predicted"].get(letter, 0) / n_all
-                                                          if n_all else float("nan"))})
+                                 "answered, all orders": all_orders.get(letter, 0) / n_all if n_all else float("nan")})
     if not rows:
         raise ValueError(f"no leaderboard for language {language!r} in these runs")
     return pd.DataFrame(rows).set_index(["label", "task", "question", "letter"])
@@ -148,14 +143,9 @@ def compare_runs(run_a: EvaluationRun, run_b: EvaluationRun, *, tasks: Sequence[
                  language: str = "en", metric: str = "correct", allow_partial: bool = False,
                  n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
                  out_path: str | os.PathLike | None = None):
-    """Paired comparison of run B against run A (e.g. base vs fine-tuned) per task and category, as a table.
-
-    Each row: delta = accuracy(B) - accuracy(A) with a 95% paired bootstrap interval and the exact McNemar
-    p-value. ``metric``: ``correct`` (EmoBench's order), ``emotion``/``cause`` (EU), or over the option orders
-    of runs made with ``orders="cyclic"``: ``strict`` or ``order_mean`` (see
-    :func:`~ec2er_utils.evaluation.scoring.compare_predictions`). With ``out_path`` the table is also written as
-    JSON.
-    """
+    """Paired comparison of run B against run A (e.g. base vs fine-tuned) per task and category, as a table of
+    :func:`~ec2er_utils.evaluation.scoring.compare_predictions` rows (its ``metric``s); with ``out_path`` also
+    written as JSON."""
     import pandas as pd
 
     rows = []

@@ -1,16 +1,7 @@
-"""Run a model on EmoBench with one protocol, resumably: :class:`EvalConfig` and :func:`evaluate`, one
-``predict_*`` function per protocol (the protocols, option orders and outputs are described in the README, chapter
-05; the prompts in :mod:`~ec2er_utils.evaluation.prompts`). A run is read back and tabled by
-:mod:`~ec2er_utils.evaluation.report`.
-
-Under ``results_dir()/<label>/<protocol>/``: ``run.json`` (the settings; a re-run with other settings is refused),
-``<task>-<language>.predictions.jsonl`` (one :class:`~ec2er_utils.evaluation.scoring.Prediction` per item and
-option order, appended chunk by chunk, so a killed run resumes where it stopped) and ``<task>.leaderboard.json``.
-A configuration error (:class:`~ec2er_utils.llm.LLMFatalError`) or a chunk without a single answer
-(:class:`NoAnswers`) stops the run before that chunk is written; running again resumes after the chunks before it.
-Departure: decoding is greedy by default (``temperature=0``) for reproducible numbers; EmoBench's harness samples
-API models at 0.6.
-"""
+"""Run a model on EmoBench with one protocol, resumably: :class:`EvalConfig` and :func:`evaluate` (protocols,
+option orders and outputs: README, chapter 05). Under ``results_dir()/<label>/<protocol>/``: ``run.json`` (the
+settings; a re-run with other settings is refused), ``<task>-<language>.predictions.jsonl`` (appended chunk by
+chunk, so a killed run resumes where it stopped) and ``<task>.leaderboard.json``."""
 
 from __future__ import annotations
 
@@ -18,21 +9,15 @@ import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from ..emobench import (
-    TASKS,
-    EmoBenchItem,
-    check_language,
-    check_task,
-    load_tasks,
-)
+from ..emobench import TASKS, EmoBenchItem, check_language, check_task, load_tasks
 from ..hub import download_adapter, is_repo_id
 from ..jsonl import JSONLError, append_jsonl, read_json, read_jsonl, repair_jsonl_tail, write_json_atomic
 from ..llm import BACKENDS, LLMClient, LLMFatalError, make_client
-from ..models import DEFAULT_MODEL
+from ..models import DEFAULT_MODEL, latest_adapter, resolve_model
 from ..parameters import StageConfig
 from ..paths import results_dir, runs_dir
 from . import parsing
@@ -40,15 +25,8 @@ from .adapter_check import check_adapter_applied
 from .choice import ChoiceScorer
 from .orders import check_orders, item_shifts, rotated
 from .prompts import OFFICIAL_MAX_NEW_TOKENS, paper_questions
-from .protocols import (
-    OFFICIAL_RETRY_TEMPERATURE,
-    PAPER_MAX_TOKENS,
-    predict_choice,
-    predict_cloze,
-    predict_official,
-    predict_paper,
-    predict_reason_score,
-)
+from .protocols import (OFFICIAL_RETRY_TEMPERATURE, PAPER_MAX_TOKENS, predict_choice, predict_cloze, predict_official,
+                        predict_paper, predict_reason_score)
 from .report import EvaluationRun, leaderboard_path, predictions_path
 from .scoring import DEFAULT_RESAMPLES, DEFAULT_SEED, Prediction, summarize
 
@@ -69,10 +47,6 @@ class NoAnswers(RuntimeError):
     instead of scoring requests that never reached it as wrong answers."""
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Labels and folders
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "model"
 
@@ -80,8 +54,6 @@ def _slug(text: str) -> str:
 def model_label(model: str, adapter: str | os.PathLike | None = None, backend: str = "local") -> str:
     """Folder name for a model (and adapter): the alias or id, ``+`` the adapter's run folder and name."""
     if backend == "local":
-        from ..models import resolve_model
-
         spec = resolve_model(model)
         name = spec.alias or Path(spec.hf_id).name
     else:
@@ -99,14 +71,6 @@ def model_label(model: str, adapter: str | os.PathLike | None = None, backend: s
 
 def run_folder(label: str, protocol: str, cot: bool = False) -> Path:
     return results_dir() / label / (protocol + ("-cot" if cot else ""))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Predictors: a chunk of items in, one Prediction per item out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The run
 
 
 def _check_config(out_dir: Path, config: dict[str, Any]) -> None:
@@ -150,7 +114,7 @@ class EvalConfig(StageConfig):
     language: str = "en"  # "en", "zh" or "all"
     limit: int | None = Field(50, ge=1)  # first items of each task and language (the CPU demo); None: all 200
     cot: bool = False  # protocol "official" only: EmoBench's chain-of-thought prompt
-    orders: str = "cyclic"  # one of orders.ORDERS
+    orders: Annotated[str, AfterValidator(check_orders)] = "cyclic"  # one of orders.ORDERS
     emobench_dir: Path | None = None  # folder with EU.jsonl and EA.jsonl
     tasks: tuple[str, ...] = TASKS
     out_dir: Path | None = None
@@ -173,11 +137,6 @@ class EvalConfig(StageConfig):
         if value not in known:
             raise ValueError(f"Unknown {info.field_name} {value!r}; use one of {', '.join(known)}")
         return value
-
-    @field_validator("orders")
-    @classmethod
-    def _known_orders(cls, value: str) -> str:
-        return check_orders(value)
 
     @field_validator("language")
     @classmethod
@@ -212,8 +171,6 @@ class EvalConfig(StageConfig):
         or None when there is none (or with backend "openai", whose server applies its own)."""
         if self.adapter != "latest":
             return self
-        from ..models import latest_adapter
-
         return self.model_copy(update={"adapter": latest_adapter(self.model) if self.backend == "local" else None})
 
     def base_model(self) -> EvalConfig:
@@ -223,12 +180,10 @@ class EvalConfig(StageConfig):
 
 def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = None,
              scorer: ChoiceScorer | None = None, progress: bool = True) -> EvaluationRun:
-    """Evaluate ``config.model`` on EmoBench and write predictions and leaderboards (see the module docstring).
-    Returns the run.
+    """Evaluate ``config.model`` on EmoBench, write predictions and leaderboards, and return the run. A ``client``
+    or a ``scorer`` can be passed to reuse a loaded model; otherwise one is made only if some item needs scoring."""
+    from tqdm.auto import tqdm
 
-    A ``client`` (``official``/``paper``) or a ``scorer`` (``choice``) can be passed to reuse a loaded model;
-    otherwise one is created only if some item still needs scoring. ``progress`` shows progress bars.
-    """
     config = (config or EvalConfig()).resolved()
     model, adapter, protocol, backend, cot = config.model, config.adapter, config.protocol, config.backend, config.cot
     if adapter is not None and backend == "local" and not adapter.expanduser().is_dir():
@@ -264,10 +219,8 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
     def predictor():  # created on first need, so a fully resumed run loads no model
         if protocol in SCORED_PROTOCOLS:
             if state["scorer"] is None:
-                local = state["client"]
-                state["scorer"] = (ChoiceScorer(hf_model=local.hf_model, tokenizer=local.tokenizer,
-                                                batch_size=batch_size) if getattr(local, "hf_model", None) is not None
-                                   else ChoiceScorer(model, adapter=adapter, batch_size=batch_size))
+                state["scorer"] = (_client_scorer(state["client"], batch_size)
+                                   or ChoiceScorer(model, adapter=adapter, batch_size=batch_size))
             if protocol in ORDER_FREE_PROTOCOLS:
                 return lambda chunk: predict_cloze(chunk, state["scorer"], normalise=protocol == "cloze-norm",
                                                    progress=progress)
@@ -286,7 +239,8 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
             return lambda chunk: predict_reason_score(chunk, local, state["scorer"], temperature=temperature,
                                                       max_tokens=max_tokens, seed=seed, progress=progress)
         if protocol == "official":
-            name = _official_model_name(model, backend)
+            # the name the official harness would see (it adds "/no_think" for Qwen models)
+            name = f"{model} {resolve_model(model).hf_id}" if backend == "local" else model
             return lambda chunk: predict_official(chunk, state["client"], cot=cot, temperature=temperature,
                                                   retry_temperature=config.retry_temperature,
                                                   attempts=config.attempts, max_tokens=max_tokens, seed=seed,
@@ -311,20 +265,17 @@ def evaluate(config: EvalConfig | None = None, *, client: LLMClient | None = Non
                     predict = predictor()
                     if adapter is not None and backend == "local":  # a tuned run that scores the base model is refused
                         _check_adapter(state, pending[0][0], adapter, batch_size)
-                bar = _progress(progress, len(wanted), len(wanted) - len(pending),
-                                f"{label} {protocol} {task}-{lang}", "item-order" if config.orders != "original"
-                                else "item")
-                for start in range(0, len(pending), chunk_size):
-                    chunk = pending[start:start + chunk_size]
-                    chunk_records = [record.model_copy(update={"shift": shift}) for record, (_, shift) in
-                                     zip(_predicted_or_stopped(predict, [rotated(item, shift) for item, shift in chunk],
-                                                               path), chunk, strict=True)]
-                    append_jsonl(path, chunk_records)
-                    done.update(((r.qid, r.shift), r) for r in chunk_records)
-                    if bar is not None:
+                with tqdm(total=len(wanted), initial=len(wanted) - len(pending), disable=not progress,
+                          desc=f"{label} {protocol} {task}-{lang}",
+                          unit="item-order" if config.orders != "original" else "item") as bar:
+                    for start in range(0, len(pending), chunk_size):
+                        chunk = pending[start:start + chunk_size]
+                        records = _predicted_or_stopped(predict, [rotated(item, shift) for item, shift in chunk], path)
+                        chunk_records = [record.model_copy(update={"shift": shift})
+                                         for record, (_, shift) in zip(records, chunk, strict=True)]
+                        append_jsonl(path, chunk_records)
+                        done.update(((r.qid, r.shift), r) for r in chunk_records)
                         bar.update(len(chunk_records))
-                if bar is not None:
-                    bar.close()
             by_language[lang] = [done[item.qid, shift] for item, shift in wanted]
         run.predictions[task] = [r for records in by_language.values() for r in records]
         run.leaderboards[task] = _write_leaderboard(out_dir, task, settings, by_language, config.n_resamples,
@@ -336,9 +287,7 @@ def _check_adapter(state: dict[str, Any], item: EmoBenchItem, adapter: Any, batc
     """:func:`~ec2er_utils.evaluation.adapter_check.check_adapter_applied` on the item's first question, with the
     protocol's scorer or, for the generating protocols, one over the local client's model. A stand-in scorer
     passed by the caller without a model (a test's scripted scores) has nothing to check."""
-    scorer, local = state["scorer"], state["client"]
-    if scorer is None and getattr(local, "hf_model", None) is not None:
-        scorer = ChoiceScorer(hf_model=local.hf_model, tokenizer=local.tokenizer, batch_size=batch_size)
+    scorer = state["scorer"] or _client_scorer(state["client"], batch_size)
     if getattr(scorer, "hf_model", None) is not None:
         check_adapter_applied(scorer, next(iter(paper_questions(item).values())), adapter)
 
@@ -359,21 +308,11 @@ def _predicted_or_stopped(predict, chunk: list[EmoBenchItem], path: Path) -> lis
     return records
 
 
-def _official_model_name(model: str, backend: str) -> str:
-    """The name the official harness would see (it adds "/no_think" for Qwen models)."""
-    if backend != "local":
-        return model
-    from ..models import resolve_model
-
-    return f"{model} {resolve_model(model).hf_id}"
-
-
-def _progress(enabled: bool, total: int, initial: int, desc: str, unit: str = "item"):
-    if not enabled:
+def _client_scorer(client: LLMClient | None, batch_size: int) -> ChoiceScorer | None:
+    """A scorer over the model a local client already holds (None when it holds none)."""
+    if getattr(client, "hf_model", None) is None:
         return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit)
+    return ChoiceScorer(hf_model=client.hf_model, tokenizer=client.tokenizer, batch_size=batch_size)
 
 
 def _now() -> str:

@@ -1,15 +1,8 @@
 """Per-item prediction records, EmoBench's scoring, bootstrap intervals and paired comparisons of two runs.
 
-Scoring follows EmoBench's ``evaluate_results`` (``src/data.py``): an item is correct when its predicted letter
-equals the gold letter, an EU item only when BOTH the emotion and the cause are right; accuracy is reported per
-``coarse_category`` (EU) / ``category`` (EA), and "Overall" is the mean over items (not over categories).
-A reply that could not be parsed counts as wrong, as in the official harness (its empty answer never equals a
-letter); it is also counted as a parse failure here.
-
-EmoBench has only 200 items per task and language, so every accuracy carries a 95% percentile bootstrap interval
-(``scipy.stats.bootstrap``, seeded) and a comparison of two runs on the same items reports, per category, the
-difference with a paired bootstrap interval and the exact McNemar p-value (a two-sided binomial test on the
-discordant items, ``scipy.stats.binomtest``).
+Scoring follows EmoBench's ``evaluate_results`` (``src/data.py``): an EU item is correct only when BOTH the emotion
+and the cause are right, "Overall" is the mean over items (not over categories), and an unreadable reply counts as
+wrong (and as a parse failure). Intervals and tests: README, chapter 05.
 """
 
 from __future__ import annotations
@@ -30,14 +23,11 @@ DEFAULT_SEED = 1234  # the official harness's seed
 
 
 class Prediction(BaseModel):
-    """One scored item, one line of a ``*.predictions.jsonl`` file.
-
-    ``gold`` and ``predicted`` hold letters keyed ``emotion``/``cause`` (EU) or ``answer`` (EA); ``predicted``
-    is ``""`` where no answer could be read. ``raw`` is the model's reply (per question for the ``paper``
-    protocol), ``status`` a :mod:`~ec2er_utils.evaluation.parsing` status, ``option_logprobs`` the per-letter
-    log-probabilities of the ``choice`` protocol. ``shift`` is the option order it was asked in: ``gold`` and
-    ``predicted`` are letters of that order; a run with ``orders="cyclic"`` holds one record per item and shift.
-    """
+    """One scored item, one line of a ``*.predictions.jsonl`` file. ``gold`` and ``predicted`` hold letters keyed
+    ``emotion``/``cause`` (EU) or ``answer`` (EA) in the option order ``shift`` (``predicted`` is ``""`` where no
+    answer could be read); ``raw`` is the model's reply (per question for ``paper``), ``status`` a
+    :mod:`~ec2er_utils.evaluation.parsing` status, ``option_logprobs`` the per-letter scores of the scoring
+    protocols."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -73,20 +63,15 @@ class Prediction(BaseModel):
         return self.status != OK
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Official scoring
-
-
 def official_scores(records: Iterable[Prediction]) -> dict[str, float]:
     """EmoBench's numbers: ``{category: accuracy, ..., "Overall": accuracy}`` as fractions (categories sorted)."""
     records = list(records)
     if not records:
         raise ValueError("no predictions to score")
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    by_category: dict[str, list[bool]] = defaultdict(list)
     for record in records:
-        totals[record.category][0] += record.correct
-        totals[record.category][1] += 1
-    scores = {category: right / n for category, (right, n) in sorted(totals.items())}
+        by_category[record.category].append(record.correct)
+    scores = {category: sum(right) / len(right) for category, right in sorted(by_category.items())}
     scores[OVERALL] = sum(r.correct for r in records) / len(records)
     return scores
 
@@ -106,10 +91,6 @@ def official_result_rows(records: Iterable[Prediction]) -> list[dict[str, Any]]:
                        answer=record.predicted.get("answer", ""))
         rows.append(row)
     return rows
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Intervals and tests
 
 
 def bootstrap_ci(values: Sequence[float] | np.ndarray, *, confidence: float = 0.95,
@@ -145,10 +126,6 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     if only_a + only_b == 0:
         return 1.0
     return float(binomtest(only_b, only_a + only_b, 0.5, alternative="two-sided").pvalue)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Leaderboard
 
 
 def _accuracy_entry(values: list[float], *, n_resamples: int, seed: int) -> dict[str, Any]:
@@ -188,19 +165,12 @@ def by_item(records: Iterable[Prediction]) -> dict[tuple[str, str], list[Predict
 def summarize(records: Iterable[Prediction], *, n_resamples: int = DEFAULT_RESAMPLES,
               seed: int = DEFAULT_SEED) -> dict[str, Any]:
     """Leaderboard entry for the predictions of one task and language (one record per item and option order).
-
-    Keys: ``n``, ``overall`` and ``categories`` (accuracy in EmoBench's option order, the official number, with
-    95% CI, chance level and the letter-prior ``baselines`` of :mod:`~ec2er_utils.evaluation.orders`),
-    ``emotion_only`` and ``cause_only`` per category for EU, ``parse_failures`` and ``parse_failure_rate``,
-    ``statuses`` (counts), ``letters`` (how often each letter was predicted and was gold, per question: a small
-    model that always says "A" scores the share of items whose answer is A) and ``official`` (the official
-    harness's numbers, the same values as ``accuracy``). All of these use EmoBench's order (shift 0). When the
-    items were also asked in other orders, ``orders`` adds: ``shifts`` (how many items had how many orders),
-    ``order_mean`` and ``strict`` (tables like ``overall``/``categories``, keyed by category with "Overall"
-    first: the accuracy averaged over orders, and the share of items right under every order; ``chance`` and
-    ``baselines`` scored the same way) and ``letters`` (answer and gold letters over all orders).
-    """
-
+    Keys: ``n``, ``overall`` and ``categories`` (accuracy with 95% CI, chance and the letter-prior ``baselines``),
+    ``emotion_only``/``cause_only`` (EU), ``parse_failures``, ``parse_failure_rate``, ``statuses``, ``letters``
+    (predicted and gold letter counts per question) and ``official`` (the harness's numbers), all in EmoBench's
+    order (shift 0); when the items were also asked in other orders, ``orders`` holds ``shifts`` (how many items
+    had how many orders), ``order_mean`` and ``strict`` tables (like ``overall``/``categories``, "Overall" first)
+    and ``letters`` over all orders."""
     records = list(records)
     if not records:
         raise ValueError("no predictions to summarize")
@@ -208,11 +178,11 @@ def summarize(records: Iterable[Prediction], *, n_resamples: int = DEFAULT_RESAM
     if len(tasks) != 1:
         raise ValueError(f"summarize one task at a time, got {sorted(tasks)}")
     items = by_item(records)
-    official_records = [next((r for r in group if r.shift == 0), None) for group in items.values()]
-    if any(r is None for r in official_records):
+    # by_item sorts each item's records by shift: EmoBench's order (shift 0) comes first
+    official = [group[0] for group in items.values()]
+    if any(r.shift != 0 for r in official):
         raise ValueError("some items have no prediction in EmoBench's option order (shift 0); evaluate them with "
                          "orders='original' or 'cyclic'")
-    official: list[Prediction] = official_records  # type: ignore[assignment]
     by_category: dict[str, list[list[Prediction]]] = defaultdict(list)
     for group in items.values():
         by_category[group[0].category].append(group)
@@ -242,9 +212,7 @@ def summarize(records: Iterable[Prediction], *, n_resamples: int = DEFAULT_RESAM
                 entry.pop("chance", None)  # chance of the combined answer; meaningless per part
             summary[f"{part}_only"] = part_table
     failures = sum(r.parse_failed for r in official)
-    statuses: dict[str, int] = defaultdict(int)
-    for record in official:
-        statuses[record.status] += 1
+    statuses = Counter(r.status for r in official)
     summary.update(parse_failures=failures, parse_failure_rate=failures / len(official), statuses=dict(statuses),
                    letters=_letters(official), official=official_scores(official))
     if len(records) > len(official):
@@ -261,31 +229,18 @@ def _letters(records: list[Prediction]) -> dict[str, dict[str, dict[str, int]]]:
 
 
 def _counts(values: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for value in values:
-        counts[value or "(none)"] += 1
-    return dict(sorted(counts.items()))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Paired comparison
+    return dict(sorted(Counter(value or "(none)" for value in values).items()))
 
 
 def compare_predictions(run_a: Iterable[Prediction], run_b: Iterable[Prediction], *, metric: str = "correct",
                         allow_partial: bool = False, n_resamples: int = DEFAULT_RESAMPLES,
                         seed: int = DEFAULT_SEED) -> list[dict[str, Any]]:
-    """Per-category (and Overall) comparison of run B against run A on the same items.
-
-    ``metric`` is ``correct`` (the EmoBench rule, in EmoBench's option order), for EU ``emotion`` / ``cause``, or
-    a robust one over the option orders both runs were asked in (``orders="cyclic"``): ``strict`` (right under
-    every order) or ``order_mean`` (accuracy averaged over orders). Each row: ``category``, ``n``,
-    ``accuracy_a``, ``accuracy_b``, ``delta`` (B - A) with its paired bootstrap ``ci_low``/``ci_high``,
-    ``only_a`` / ``only_b`` (items only that run got right) and ``mcnemar_p`` (exact). McNemar needs a yes/no per
-    item: for ``order_mean`` (a fraction per item) ``only_a``/``only_b`` count the items where that run scored
-    higher and ``mcnemar_p`` is the exact sign test on them. Items are matched by (language, qid); runs over
-    different items (or, for the robust metrics, different orders) raise unless ``allow_partial`` (then the
-    shared items are used and the row says how many were left out).
-    """
+    """Per-category (and Overall) comparison of run B against run A on the same items (matched by language and
+    qid). ``metric``: ``correct`` (in EmoBench's order), for EU ``emotion``/``cause``, or over the option orders both
+    runs were asked in, ``strict`` or ``order_mean``. Each row: ``category``, ``n``, ``accuracy_a``, ``accuracy_b``,
+    ``delta`` (B - A) with its paired bootstrap ``ci_low``/``ci_high``, ``only_a``/``only_b`` (items where that run
+    scored higher) with ``mcnemar_p`` (exact; for ``order_mean`` the sign test), and ``left_out``. Runs over
+    different items (or orders) raise unless ``allow_partial``, which compares the shared ones."""
     a, b = by_item(run_a), by_item(run_b)
     tasks = {r.task for rs in (*a.values(), *b.values()) for r in rs}
     if len(tasks) != 1:
@@ -313,11 +268,8 @@ def compare_predictions(run_a: Iterable[Prediction], run_b: Iterable[Prediction]
                          f"'order_mean' or one of {list(next(iter(a.values()))[0].gold)}")
 
     def value(records: list[Prediction]) -> float:
-        if robust:
-            return item_value(metric, records, lambda r: r.correct)
-        if metric == "correct":
-            return item_value("accuracy", records, lambda r: r.correct)
-        return item_value("accuracy", records, lambda r: r.parts_correct[metric])
+        score = (lambda r: r.correct) if robust or metric == "correct" else (lambda r: r.parts_correct[metric])
+        return item_value(metric if robust else "accuracy", records, score)
 
     by_category: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for key in shared:
