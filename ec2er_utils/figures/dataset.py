@@ -10,12 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..jsonl import iter_jsonl, read_json
-from ..taxonomy import PAPER_KAPPA
-from ..taxonomy import MADS_TURNS, PAPER_COUNTS
+from ..taxonomy import MADS_TURNS, PAPER_COUNTS, PAPER_KAPPA
 from .style import COLOURS, FigureInputError, category_label, colour_cycle, new_figure, styled, suptitle
-
-# --------------------------------------------------------------------------------------------------------------
-# Dataset composition (notebook 03)
 
 
 def load_preprocess_report(data: str | os.PathLike) -> dict[str, Any]:
@@ -63,21 +59,16 @@ def plot_dataset_categories(report: dict[str, Any]):
     return figure
 
 
-def answer_position_notes(report: dict[str, Any]) -> dict[str, Any]:
-    for step in report["steps"]:
-        if step.get("step") == "answer positions":
-            return step.get("notes", {})
-    raise FigureInputError(f"{report.get('_path', 'the report')}: no 'answer positions' step; re-run "
-                           "notebooks/03_preprocess.ipynb")
-
-
 @styled
 def plot_answer_letters(report: dict[str, Any]):
     """Gold-letter counts per question group before and after answer-position balancing, uniform as a dashed line,
     with each group's chi-square p-value against uniform."""
     import numpy as np
 
-    notes = answer_position_notes(report)
+    notes = next((step.get("notes", {}) for step in report["steps"] if step.get("step") == "answer positions"), None)
+    if notes is None:
+        raise FigureInputError(f"{report.get('_path', 'the report')}: no 'answer positions' step; re-run "
+                               "notebooks/03_preprocess.ipynb")
     before, after = notes.get("before", {}), notes.get("after", {})
     groups = [g for g in after if after[g].get("n")]
     if not groups:
@@ -150,10 +141,6 @@ def plot_preprocess_drops(report: dict[str, Any]):
         ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Preprocessing drops per step (notebook 03)", fontsize=10)
     return figure
-
-
-# --------------------------------------------------------------------------------------------------------------
-# MADS dialogues (notebook 01)
 
 
 def load_mads_metadata(data: str | os.PathLike) -> list[dict[str, Any]]:

@@ -13,23 +13,11 @@ from pydantic import Field
 from ..jsonl import JSONLError
 from ..parameters import StageConfig
 from ..paths import REPO_ROOT
-from .dataset import (
-    load_mads_metadata,
-    load_preprocess_report,
-    plot_answer_letters,
-    plot_dataset_categories,
-    plot_mads_dialogues,
-    plot_preprocess_drops,
-)
+from .dataset import (load_mads_metadata, load_preprocess_report, plot_answer_letters, plot_dataset_categories,
+                      plot_mads_dialogues, plot_preprocess_drops)
 from .pipeline import plot_pipeline
-from .results import (
-    finetune_deltas,
-    latest_runs,
-    load_evaluations,
-    plot_finetune_gain,
-    plot_table1_ours,
-    plot_table1_paper,
-)
+from .results import (finetune_deltas, latest_runs, load_evaluations, plot_finetune_gain, plot_table1_ours,
+                      plot_table1_paper)
 from .style import FIGURE_NAME, FORMATS, FigureInputError, save_figure
 from .training_loss import load_loss_histories, plot_training_loss
 

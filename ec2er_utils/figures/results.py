@@ -10,29 +10,12 @@ from typing import Any
 
 from ..jsonl import JSONLError
 from ..taxonomy import OVERALL, PAPER_MODELS, TASK_CATEGORIES
-from .style import (
-    FigureInputError,
-    category_label,
-    colour_cycle,
-    grouped_bars,
-    new_figure,
-    shared_legend,
-    styled,
-    suptitle,
-)
+from .style import (FigureInputError, category_label, colour_cycle, grouped_bars, new_figure, shared_legend, styled,
+                    suptitle)
 
 PAPER_CITATION = "Sreedar et al., arXiv 2601.01407"
 # Table 1's columns per task: the overall accuracy, then each category.
 TABLE1_CATEGORIES = {task: (OVERALL, *categories) for task, categories in TASK_CATEGORIES.items()}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Notebook 05: one evaluation's leaderboard, and ours next to the paper's
-
-
-def _ordered_categories(frame, task: str) -> list[str]:
-    categories = sorted(set(frame.loc[frame["task"] == task, "category"]) - {OVERALL})
-    return [OVERALL, *categories]
 
 
 @styled
@@ -50,7 +33,7 @@ def plot_leaderboard(frame, *, language: str = "en", metric: str = "accuracy"):
     figure, axes = new_figure(6.5 * len(tasks), 4.2, 1, len(tasks))
     for ax, task in zip(axes[0], tasks, strict=True):
         part = data[data["task"] == task]
-        order = _ordered_categories(part, task)
+        order = [OVERALL, *sorted(set(part["category"]) - {OVERALL})]
         runs = list(dict.fromkeys(part["run"]))
         sns.barplot(part, x="category", y="accuracy", hue="run", order=order, hue_order=runs, ax=ax,
                     palette="deep", errorbar=None)
@@ -100,10 +83,6 @@ def plot_against_paper(frame, *, language: str = "en", category: str = OVERALL):
     return figure
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Notebook 06: Table 1 and the fine-tuning gain
-
-
 def paper_alias(model: str) -> str:
     """A model name as Table 1's alias (mistral, qwen, gemma, llama, smollm2) when the registry knows it."""
     from ..models import MODEL_REGISTRY
@@ -123,25 +102,30 @@ def _model_order(aliases) -> list[str]:
 def _paper_rows() -> dict[tuple[str, bool, str, str], float]:
     from ..evaluation.paper_table import paper_table1
 
-    table = paper_table1()
     return {(row.alias, bool(row.fine_tuned), row.task, row.category): float(row.accuracy)
-            for row in table.itertuples()}
+            for row in paper_table1().itertuples()}
+
+
+def _paper_series(paper, alias: str, task: str) -> list[tuple[str, list[float], None]]:
+    """The paper's base and fine-tuned accuracy per Table 1 category of ``task``, as :func:`grouped_bars` series."""
+    return [(f"paper {state}", [paper.get((alias, tuned, task, c), float("nan")) for c in TABLE1_CATEGORIES[task]],
+             None) for state, tuned in (("base", False), ("fine-tuned", True))]
 
 
 @styled
 def plot_table1_paper():
     """Table 1 as bars: the paper's reported EU/EA accuracy per category, base vs fine-tuned, for its 4 models.
     These are the paper's numbers, transcribed, not measured here (and the paper gives no intervals)."""
+    from ..evaluation.paper_table import paper_table1
+
     paper = _paper_rows()
+    table = paper_table1()
+    names = dict(zip(table["alias"], table["model"], strict=True))
     figure, axes = new_figure(15.0, 7.0, 2, len(PAPER_MODELS), sharey=True)
-    names = _paper_model_names()
     for column, alias in enumerate(PAPER_MODELS):
         for row, task in enumerate(("EU", "EA")):
             ax = axes[row, column]
-            categories = TABLE1_CATEGORIES[task]
-            series = [(f"paper {state}", [paper.get((alias, tuned, task, c), float("nan")) for c in categories], None)
-                      for state, tuned in (("base", False), ("fine-tuned", True))]
-            grouped_bars(ax, categories, series)
+            grouped_bars(ax, TABLE1_CATEGORIES[task], _paper_series(paper, alias, task))
             ax.set_title(f"{names[alias]}: {task}", fontsize=10)
             if column == 0:
                 ax.set_ylabel("accuracy")
@@ -149,13 +133,6 @@ def plot_table1_paper():
     suptitle(figure, f"Table 1 as reported by the paper ({PAPER_CITATION}): EmoBench accuracy, base vs "
                      "fine-tuned. Transcribed numbers, not measured by this repository; no intervals were reported.")
     return figure
-
-
-def _paper_model_names() -> dict[str, str]:
-    from ..evaluation.paper_table import paper_table1
-
-    table = paper_table1()
-    return dict(zip(table["alias"], table["model"], strict=True))
 
 
 @dataclass
@@ -212,7 +189,7 @@ def latest_runs(entries: list[EvaluationEntry], protocol: str) -> dict[tuple[str
 BASELINE_LINES = {"always_A": ("always A", "black", ":"), "majority_gold": ("majority gold letter", "tab:red", "-.")}
 
 
-def _hline_per_category(ax, levels, *, label: str, colour: str, style: str) -> None:
+def _hline_per_category(ax, levels, label: str, colour: str, style: str) -> None:
     for i, level in enumerate(levels):
         if level == level:
             ax.hlines(level, i - 0.42, i + 0.42, colors=colour, linestyles=style, linewidth=1,
@@ -237,10 +214,7 @@ def plot_table1_ours(entries: list[EvaluationEntry], protocol: str, *, language:
         for row, task in enumerate(("EU", "EA")):
             ax = axes[row, column]
             categories = TABLE1_CATEGORIES[task]
-            series = []
-            if alias in PAPER_MODELS:
-                series += [(f"paper {state}", [paper.get((alias, tuned, task, c), float("nan")) for c in categories],
-                            None) for state, tuned in (("base", False), ("fine-tuned", True))]
+            series = _paper_series(paper, alias, task) if alias in PAPER_MODELS else []
             chance = None
             baselines: dict[str, list[float]] = {}
             n = None
@@ -259,10 +233,9 @@ def plot_table1_ours(entries: list[EvaluationEntry], protocol: str, *, language:
                                     else float("nan") for c in categories] for name in BASELINE_LINES}
                 n = summary["n"]
             grouped_bars(ax, categories, series)
-            _hline_per_category(ax, chance or [], label="chance", colour="grey", style="dashed")
+            _hline_per_category(ax, chance or [], "chance", "grey", "dashed")
             for name, levels in baselines.items():
-                _hline_per_category(ax, levels, label=BASELINE_LINES[name][0], colour=BASELINE_LINES[name][1],
-                                    style=BASELINE_LINES[name][2])
+                _hline_per_category(ax, levels, *BASELINE_LINES[name])
             suffix = f", n={n}" if n else ", no run"
             ax.set_title(f"{alias}: {task}{suffix}", fontsize=10)
             if column == 0:
@@ -281,17 +254,10 @@ def _values_and_intervals(table: dict[str, Any], categories) -> tuple[list[float
     return values, intervals
 
 
-def finetune_pairs(entries: list[EvaluationEntry], protocol: str) -> list[tuple[str, EvaluationEntry,
-                                                                                   EvaluationEntry]]:
-    """(alias, base run, fine-tuned run) for every model with both kinds of ``protocol`` run."""
-    runs = latest_runs(entries, protocol)
-    return [(alias, runs[(alias, False)], runs[(alias, True)]) for alias in _model_order(a for a, _ in runs)
-            if (alias, False) in runs and (alias, True) in runs]
-
-
 def finetune_deltas(entries: list[EvaluationEntry], protocol: str, *, language: str = "en",
                     metrics: tuple[str, ...] = ("correct", "order_mean")):
-    """Paired comparison (fine-tuned - base) per model, metric, task and category, from the per-item predictions
+    """Paired comparison (fine-tuned - base) per model with both kinds of ``protocol`` run, metric, task and
+    category, from the per-item predictions
     (:func:`ec2er_utils.evaluation.compare_runs`: paired bootstrap 95% CI, exact McNemar p). ``metrics``:
     ``correct`` (the official number) and, for runs asked under every option order, ``order_mean`` (or
     ``strict``). Each row also has ``letter_habit_delta``: the change of the ``own_letters`` baseline of the same
@@ -302,7 +268,11 @@ def finetune_deltas(entries: list[EvaluationEntry], protocol: str, *, language: 
     from ..evaluation import compare_runs
 
     tables, notes = [], []
-    for alias, base, tuned in finetune_pairs(entries, protocol):
+    runs = latest_runs(entries, protocol)
+    for alias in _model_order(a for a, _ in runs):
+        base, tuned = runs.get((alias, False)), runs.get((alias, True))
+        if base is None or tuned is None:
+            continue
         for metric in metrics:
             try:
                 table = compare_runs(base.run, tuned.run, language=language, metric=metric)
@@ -350,8 +320,7 @@ def plot_finetune_gain(deltas, protocol: str, *, language: str = "en"):
         y = np.arange(len(categories))
         for k, alias in enumerate(models):
             rows = deltas[(deltas["alias"] == alias) & (deltas["task"] == task) & (deltas["metric"] == metric)]
-            rows = rows.set_index("category")
-            rows = rows.reindex(list(categories))
+            rows = rows.set_index("category").reindex(list(categories))
             positions = y - 0.4 + height * (k + 0.5)
             n = int(rows["n"].max()) if rows["n"].notna().any() else 0
             ax.barh(positions, rows["delta"], height * 0.9, color=palette[alias], label=f"{alias} (ours, n={n})")
@@ -375,5 +344,3 @@ def plot_finetune_gain(deltas, protocol: str, *, language: str = "en"):
                      "over the same items; diamonds are the paper's reported change (no CI), crosses the change "
                      "the model's letter habit alone would give")
     return figure
-
-
