@@ -38,16 +38,13 @@ def plot_dataset_categories(report: dict[str, Any]):
     figure, axes = new_figure(12.0, 4.6, 1, 2)
     for ax, task in zip(axes[0], ("EU", "EA"), strict=True):
         part = [r for r in rows if r["task"] == task]
-        ours_total = sum(r["ours"] for r in part)
-        paper_total = sum(PAPER_COUNTS[task].values())
+        totals = {"ours": sum(r["ours"] for r in part), "paper": sum(PAPER_COUNTS[task].values())}
         x = np.arange(len(part))
-        ours = [r["ours"] / ours_total if ours_total else 0.0 for r in part]
-        paper = [r["paper"] / paper_total for r in part]
-        for offset, values, counts, name, colour in ((-0.2, ours, [r["ours"] for r in part], "ours",
-                                                      COLOURS["ours fine-tuned"]),
-                                                     (0.2, paper, [r["paper"] for r in part], "paper",
-                                                      COLOURS["paper fine-tuned"])):
-            bars = ax.bar(x + offset, values, 0.38, color=colour, label=f"{name} (n={sum(counts)})")
+        for offset, name in ((-0.2, "ours"), (0.2, "paper")):
+            counts = [r[name] for r in part]
+            shares = [count / totals[name] if totals[name] else 0.0 for count in counts]
+            bars = ax.bar(x + offset, shares, 0.38, color=COLOURS[f"{name} fine-tuned"],
+                          label=f"{name} (n={sum(counts)})")
             ax.bar_label(bars, [str(c) for c in counts], fontsize=7, padding=2)
         ax.axhline(0.25, color="grey", linestyle="dashed", linewidth=1, label="uniform (1/4)")
         ax.set_xticks(x, [category_label(r["category"]) for r in part], fontsize=8)

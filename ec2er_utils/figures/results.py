@@ -13,7 +13,6 @@ from ..taxonomy import OVERALL, PAPER_MODELS, TASK_CATEGORIES
 from .style import (FigureInputError, category_label, colour_cycle, grouped_bars, new_figure, shared_legend, styled,
                     suptitle)
 
-PAPER_CITATION = "Sreedar et al., arXiv 2601.01407"
 # Table 1's columns per task: the overall accuracy, then each category.
 TABLE1_CATEGORIES = {task: (OVERALL, *categories) for task, categories in TASK_CATEGORIES.items()}
 
@@ -130,7 +129,7 @@ def plot_table1_paper():
             if column == 0:
                 ax.set_ylabel("accuracy")
     shared_legend(figure, axes)
-    suptitle(figure, f"Table 1 as reported by the paper ({PAPER_CITATION}): EmoBench accuracy, base vs "
+    suptitle(figure, "Table 1 as reported by the paper (Sreedar et al., arXiv 2601.01407): EmoBench accuracy, base vs "
                      "fine-tuned. Transcribed numbers, not measured by this repository; no intervals were reported.")
     return figure
 
@@ -144,10 +143,6 @@ class EvaluationEntry:
     fine_tuned: bool
     protocol: str  # with "-cot" for chain of thought
     updated: str
-
-    @property
-    def label(self) -> str:
-        return self.run.label
 
     def summary(self, task: str, language: str) -> dict[str, Any] | None:
         board = self.run.leaderboards.get(task)
@@ -178,11 +173,8 @@ def load_evaluations(results: str | os.PathLike) -> list[EvaluationEntry]:
 
 def latest_runs(entries: list[EvaluationEntry], protocol: str) -> dict[tuple[str, bool], EvaluationEntry]:
     """Per (model alias, fine-tuned?) the most recently updated run of ``protocol`` (ties: the label)."""
-    chosen: dict[tuple[str, bool], EvaluationEntry] = {}
-    for entry in sorted(entries, key=lambda e: (e.updated, e.label)):
-        if entry.protocol == protocol:
-            chosen[(entry.alias, entry.fine_tuned)] = entry
-    return chosen
+    return {(entry.alias, entry.fine_tuned): entry for entry in sorted(entries, key=lambda e: (e.updated, e.run.label))
+            if entry.protocol == protocol}
 
 
 # Letter-prior baselines drawn across each category of Table 1 (see ec2er_utils.evaluation.orders): line styles.
@@ -208,16 +200,14 @@ def plot_table1_ours(entries: list[EvaluationEntry], protocol: str, *, language:
         raise FigureInputError(f"no {protocol!r} evaluation runs to plot")
     paper = _paper_rows()
     figure, axes = new_figure(max(6.0, 4.2 * len(models)), 7.4, 2, len(models), sharey=True)
-    described = [f"{alias} {'fine-tuned' if tuned else 'base'} = {entry.label}"
+    described = [f"{alias} {'fine-tuned' if tuned else 'base'} = {entry.run.label}"
                  for (alias, tuned), entry in sorted(runs.items())]
     for column, alias in enumerate(models):
         for row, task in enumerate(("EU", "EA")):
             ax = axes[row, column]
             categories = TABLE1_CATEGORIES[task]
             series = _paper_series(paper, alias, task) if alias in PAPER_MODELS else []
-            chance = None
-            baselines: dict[str, list[float]] = {}
-            n = None
+            chance, baselines, n = [], {}, None
             for state, tuned in (("base", False), ("fine-tuned", True)):
                 entry = runs.get((alias, tuned))
                 summary = entry.summary(task, language) if entry else None
@@ -228,12 +218,13 @@ def plot_table1_ours(entries: list[EvaluationEntry], protocol: str, *, language:
                 over_orders = summary.get("orders", {}).get("order_mean")
                 if over_orders:
                     series.append((f"ours {state}, over orders", *_values_and_intervals(over_orders, categories)))
-                chance = [table[c].get("chance", float("nan")) if c in table else float("nan") for c in categories]
-                baselines = {name: [table[c].get("baselines", {}).get(name, float("nan")) if c in table
-                                    else float("nan") for c in categories] for name in BASELINE_LINES}
+                cells = [table.get(c, {}) for c in categories]
+                chance = [cell.get("chance", float("nan")) for cell in cells]
+                baselines = {name: [cell.get("baselines", {}).get(name, float("nan")) for cell in cells]
+                             for name in BASELINE_LINES}
                 n = summary["n"]
             grouped_bars(ax, categories, series)
-            _hline_per_category(ax, chance or [], "chance", "grey", "dashed")
+            _hline_per_category(ax, chance, "chance", "grey", "dashed")
             for name, levels in baselines.items():
                 _hline_per_category(ax, levels, *BASELINE_LINES[name])
             suffix = f", n={n}" if n else ", no run"
@@ -256,13 +247,10 @@ def _values_and_intervals(table: dict[str, Any], categories) -> tuple[list[float
 
 def finetune_deltas(entries: list[EvaluationEntry], protocol: str, *, language: str = "en",
                     metrics: tuple[str, ...] = ("correct", "order_mean")):
-    """Paired comparison (fine-tuned - base) per model with both kinds of ``protocol`` run, metric, task and
-    category, from the per-item predictions
-    (:func:`ec2er_utils.evaluation.compare_runs`: paired bootstrap 95% CI, exact McNemar p). ``metrics``:
-    ``correct`` (the official number) and, for runs asked under every option order, ``order_mean`` (or
-    ``strict``). Each row also has ``letter_habit_delta``: the change of the ``own_letters`` baseline of the same
-    metric, what the change of letter habit alone would give. Returns the table and notes on what could not be
-    compared (e.g. runs over different items, or without the other option orders)."""
+    """Paired comparison (fine-tuned - base, :func:`ec2er_utils.evaluation.compare_runs`) per model with both kinds
+    of ``protocol`` run, metric (``correct``; for runs asked under every option order ``order_mean`` or ``strict``),
+    task and category, with ``letter_habit_delta``: the change of the ``own_letters`` baseline, what the letter
+    habit alone would give. Returns the table and notes on what could not be compared."""
     import pandas as pd
 
     from ..evaluation import compare_runs

@@ -33,10 +33,8 @@ def training_records(questions: Sequence[Question]) -> list[dict[str, list[dict[
 
 
 def ensure_chat_template(tokenizer, spec: ModelSpec | None = None) -> str | None:
-    """Give a tokenizer without a chat template (the llama base model) Unsloth's ``alpaca`` template.
-
-    Returns the name of the template supplied, or None when the tokenizer already had one (which is then used).
-    """
+    """Give a tokenizer without a chat template (the llama base model) Unsloth's ``alpaca`` template; returns its
+    name, or None when the tokenizer already had one."""
     if getattr(tokenizer, "chat_template", None):
         return None
     from unsloth.chat_templates import CHAT_TEMPLATES, DEFAULT_SYSTEM_MESSAGE

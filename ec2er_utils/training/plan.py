@@ -78,11 +78,8 @@ def new_run_dir(config: TrainConfig) -> Path:
 
 def prepare_run(config: TrainConfig, n_train: int, n_eval: int = 0,
                 device: DeviceReport | None = None) -> RunPlan:
-    """Resolve the automatic settings for this device and data; refuse early if the model cannot fit.
-
-    Raises :class:`~ec2er_utils.models.UnknownModelError` for an unknown model and :class:`ModelTooLargeError`
-    when the estimate of :func:`check_fits` exceeds the free memory.
-    """
+    """Resolve the automatic settings for this device and data. Raises :class:`ModelTooLargeError` early when the
+    estimate of :func:`check_fits` exceeds the free memory (and ``UnknownModelError`` for an unknown model)."""
     spec = config.spec  # unknown names fail here, before anything heavy
     device = device or detect_device()
     fit = check_fits(config, device)

@@ -22,11 +22,8 @@ GPU_MEMORY_ADVICE = ("Lower per_device_train_batch_size or max_seq_length, keep 
 
 
 def load_model_for_training(plan: RunPlan):
-    """The base model with fresh LoRA adapters, through Unsloth's ``FastLanguageModel``.
-
-    Returns ``(model, tokenizer, backend)``; ``backend`` names the path that ran ("unsloth-gpu", "unsloth-cpu" or
-    "transformers+peft (fallback: ...)").
-    """
+    """``(model, tokenizer, backend)``: the base model with fresh LoRA adapters through Unsloth's ``FastLanguageModel``;
+    ``backend`` is "unsloth-gpu", "unsloth-cpu" or "transformers+peft (fallback: ...)"."""
     import torch
     from transformers import set_seed
     from unsloth import FastLanguageModel
@@ -165,14 +162,15 @@ class TrainingResult:
     history: dict[str, list[dict[str, float]]]
 
     def summary(self) -> str:
-        def fmt(value):
-            return "n/a" if value is None else f"{value:.4f}"
-
         return (f"{self.global_step} steps ({self.epochs:.2f} epochs) in {self.train_runtime_s:.0f}s; "
-                f"train loss {fmt(self.first_loss)} -> {fmt(self.last_loss)}; eval loss {fmt(self.eval_loss_start)}"
-                f" -> {fmt(self.eval_loss_end)}; {self.tokens_per_second:.0f} tokens/s, "
-                f"{self.samples_per_second:.2f} samples/s; peak memory {self.peak_memory_gb:.2f} GB "
-                f"({self.peak_memory_kind})")
+                f"train loss {loss_text(self.first_loss)} -> {loss_text(self.last_loss)}; eval loss "
+                f"{loss_text(self.eval_loss_start)} -> {loss_text(self.eval_loss_end)}; "
+                f"{self.tokens_per_second:.0f} tokens/s, {self.samples_per_second:.2f} samples/s; peak memory "
+                f"{self.peak_memory_gb:.2f} GB ({self.peak_memory_kind})")
+
+
+def loss_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def loss_history(log_history: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
