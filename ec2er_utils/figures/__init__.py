@@ -25,13 +25,13 @@ from .make import FIGURES_DIR, FigureReport, FiguresConfig, make_figures
 from .pipeline import plot_pipeline
 from .results import (finetune_deltas, load_evaluations, paper_alias, plot_against_paper, plot_finetune_gain,
                       plot_leaderboard, plot_table1_ours, plot_table1_paper)
-from .style import FigureInputError, save_figure
+from .style import save_figure
 from .training_loss import load_loss_histories, plot_training_loss
 
 __all__ = [
-    "FIGURES_DIR", "FigureInputError", "FigureReport", "FiguresConfig", "drop_rows", "finetune_deltas",
-    "load_evaluations", "load_loss_histories", "load_mads_metadata", "load_preprocess_report", "make_figures",
-    "paper_alias", "plot_against_paper", "plot_answer_letters", "plot_dataset_categories", "plot_finetune_gain",
+    "FIGURES_DIR", "FigureReport", "FiguresConfig", "drop_rows", "finetune_deltas", "load_evaluations",
+    "load_loss_histories", "load_mads_metadata", "load_preprocess_report", "make_figures", "paper_alias",
+    "plot_against_paper", "plot_answer_letters", "plot_dataset_categories", "plot_finetune_gain",
     "plot_leaderboard", "plot_mads_dialogues", "plot_pipeline", "plot_preprocess_drops", "plot_review",
     "plot_table1_ours", "plot_table1_paper", "plot_training_loss", "save_figure",
 ]

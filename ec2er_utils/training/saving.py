@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import suppress
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -26,10 +27,8 @@ def _versions() -> dict[str, str]:
 
     found = {}
     for name in ("torch", "transformers", "trl", "peft", "unsloth", "unsloth-zoo", "datasets", "bitsandbytes"):
-        try:
+        with suppress(importlib.metadata.PackageNotFoundError):
             found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
     return found
 
 
@@ -49,8 +48,7 @@ def save_run(model, tokenizer, plan: RunPlan, result: TrainingResult, *, backend
                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json_atomic(run_dir / "config.json", resolved)
     write_json_atomic(run_dir / "loss_history.json", result.history)
-    metrics = {k: v for k, v in asdict(result).items() if k != "history"}
-    write_json_atomic(run_dir / "metrics.json", metrics)
+    write_json_atomic(run_dir / "metrics.json", {k: v for k, v in asdict(result).items() if k != "history"})
     loss_plot = plot_training_loss({model_folder_name(plan.config.spec): {run_dir.name: result.history}},
                                    title=f"{plan.config.spec.display_name}: LoRA, "
                                          f"{data.get('train_questions', '?')} questions")
@@ -141,6 +139,4 @@ def push_to_hub(run_dir: str | os.PathLike, repo_id: str, *, token: str | None =
 
 def describe_run(run_dir: str | os.PathLike) -> str:
     """A short listing of what a run folder holds."""
-    run_dir = Path(run_dir)
-    files = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*") if p.is_file())
-    return "\n".join(f"{run_dir}/{p}" for p in files)
+    return "\n".join(str(path) for path in sorted(Path(run_dir).rglob("*")) if path.is_file())
