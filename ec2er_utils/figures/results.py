@@ -287,14 +287,12 @@ def _own_letters(entry: EvaluationEntry, task: str, language: str, metric: str, 
 def plot_finetune_gain(deltas, protocol: str, *, language: str = "en"):
     """Fine-tuned minus base accuracy per category (bars, paired bootstrap 95% CI), the paper's reported change as
     a diamond for its models, and the change that the letter habit alone would give (the ``own_letters``
-    baseline's change) as a cross. One row of panels per metric of ``deltas`` (official; averaged over option
-    orders where the runs were asked under every order)."""
+    baseline's change) as a cross. One row of panels per metric of ``deltas`` (:func:`finetune_deltas`: official;
+    averaged over option orders where the runs were asked under every order)."""
     import numpy as np
 
     if deltas.empty:
         raise FigureInputError("no paired comparison to plot")
-    if "metric" not in deltas:
-        deltas = deltas.assign(metric="correct")
     metrics = list(dict.fromkeys(deltas["metric"]))
     titles = {"correct": "official order", "order_mean": "averaged over option orders",
               "strict": "right under every order"}
@@ -314,9 +312,8 @@ def plot_finetune_gain(deltas, protocol: str, *, language: str = "en"):
             ax.barh(positions, rows["delta"], height * 0.9, color=palette[alias], label=f"{alias} (ours, n={n})")
             errors = [(rows["delta"] - rows["ci_low"]).fillna(0), (rows["ci_high"] - rows["delta"]).fillna(0)]
             ax.errorbar(rows["delta"], positions, xerr=errors, fmt="none", ecolor="black", capsize=2, linewidth=0.9)
-            if "letter_habit_delta" in rows:
-                ax.scatter(rows["letter_habit_delta"], positions, marker="x", s=22, color="tab:red", zorder=3,
-                           label="letter habit alone (own-letters baseline)" if k == 0 else None)
+            ax.scatter(rows["letter_habit_delta"], positions, marker="x", s=22, color="tab:red", zorder=3,
+                       label="letter habit alone (own-letters baseline)" if k == 0 else None)
             if alias in PAPER_MODELS and metric == "correct":
                 reported = [paper.get((alias, True, task, c), np.nan) - paper.get((alias, False, task, c), np.nan)
                             for c in categories]

@@ -97,13 +97,10 @@ def parameter_count_billion(spec: ModelSpec) -> float | None:
 
 
 def estimate_training_memory_gb(params_billion: float, *, use_4bit: bool, dtype_bytes: int) -> float:
-    """A deliberately simple, conservative estimate of what LoRA training needs.
-
-    Frozen weights (0.55 bytes/parameter in NF4 with its scales, else the dtype's size) plus 10%, plus 2 GB for
-    activations at batch 2 x 2048 tokens with gradient checkpointing, the LoRA weights with their gradients and
-    AdamW states (under 1% of the parameters x 16 bytes) and the CUDA context / Python process. Unsloth reports
-    7-8B QLoRA in 6-8 GB, which this matches.
-    """
+    """A deliberately simple, conservative estimate of what LoRA training needs: frozen weights (0.55 bytes/parameter
+    in NF4 with its scales, else the dtype's size) plus 10%, plus 2 GB for activations (batch 2 x 2048 tokens,
+    gradient checkpointing), LoRA weights, gradients, AdamW states and the CUDA context. Unsloth reports 7-8B QLoRA
+    in 6-8 GB, which this matches."""
     weights = params_billion * (0.55 if use_4bit else dtype_bytes)
     return weights * 1.1 + 2.0
 
