@@ -51,10 +51,8 @@ class FigureReport:
         for name, paths in self.made.items():
             lines.append(f"  made     {name}: {', '.join(p.name for p in paths)}")
             lines += [f"           {note}" for note in self.notes.get(name, [])]
-        for name, reason in self.skipped.items():
-            lines.append(f"  skipped  {name}: {reason}")
-        for path in self.removed:
-            lines.append(f"  removed  {path.name} (stale: its figure was not made this time)")
+        lines += [f"  skipped  {name}: {reason}" for name, reason in self.skipped.items()]
+        lines += [f"  removed  {path.name} (stale: its figure was not made this time)" for path in self.removed]
         return "\n".join(lines)
 
     def png(self, name: str) -> Path:
