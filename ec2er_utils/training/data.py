@@ -115,10 +115,9 @@ def masking_summary(example: dict[str, list[int]], tokenizer) -> dict[str, Any]:
     """How a prepared training example is labelled: prompt tokens -100 (no loss), response tokens trained."""
     labels = example["labels"]
     trained = [token for token, label in zip(example["input_ids"], labels, strict=True) if label != -100]
-    first_trained = next((i for i, label in enumerate(labels) if label != -100), len(labels))
+    first_trained = next((i for i, label in enumerate(labels) if label != -100), len(labels))  # all -100 before it
     return {"tokens": len(labels), "masked_prompt_tokens": sum(label == -100 for label in labels),
-            "trained_tokens": len(trained), "masked_tokens_all_before_response":
-                all(label == -100 for label in labels[:first_trained]) and -100 not in labels[first_trained:],
+            "trained_tokens": len(trained), "masked_tokens_all_before_response": -100 not in labels[first_trained:],
             "trained_text": tokenizer.decode(trained)}
 
 
