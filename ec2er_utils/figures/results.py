@@ -43,10 +43,7 @@ def plot_leaderboard(frame, *, language: str = "en", metric: str = "accuracy"):
             errors = [rows["accuracy"] - rows["ci_low"], rows["ci_high"] - rows["accuracy"]]
             ax.errorbar(x, rows["accuracy"], yerr=errors, fmt="none", ecolor="black", capsize=3, linewidth=1)
         chance = part.drop_duplicates("category").set_index("category").reindex(order)["chance"]
-        for i, value in enumerate(chance):
-            if not np.isnan(value):
-                ax.hlines(value, i - 0.4, i + 0.4, colors="grey", linestyles="dashed", linewidth=1,
-                          label="chance" if i == 0 else None)
+        _hline_per_category(ax, chance, "chance", "grey", "dashed", half_width=0.4)
         ax.set_title(f"EmoBench {task} ({language}): {metric.replace('_', ' ')}, 95% CI")
         ax.set_xlabel("")
         ax.set_ylim(0, 1)
@@ -181,10 +178,10 @@ def latest_runs(entries: list[EvaluationEntry], protocol: str) -> dict[tuple[str
 BASELINE_LINES = {"always_A": ("always A", "black", ":"), "majority_gold": ("majority gold letter", "tab:red", "-.")}
 
 
-def _hline_per_category(ax, levels, label: str, colour: str, style: str) -> None:
+def _hline_per_category(ax, levels, label: str, colour: str, style: str, half_width: float = 0.42) -> None:
     for i, level in enumerate(levels):
-        if level == level:
-            ax.hlines(level, i - 0.42, i + 0.42, colors=colour, linestyles=style, linewidth=1,
+        if level == level:  # not NaN
+            ax.hlines(level, i - half_width, i + half_width, colors=colour, linestyles=style, linewidth=1,
                       label=label if i == 0 else None)
 
 
