@@ -16,24 +16,20 @@ two of them, and chapter 04 saves each run's loss curve. :func:`make_figures` sa
 ``training_loss``           train and validation loss per model (``runs/<model>/<run-id>/loss_history.json``)
 ==========================  ==============================================================================
 
-Skipped figures, byte-identical re-runs (:mod:`~ec2er_utils.figures.style`) and which runs are shown: README,
-chapter 06. Modules: ``style`` (look, saving, shared bar helpers), ``pipeline`` (Figure 1), ``results`` (EmoBench:
-notebook 05's leaderboard plots, Table 1, fine-tuning gain), ``dataset`` (chapters 01 and 03, the §3.4 review's
-agreement), ``training_loss`` (chapter 04), ``make`` (:func:`make_figures` and its :class:`FiguresConfig`).
+Skipped figures, byte-identical re-runs and which runs are shown: README, chapter 06; the modules: ARCHITECTURE.md.
 """
 
-from .dataset import (answer_position_notes, drop_rows, load_mads_metadata, load_preprocess_report, plot_answer_letters,
+from .dataset import (drop_rows, load_mads_metadata, load_preprocess_report, plot_answer_letters,
                       plot_dataset_categories, plot_mads_dialogues, plot_preprocess_drops, plot_review)
 from .make import FIGURES_DIR, FigureReport, FiguresConfig, make_figures
 from .pipeline import plot_pipeline
-from .results import (EvaluationEntry, finetune_deltas, finetune_pairs, latest_runs, load_evaluations, paper_alias,
-                      plot_against_paper, plot_finetune_gain, plot_leaderboard, plot_table1_ours, plot_table1_paper)
-from .style import FigureInputError, figure_style, save_figure
+from .results import (finetune_deltas, load_evaluations, paper_alias, plot_against_paper, plot_finetune_gain,
+                      plot_leaderboard, plot_table1_ours, plot_table1_paper)
+from .style import save_figure
 from .training_loss import load_loss_histories, plot_training_loss
 
 __all__ = [
-    "FIGURES_DIR", "EvaluationEntry", "FigureInputError", "FigureReport", "FiguresConfig", "answer_position_notes",
-    "drop_rows", "figure_style", "finetune_deltas", "finetune_pairs", "latest_runs", "load_evaluations",
+    "FIGURES_DIR", "FigureReport", "FiguresConfig", "drop_rows", "finetune_deltas", "load_evaluations",
     "load_loss_histories", "load_mads_metadata", "load_preprocess_report", "make_figures", "paper_alias",
     "plot_against_paper", "plot_answer_letters", "plot_dataset_categories", "plot_finetune_gain",
     "plot_leaderboard", "plot_mads_dialogues", "plot_pipeline", "plot_preprocess_drops", "plot_review",

@@ -10,12 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..jsonl import iter_jsonl, read_json
-from ..taxonomy import PAPER_KAPPA
-from ..taxonomy import MADS_TURNS, PAPER_COUNTS
+from ..taxonomy import MADS_TURNS, PAPER_COUNTS, PAPER_KAPPA
 from .style import COLOURS, FigureInputError, category_label, colour_cycle, new_figure, styled, suptitle
-
-# --------------------------------------------------------------------------------------------------------------
-# Dataset composition (notebook 03)
 
 
 def load_preprocess_report(data: str | os.PathLike) -> dict[str, Any]:
@@ -42,16 +38,13 @@ def plot_dataset_categories(report: dict[str, Any]):
     figure, axes = new_figure(12.0, 4.6, 1, 2)
     for ax, task in zip(axes[0], ("EU", "EA"), strict=True):
         part = [r for r in rows if r["task"] == task]
-        ours_total = sum(r["ours"] for r in part)
-        paper_total = sum(PAPER_COUNTS[task].values())
+        totals = {"ours": sum(r["ours"] for r in part), "paper": sum(PAPER_COUNTS[task].values())}
         x = np.arange(len(part))
-        ours = [r["ours"] / ours_total if ours_total else 0.0 for r in part]
-        paper = [r["paper"] / paper_total for r in part]
-        for offset, values, counts, name, colour in ((-0.2, ours, [r["ours"] for r in part], "ours",
-                                                      COLOURS["ours fine-tuned"]),
-                                                     (0.2, paper, [r["paper"] for r in part], "paper",
-                                                      COLOURS["paper fine-tuned"])):
-            bars = ax.bar(x + offset, values, 0.38, color=colour, label=f"{name} (n={sum(counts)})")
+        for offset, name in ((-0.2, "ours"), (0.2, "paper")):
+            counts = [r[name] for r in part]
+            shares = [count / totals[name] if totals[name] else 0.0 for count in counts]
+            bars = ax.bar(x + offset, shares, 0.38, color=COLOURS[f"{name} fine-tuned"],
+                          label=f"{name} (n={sum(counts)})")
             ax.bar_label(bars, [str(c) for c in counts], fontsize=7, padding=2)
         ax.axhline(0.25, color="grey", linestyle="dashed", linewidth=1, label="uniform (1/4)")
         ax.set_xticks(x, [category_label(r["category"]) for r in part], fontsize=8)
@@ -63,21 +56,16 @@ def plot_dataset_categories(report: dict[str, Any]):
     return figure
 
 
-def answer_position_notes(report: dict[str, Any]) -> dict[str, Any]:
-    for step in report["steps"]:
-        if step.get("step") == "answer positions":
-            return step.get("notes", {})
-    raise FigureInputError(f"{report.get('_path', 'the report')}: no 'answer positions' step; re-run "
-                           "notebooks/03_preprocess.ipynb")
-
-
 @styled
 def plot_answer_letters(report: dict[str, Any]):
     """Gold-letter counts per question group before and after answer-position balancing, uniform as a dashed line,
     with each group's chi-square p-value against uniform."""
     import numpy as np
 
-    notes = answer_position_notes(report)
+    notes = next((step.get("notes", {}) for step in report["steps"] if step.get("step") == "answer positions"), None)
+    if notes is None:
+        raise FigureInputError(f"{report.get('_path', 'the report')}: no 'answer positions' step; re-run "
+                               "notebooks/03_preprocess.ipynb")
     before, after = notes.get("before", {}), notes.get("after", {})
     groups = [g for g in after if after[g].get("n")]
     if not groups:
@@ -150,10 +138,6 @@ def plot_preprocess_drops(report: dict[str, Any]):
         ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Preprocessing drops per step (notebook 03)", fontsize=10)
     return figure
-
-
-# --------------------------------------------------------------------------------------------------------------
-# MADS dialogues (notebook 01)
 
 
 def load_mads_metadata(data: str | os.PathLike) -> list[dict[str, Any]]:

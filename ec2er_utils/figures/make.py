@@ -13,23 +13,11 @@ from pydantic import Field
 from ..jsonl import JSONLError
 from ..parameters import StageConfig
 from ..paths import REPO_ROOT
-from .dataset import (
-    load_mads_metadata,
-    load_preprocess_report,
-    plot_answer_letters,
-    plot_dataset_categories,
-    plot_mads_dialogues,
-    plot_preprocess_drops,
-)
+from .dataset import (load_mads_metadata, load_preprocess_report, plot_answer_letters, plot_dataset_categories,
+                      plot_mads_dialogues, plot_preprocess_drops)
 from .pipeline import plot_pipeline
-from .results import (
-    finetune_deltas,
-    latest_runs,
-    load_evaluations,
-    plot_finetune_gain,
-    plot_table1_ours,
-    plot_table1_paper,
-)
+from .results import (finetune_deltas, latest_runs, load_evaluations, plot_finetune_gain, plot_table1_ours,
+                      plot_table1_paper)
 from .style import FIGURE_NAME, FORMATS, FigureInputError, save_figure
 from .training_loss import load_loss_histories, plot_training_loss
 
@@ -63,10 +51,8 @@ class FigureReport:
         for name, paths in self.made.items():
             lines.append(f"  made     {name}: {', '.join(p.name for p in paths)}")
             lines += [f"           {note}" for note in self.notes.get(name, [])]
-        for name, reason in self.skipped.items():
-            lines.append(f"  skipped  {name}: {reason}")
-        for path in self.removed:
-            lines.append(f"  removed  {path.name} (stale: its figure was not made this time)")
+        lines += [f"  skipped  {name}: {reason}" for name, reason in self.skipped.items()]
+        lines += [f"  removed  {path.name} (stale: its figure was not made this time)" for path in self.removed]
         return "\n".join(lines)
 
     def png(self, name: str) -> Path:

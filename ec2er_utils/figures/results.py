@@ -10,29 +10,11 @@ from typing import Any
 
 from ..jsonl import JSONLError
 from ..taxonomy import OVERALL, PAPER_MODELS, TASK_CATEGORIES
-from .style import (
-    FigureInputError,
-    category_label,
-    colour_cycle,
-    grouped_bars,
-    new_figure,
-    shared_legend,
-    styled,
-    suptitle,
-)
+from .style import (FigureInputError, category_label, colour_cycle, grouped_bars, new_figure, shared_legend, styled,
+                    suptitle)
 
-PAPER_CITATION = "Sreedar et al., arXiv 2601.01407"
 # Table 1's columns per task: the overall accuracy, then each category.
 TABLE1_CATEGORIES = {task: (OVERALL, *categories) for task, categories in TASK_CATEGORIES.items()}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Notebook 05: one evaluation's leaderboard, and ours next to the paper's
-
-
-def _ordered_categories(frame, task: str) -> list[str]:
-    categories = sorted(set(frame.loc[frame["task"] == task, "category"]) - {OVERALL})
-    return [OVERALL, *categories]
 
 
 @styled
@@ -50,7 +32,7 @@ def plot_leaderboard(frame, *, language: str = "en", metric: str = "accuracy"):
     figure, axes = new_figure(6.5 * len(tasks), 4.2, 1, len(tasks))
     for ax, task in zip(axes[0], tasks, strict=True):
         part = data[data["task"] == task]
-        order = _ordered_categories(part, task)
+        order = [OVERALL, *sorted(set(part["category"]) - {OVERALL})]
         runs = list(dict.fromkeys(part["run"]))
         sns.barplot(part, x="category", y="accuracy", hue="run", order=order, hue_order=runs, ax=ax,
                     palette="deep", errorbar=None)
@@ -61,10 +43,7 @@ def plot_leaderboard(frame, *, language: str = "en", metric: str = "accuracy"):
             errors = [rows["accuracy"] - rows["ci_low"], rows["ci_high"] - rows["accuracy"]]
             ax.errorbar(x, rows["accuracy"], yerr=errors, fmt="none", ecolor="black", capsize=3, linewidth=1)
         chance = part.drop_duplicates("category").set_index("category").reindex(order)["chance"]
-        for i, value in enumerate(chance):
-            if not np.isnan(value):
-                ax.hlines(value, i - 0.4, i + 0.4, colors="grey", linestyles="dashed", linewidth=1,
-                          label="chance" if i == 0 else None)
+        _hline_per_category(ax, chance, "chance", "grey", "dashed", half_width=0.4)
         ax.set_title(f"EmoBench {task} ({language}): {metric.replace('_', ' ')}, 95% CI")
         ax.set_xlabel("")
         ax.set_ylim(0, 1)
@@ -100,10 +79,6 @@ def plot_against_paper(frame, *, language: str = "en", category: str = OVERALL):
     return figure
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Notebook 06: Table 1 and the fine-tuning gain
-
-
 def paper_alias(model: str) -> str:
     """A model name as Table 1's alias (mistral, qwen, gemma, llama, smollm2) when the registry knows it."""
     from ..models import MODEL_REGISTRY
@@ -123,39 +98,37 @@ def _model_order(aliases) -> list[str]:
 def _paper_rows() -> dict[tuple[str, bool, str, str], float]:
     from ..evaluation.paper_table import paper_table1
 
-    table = paper_table1()
     return {(row.alias, bool(row.fine_tuned), row.task, row.category): float(row.accuracy)
-            for row in table.itertuples()}
+            for row in paper_table1().itertuples()}
+
+
+def _paper_series(paper, alias: str, task: str) -> list[tuple[str, list[float], None]]:
+    """The paper's base and fine-tuned accuracy per Table 1 category of ``task``, as :func:`grouped_bars` series."""
+    return [(f"paper {state}", [paper.get((alias, tuned, task, c), float("nan")) for c in TABLE1_CATEGORIES[task]],
+             None) for state, tuned in (("base", False), ("fine-tuned", True))]
 
 
 @styled
 def plot_table1_paper():
     """Table 1 as bars: the paper's reported EU/EA accuracy per category, base vs fine-tuned, for its 4 models.
     These are the paper's numbers, transcribed, not measured here (and the paper gives no intervals)."""
+    from ..evaluation.paper_table import paper_table1
+
     paper = _paper_rows()
+    table = paper_table1()
+    names = dict(zip(table["alias"], table["model"], strict=True))
     figure, axes = new_figure(15.0, 7.0, 2, len(PAPER_MODELS), sharey=True)
-    names = _paper_model_names()
     for column, alias in enumerate(PAPER_MODELS):
         for row, task in enumerate(("EU", "EA")):
             ax = axes[row, column]
-            categories = TABLE1_CATEGORIES[task]
-            series = [(f"paper {state}", [paper.get((alias, tuned, task, c), float("nan")) for c in categories], None)
-                      for state, tuned in (("base", False), ("fine-tuned", True))]
-            grouped_bars(ax, categories, series)
+            grouped_bars(ax, TABLE1_CATEGORIES[task], _paper_series(paper, alias, task))
             ax.set_title(f"{names[alias]}: {task}", fontsize=10)
             if column == 0:
                 ax.set_ylabel("accuracy")
     shared_legend(figure, axes)
-    suptitle(figure, f"Table 1 as reported by the paper ({PAPER_CITATION}): EmoBench accuracy, base vs "
+    suptitle(figure, "Table 1 as reported by the paper (Sreedar et al., arXiv 2601.01407): EmoBench accuracy, base vs "
                      "fine-tuned. Transcribed numbers, not measured by this repository; no intervals were reported.")
     return figure
-
-
-def _paper_model_names() -> dict[str, str]:
-    from ..evaluation.paper_table import paper_table1
-
-    table = paper_table1()
-    return dict(zip(table["alias"], table["model"], strict=True))
 
 
 @dataclass
@@ -167,10 +140,6 @@ class EvaluationEntry:
     fine_tuned: bool
     protocol: str  # with "-cot" for chain of thought
     updated: str
-
-    @property
-    def label(self) -> str:
-        return self.run.label
 
     def summary(self, task: str, language: str) -> dict[str, Any] | None:
         board = self.run.leaderboards.get(task)
@@ -201,21 +170,18 @@ def load_evaluations(results: str | os.PathLike) -> list[EvaluationEntry]:
 
 def latest_runs(entries: list[EvaluationEntry], protocol: str) -> dict[tuple[str, bool], EvaluationEntry]:
     """Per (model alias, fine-tuned?) the most recently updated run of ``protocol`` (ties: the label)."""
-    chosen: dict[tuple[str, bool], EvaluationEntry] = {}
-    for entry in sorted(entries, key=lambda e: (e.updated, e.label)):
-        if entry.protocol == protocol:
-            chosen[(entry.alias, entry.fine_tuned)] = entry
-    return chosen
+    return {(entry.alias, entry.fine_tuned): entry for entry in sorted(entries, key=lambda e: (e.updated, e.run.label))
+            if entry.protocol == protocol}
 
 
 # Letter-prior baselines drawn across each category of Table 1 (see ec2er_utils.evaluation.orders): line styles.
 BASELINE_LINES = {"always_A": ("always A", "black", ":"), "majority_gold": ("majority gold letter", "tab:red", "-.")}
 
 
-def _hline_per_category(ax, levels, *, label: str, colour: str, style: str) -> None:
+def _hline_per_category(ax, levels, label: str, colour: str, style: str, half_width: float = 0.42) -> None:
     for i, level in enumerate(levels):
-        if level == level:
-            ax.hlines(level, i - 0.42, i + 0.42, colors=colour, linestyles=style, linewidth=1,
+        if level == level:  # not NaN
+            ax.hlines(level, i - half_width, i + half_width, colors=colour, linestyles=style, linewidth=1,
                       label=label if i == 0 else None)
 
 
@@ -231,19 +197,14 @@ def plot_table1_ours(entries: list[EvaluationEntry], protocol: str, *, language:
         raise FigureInputError(f"no {protocol!r} evaluation runs to plot")
     paper = _paper_rows()
     figure, axes = new_figure(max(6.0, 4.2 * len(models)), 7.4, 2, len(models), sharey=True)
-    described = [f"{alias} {'fine-tuned' if tuned else 'base'} = {entry.label}"
+    described = [f"{alias} {'fine-tuned' if tuned else 'base'} = {entry.run.label}"
                  for (alias, tuned), entry in sorted(runs.items())]
     for column, alias in enumerate(models):
         for row, task in enumerate(("EU", "EA")):
             ax = axes[row, column]
             categories = TABLE1_CATEGORIES[task]
-            series = []
-            if alias in PAPER_MODELS:
-                series += [(f"paper {state}", [paper.get((alias, tuned, task, c), float("nan")) for c in categories],
-                            None) for state, tuned in (("base", False), ("fine-tuned", True))]
-            chance = None
-            baselines: dict[str, list[float]] = {}
-            n = None
+            series = _paper_series(paper, alias, task) if alias in PAPER_MODELS else []
+            chance, baselines, n = [], {}, None
             for state, tuned in (("base", False), ("fine-tuned", True)):
                 entry = runs.get((alias, tuned))
                 summary = entry.summary(task, language) if entry else None
@@ -254,15 +215,15 @@ def plot_table1_ours(entries: list[EvaluationEntry], protocol: str, *, language:
                 over_orders = summary.get("orders", {}).get("order_mean")
                 if over_orders:
                     series.append((f"ours {state}, over orders", *_values_and_intervals(over_orders, categories)))
-                chance = [table[c].get("chance", float("nan")) if c in table else float("nan") for c in categories]
-                baselines = {name: [table[c].get("baselines", {}).get(name, float("nan")) if c in table
-                                    else float("nan") for c in categories] for name in BASELINE_LINES}
+                cells = [table.get(c, {}) for c in categories]
+                chance = [cell.get("chance", float("nan")) for cell in cells]
+                baselines = {name: [cell.get("baselines", {}).get(name, float("nan")) for cell in cells]
+                             for name in BASELINE_LINES}
                 n = summary["n"]
             grouped_bars(ax, categories, series)
-            _hline_per_category(ax, chance or [], label="chance", colour="grey", style="dashed")
+            _hline_per_category(ax, chance, "chance", "grey", "dashed")
             for name, levels in baselines.items():
-                _hline_per_category(ax, levels, label=BASELINE_LINES[name][0], colour=BASELINE_LINES[name][1],
-                                    style=BASELINE_LINES[name][2])
+                _hline_per_category(ax, levels, *BASELINE_LINES[name])
             suffix = f", n={n}" if n else ", no run"
             ax.set_title(f"{alias}: {task}{suffix}", fontsize=10)
             if column == 0:
@@ -281,28 +242,22 @@ def _values_and_intervals(table: dict[str, Any], categories) -> tuple[list[float
     return values, intervals
 
 
-def finetune_pairs(entries: list[EvaluationEntry], protocol: str) -> list[tuple[str, EvaluationEntry,
-                                                                                   EvaluationEntry]]:
-    """(alias, base run, fine-tuned run) for every model with both kinds of ``protocol`` run."""
-    runs = latest_runs(entries, protocol)
-    return [(alias, runs[(alias, False)], runs[(alias, True)]) for alias in _model_order(a for a, _ in runs)
-            if (alias, False) in runs and (alias, True) in runs]
-
-
 def finetune_deltas(entries: list[EvaluationEntry], protocol: str, *, language: str = "en",
                     metrics: tuple[str, ...] = ("correct", "order_mean")):
-    """Paired comparison (fine-tuned - base) per model, metric, task and category, from the per-item predictions
-    (:func:`ec2er_utils.evaluation.compare_runs`: paired bootstrap 95% CI, exact McNemar p). ``metrics``:
-    ``correct`` (the official number) and, for runs asked under every option order, ``order_mean`` (or
-    ``strict``). Each row also has ``letter_habit_delta``: the change of the ``own_letters`` baseline of the same
-    metric, what the change of letter habit alone would give. Returns the table and notes on what could not be
-    compared (e.g. runs over different items, or without the other option orders)."""
+    """Paired comparison (fine-tuned - base, :func:`ec2er_utils.evaluation.compare_runs`) per model with both kinds
+    of ``protocol`` run, metric (``correct``; for runs asked under every option order ``order_mean`` or ``strict``),
+    task and category, with ``letter_habit_delta``: the change of the ``own_letters`` baseline, what the letter
+    habit alone would give. Returns the table and notes on what could not be compared."""
     import pandas as pd
 
     from ..evaluation import compare_runs
 
     tables, notes = [], []
-    for alias, base, tuned in finetune_pairs(entries, protocol):
+    runs = latest_runs(entries, protocol)
+    for alias in _model_order(a for a, _ in runs):
+        base, tuned = runs.get((alias, False)), runs.get((alias, True))
+        if base is None or tuned is None:
+            continue
         for metric in metrics:
             try:
                 table = compare_runs(base.run, tuned.run, language=language, metric=metric)
@@ -329,14 +284,12 @@ def _own_letters(entry: EvaluationEntry, task: str, language: str, metric: str, 
 def plot_finetune_gain(deltas, protocol: str, *, language: str = "en"):
     """Fine-tuned minus base accuracy per category (bars, paired bootstrap 95% CI), the paper's reported change as
     a diamond for its models, and the change that the letter habit alone would give (the ``own_letters``
-    baseline's change) as a cross. One row of panels per metric of ``deltas`` (official; averaged over option
-    orders where the runs were asked under every order)."""
+    baseline's change) as a cross. One row of panels per metric of ``deltas`` (:func:`finetune_deltas`: official;
+    averaged over option orders where the runs were asked under every order)."""
     import numpy as np
 
     if deltas.empty:
         raise FigureInputError("no paired comparison to plot")
-    if "metric" not in deltas:
-        deltas = deltas.assign(metric="correct")
     metrics = list(dict.fromkeys(deltas["metric"]))
     titles = {"correct": "official order", "order_mean": "averaged over option orders",
               "strict": "right under every order"}
@@ -350,16 +303,14 @@ def plot_finetune_gain(deltas, protocol: str, *, language: str = "en"):
         y = np.arange(len(categories))
         for k, alias in enumerate(models):
             rows = deltas[(deltas["alias"] == alias) & (deltas["task"] == task) & (deltas["metric"] == metric)]
-            rows = rows.set_index("category")
-            rows = rows.reindex(list(categories))
+            rows = rows.set_index("category").reindex(list(categories))
             positions = y - 0.4 + height * (k + 0.5)
             n = int(rows["n"].max()) if rows["n"].notna().any() else 0
             ax.barh(positions, rows["delta"], height * 0.9, color=palette[alias], label=f"{alias} (ours, n={n})")
             errors = [(rows["delta"] - rows["ci_low"]).fillna(0), (rows["ci_high"] - rows["delta"]).fillna(0)]
             ax.errorbar(rows["delta"], positions, xerr=errors, fmt="none", ecolor="black", capsize=2, linewidth=0.9)
-            if "letter_habit_delta" in rows:
-                ax.scatter(rows["letter_habit_delta"], positions, marker="x", s=22, color="tab:red", zorder=3,
-                           label="letter habit alone (own-letters baseline)" if k == 0 else None)
+            ax.scatter(rows["letter_habit_delta"], positions, marker="x", s=22, color="tab:red", zorder=3,
+                       label="letter habit alone (own-letters baseline)" if k == 0 else None)
             if alias in PAPER_MODELS and metric == "correct":
                 reported = [paper.get((alias, True, task, c), np.nan) - paper.get((alias, False, task, c), np.nan)
                             for c in categories]
@@ -375,5 +326,3 @@ def plot_finetune_gain(deltas, protocol: str, *, language: str = "en"):
                      "over the same items; diamonds are the paper's reported change (no CI), crosses the change "
                      "the model's letter habit alone would give")
     return figure
-
-

@@ -1,8 +1,5 @@
-"""How every figure looks and is saved: one fixed style, headless figures, byte-identical files, shared bar helpers.
-
-Fixed size and dpi, matplotlib's defaults + seaborn's ``whitegrid`` whatever the caller's rcParams, and no
-timestamps or software versions in the files, so equal inputs give equal bytes.
-"""
+"""How every figure looks and is saved: one fixed style, headless figures, byte-identical files (fixed size and dpi,
+no timestamps or versions), shared bar helpers."""
 
 from __future__ import annotations
 
@@ -10,8 +7,7 @@ import io
 import os
 import re
 import textwrap
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cache, wraps
 from pathlib import Path
 from typing import Any
@@ -32,30 +28,19 @@ class FigureInputError(ValueError):
     """A result file exists but cannot be used; the message names the file and what is wrong with it."""
 
 
-def _style_rc() -> dict[str, Any]:
-    import seaborn as sns
-
-    return {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85),
-            "figure.dpi": DPI, "savefig.dpi": DPI, "savefig.bbox": "standard", "axes.titleweight": "bold"}
-
-
-@contextmanager
-def figure_style() -> Iterator[None]:
-    """matplotlib's defaults + seaborn's whitegrid, independent of the caller's rcParams; restored afterwards."""
-    import matplotlib as mpl
-
-    with mpl.rc_context():
-        mpl.rcdefaults()
-        mpl.rcParams.update(_style_rc())
-        yield
-
-
 def styled(function: Callable) -> Callable:
-    """Draw ``function``'s figure in :func:`figure_style`."""
+    """Draw ``function``'s figure in matplotlib's defaults + seaborn's whitegrid, whatever the caller's rcParams."""
 
     @wraps(function)
     def wrapper(*args, **kwargs):
-        with figure_style():
+        import matplotlib as mpl
+        import seaborn as sns
+
+        with mpl.rc_context():
+            mpl.rcdefaults()
+            mpl.rcParams.update({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85),
+                                 "figure.dpi": DPI, "savefig.dpi": DPI, "savefig.bbox": "standard",
+                                 "axes.titleweight": "bold"})
             return function(*args, **kwargs)
 
     return wrapper
@@ -90,11 +75,9 @@ def save_figure(figure, folder: str | os.PathLike, name: str) -> list[Path]:
         raise ValueError(f"{name!r} is not one of the figure names ({FIGURE_NAME.pattern})")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in FORMATS:
-        path = folder / f"{name}.{fmt}"
+    paths = [folder / f"{name}.{fmt}" for fmt in FORMATS]
+    for path, fmt in zip(paths, FORMATS, strict=True):
         figure.savefig(path, format=fmt, dpi=DPI, metadata=_SAVE_METADATA[fmt])
-        paths.append(path)
     return paths
 
 
@@ -102,10 +85,6 @@ def category_label(category: str, width: int = 11) -> str:
     """A category as an axis label: spaces for underscores, the longest name shortened as Table 1 does, wrapped."""
     text = category.replace("personal_beliefs_and_experiences", "personal_beliefs").replace("_", " ")
     return textwrap.fill(text, width)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Parts shared by the figures
 
 
 def grouped_bars(ax, categories, series: list[tuple[str, list[float], list[tuple[float, float]] | None]]) -> None:
@@ -118,10 +97,10 @@ def grouped_bars(ax, categories, series: list[tuple[str, list[float], list[tuple
         positions = x - 0.4 + width * (k + 0.5)
         ax.bar(positions, values, width * 0.95, label=name, color=COLOURS.get(name.split(" (")[0], None),
                edgecolor="white", linewidth=0.5)
-        tops = [hi if intervals is not None and hi == hi else v for v, (_, hi) in
-                zip(values, intervals or [(0.0, float("nan"))] * len(values), strict=True)]
-        for position, value, top in zip(positions, values, tops, strict=True):
+        bounds = intervals or [(float("nan"), float("nan"))] * len(values)
+        for position, value, (_, high) in zip(positions, values, bounds, strict=True):
             if value == value:  # above the bar, or above its error bar
+                top = high if high == high else value
                 ax.text(position, top + 0.015, value_label(value), ha="center", va="bottom", fontsize=6,
                         rotation=90 if len(series) > 2 else 0)
         if intervals is not None:

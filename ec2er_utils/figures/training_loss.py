@@ -10,6 +10,7 @@ from pathlib import Path
 from ..jsonl import read_json
 from .style import FigureInputError, colour_cycle, new_figure, styled, suptitle
 
+
 def load_loss_histories(runs: str | os.PathLike, max_runs_per_model: int = 5) -> dict[str, dict[str, dict]]:
     """``{model folder: {run id: loss history}}`` from ``<runs>/<model>/<run-id>/loss_history.json`` (notebook 04),
     the newest ``max_runs_per_model`` runs per model (run ids are UTC timestamps, so they sort by time)."""

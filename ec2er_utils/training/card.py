@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..jsonl import read_json
 from ..models import model_folder_name, resolve_model
+from .trainer import loss_text
 
 
 def model_card(run_dir: str | os.PathLike, scores: dict[str, float] | None = None,
@@ -47,12 +48,10 @@ def model_card(run_dir: str | os.PathLike, scores: dict[str, float] | None = Non
         lines += [f"**Trained without Unsloth** ({config['backend']}): plain transformers + PEFT + TRL, same settings.",
                   ""]
     if metrics:
-        def fmt(value):
-            return "n/a" if value is None else f"{value:.4f}"
-
         lines += ["## Measured", "",
-                  f"- train loss {fmt(metrics.get('first_loss'))} -> {fmt(metrics.get('last_loss'))}, validation "
-                  f"loss {fmt(metrics.get('eval_loss_start'))} -> {fmt(metrics.get('eval_loss_end'))}",
+                  f"- train loss {loss_text(metrics.get('first_loss'))} -> {loss_text(metrics.get('last_loss'))}, "
+                  f"validation loss {loss_text(metrics.get('eval_loss_start'))} -> "
+                  f"{loss_text(metrics.get('eval_loss_end'))}",
                   f"- {metrics.get('tokens_per_second', 0):.0f} tokens/s, peak memory "
                   f"{metrics.get('peak_memory_gb', 0):.2f} GB ({metrics.get('peak_memory_kind')})", ""]
     lines += ["## EmoBench", ""]

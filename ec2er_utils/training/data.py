@@ -33,10 +33,8 @@ def training_records(questions: Sequence[Question]) -> list[dict[str, list[dict[
 
 
 def ensure_chat_template(tokenizer, spec: ModelSpec | None = None) -> str | None:
-    """Give a tokenizer without a chat template (the llama base model) Unsloth's ``alpaca`` template.
-
-    Returns the name of the template supplied, or None when the tokenizer already had one (which is then used).
-    """
+    """Give a tokenizer without a chat template (the llama base model) Unsloth's ``alpaca`` template; returns its
+    name, or None when the tokenizer already had one."""
     if getattr(tokenizer, "chat_template", None):
         return None
     from unsloth.chat_templates import CHAT_TEMPLATES, DEFAULT_SYSTEM_MESSAGE
@@ -117,10 +115,9 @@ def masking_summary(example: dict[str, list[int]], tokenizer) -> dict[str, Any]:
     """How a prepared training example is labelled: prompt tokens -100 (no loss), response tokens trained."""
     labels = example["labels"]
     trained = [token for token, label in zip(example["input_ids"], labels, strict=True) if label != -100]
-    first_trained = next((i for i, label in enumerate(labels) if label != -100), len(labels))
+    first_trained = next((i for i, label in enumerate(labels) if label != -100), len(labels))  # all -100 before it
     return {"tokens": len(labels), "masked_prompt_tokens": sum(label == -100 for label in labels),
-            "trained_tokens": len(trained), "masked_tokens_all_before_response":
-                all(label == -100 for label in labels[:first_trained]) and -100 not in labels[first_trained:],
+            "trained_tokens": len(trained), "masked_tokens_all_before_response": -100 not in labels[first_trained:],
             "trained_text": tokenizer.decode(trained)}
 
 

@@ -21,8 +21,6 @@ class ModelTooLargeError(RuntimeError):
 
 
 @dataclass(frozen=True)
-
-
 class DeviceReport:
     """What the training will run on."""
 
@@ -99,23 +97,16 @@ def parameter_count_billion(spec: ModelSpec) -> float | None:
 
 
 def estimate_training_memory_gb(params_billion: float, *, use_4bit: bool, dtype_bytes: int) -> float:
-    """A deliberately simple, conservative estimate of what LoRA training needs.
-
-    Frozen weights (0.55 bytes/parameter in NF4 with its scales, else the dtype's size) plus 10%, plus 2 GB for
-    activations at batch 2 x 2048 tokens with gradient checkpointing, the LoRA weights with their gradients and
-    AdamW states (under 1% of the parameters x 16 bytes) and the CUDA context / Python process. Unsloth reports
-    7-8B QLoRA in 6-8 GB, which this matches.
-    """
+    """A deliberately simple, conservative estimate of what LoRA training needs: frozen weights (0.55 bytes/parameter
+    in NF4 with its scales, else the dtype's size) plus 10%, plus 2 GB for activations (batch 2 x 2048 tokens,
+    gradient checkpointing), LoRA weights, gradients, AdamW states and the CUDA context. Unsloth reports 7-8B QLoRA
+    in 6-8 GB, which this matches."""
     weights = params_billion * (0.55 if use_4bit else dtype_bytes)
     return weights * 1.1 + 2.0
 
 
 @dataclass(frozen=True)
-
-
 class FitCheck:
-    needed_gb: float | None
-    available_gb: float
     fits: bool
     message: str
 
@@ -130,25 +121,24 @@ def check_fits(config: TrainConfig, device: DeviceReport) -> FitCheck:
     params = parameter_count_billion(spec)
     where = "GPU memory" if device.is_gpu else "RAM"
     if params is None:
-        return FitCheck(None, device.free_gb, True, f"{spec.display_name}: size unknown (not in the registry, not a "
-                                                    "local folder), so the memory check is skipped")
+        return FitCheck(True, f"{spec.display_name}: size unknown (not in the registry, not a local folder), so the "
+                              "memory check is skipped")
     needed = estimate_training_memory_gb(params, use_4bit=use_4bit, dtype_bytes=dtype_bytes)
     weights = "4-bit" if use_4bit else f"{dtype_bytes * 8}-bit"
     if needed > device.free_gb:
         advice = ("use a larger GPU (the paper used an A100 40 GB), keep load_in_4bit on, or pick a smaller model"
                   if device.is_gpu else "use a GPU (Colab A100: see the notebook's Colab section) or the embedded "
                                         "model smollm2")
-        return FitCheck(needed, device.free_gb, False,
-                        f"{spec.display_name} ({params:.2f}B parameters, {weights} weights) needs about "
-                        f"{needed:.1f} GB of {where} to train, but only {device.free_gb:.1f} GB is free: {advice}.")
+        return FitCheck(False, f"{spec.display_name} ({params:.2f}B parameters, {weights} weights) needs about "
+                               f"{needed:.1f} GB of {where} to train, but only {device.free_gb:.1f} GB is free: "
+                               f"{advice}.")
     if not device.is_gpu and params > CPU_MAX_PARAMS_BILLION and os.environ.get("EC2ER_ALLOW_CPU_TRAINING") != "1":
-        return FitCheck(needed, device.free_gb, False,
-                        f"No GPU found, and {spec.display_name} ({params:.1f}B parameters) would train for hours per "
-                        "step on a CPU. Use a GPU (on Colab: Runtime > Change runtime type > A100 GPU), or the "
-                        "embedded model smollm2 here; set EC2ER_ALLOW_CPU_TRAINING=1 to try anyway.")
-    message = (f"{spec.display_name}: {params:.2f}B parameters, {weights} weights, needs about {needed:.1f} GB of "
-               f"{where}; {device.free_gb:.1f} GB free")
-    return FitCheck(needed, device.free_gb, True, message)
+        return FitCheck(False, f"No GPU found, and {spec.display_name} ({params:.1f}B parameters) would train for "
+                               "hours per step on a CPU. Use a GPU (on Colab: Runtime > Change runtime type > A100 "
+                               "GPU), or the embedded model smollm2 here; set EC2ER_ALLOW_CPU_TRAINING=1 to try "
+                               "anyway.")
+    return FitCheck(True, f"{spec.display_name}: {params:.2f}B parameters, {weights} weights, needs about "
+                          f"{needed:.1f} GB of {where}; {device.free_gb:.1f} GB free")
 
 
 def resolve_load_in_4bit(config: TrainConfig, device: DeviceReport) -> bool:

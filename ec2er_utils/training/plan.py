@@ -4,21 +4,15 @@ folder, and the settings table beside what the paper says."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..models import checkpoint_path, model_folder_name, preferred_dtype
 from ..paths import runs_dir
-from .config import (
-    CPU_DEMO_STEPS,
-    CPU_EVAL_QUESTIONS,
-    CPU_GRADIENT_ACCUMULATION,
-    GPU_GRADIENT_ACCUMULATION,
-    PAPER_NOTES,
-    TrainConfig,
-)
+from .config import (CPU_DEMO_STEPS, CPU_EVAL_QUESTIONS, CPU_GRADIENT_ACCUMULATION, GPU_GRADIENT_ACCUMULATION,
+                     PAPER_NOTES, TrainConfig)
 from .device import DeviceReport, ModelTooLargeError, check_fits, detect_device, resolve_load_in_4bit, training_path
 
 
@@ -57,13 +51,11 @@ class RunPlan:
         return self.config.per_device_train_batch_size * self.gradient_accumulation_steps
 
     def as_dict(self) -> dict[str, Any]:
-        return {"config": self.config.model_dump(), "device": asdict(self.device), "run_dir": str(self.run_dir),
-                "base_checkpoint": self.base_checkpoint, "load_in_4bit": self.load_in_4bit, "dtype": self.dtype,
-                "gradient_checkpointing": self.gradient_checkpointing, "optim": self.optim,
-                "gradient_accumulation_steps": self.gradient_accumulation_steps, "max_steps": self.max_steps,
-                "total_steps": self.total_steps, "logging_steps": self.logging_steps,
-                "eval_steps": self.eval_steps, "max_eval_questions": self.max_eval_questions,
-                "effective_batch_size": self.effective_batch_size,
+        """The fields in order for ``config.json``, with the effective batch size and training path before notes."""
+        skipped = ("notes", "chat_template_supplied")
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skipped}
+        return {**values, "config": self.config.model_dump(), "device": asdict(self.device),
+                "run_dir": str(self.run_dir), "effective_batch_size": self.effective_batch_size,
                 "training_path": training_path(self.device, self.load_in_4bit), "notes": self.notes}
 
 
@@ -84,18 +76,10 @@ def new_run_dir(config: TrainConfig) -> Path:
     return candidate
 
 
-def steps_per_epoch(n_examples: int, batch_size: int, gradient_accumulation_steps: int) -> int:
-    batches = math.ceil(n_examples / batch_size)
-    return max(1, math.ceil(batches / gradient_accumulation_steps))
-
-
 def prepare_run(config: TrainConfig, n_train: int, n_eval: int = 0,
                 device: DeviceReport | None = None) -> RunPlan:
-    """Resolve the automatic settings for this device and data; refuse early if the model cannot fit.
-
-    Raises :class:`~ec2er_utils.models.UnknownModelError` for an unknown model and :class:`ModelTooLargeError`
-    when the estimate of :func:`check_fits` exceeds the free memory.
-    """
+    """Resolve the automatic settings for this device and data. Raises :class:`ModelTooLargeError` early when the
+    estimate of :func:`check_fits` exceeds the free memory (and ``UnknownModelError`` for an unknown model)."""
     spec = config.spec  # unknown names fail here, before anything heavy
     device = device or detect_device()
     fit = check_fits(config, device)
@@ -108,8 +92,8 @@ def prepare_run(config: TrainConfig, n_train: int, n_eval: int = 0,
     dtype = str(preferred_dtype(device.kind)).replace("torch.", "")
     accumulation = config.gradient_accumulation_steps or (GPU_GRADIENT_ACCUMULATION if device.is_gpu
                                                           else CPU_GRADIENT_ACCUMULATION)
-    natural_steps = math.ceil(steps_per_epoch(n_train, config.per_device_train_batch_size, accumulation)
-                              * config.num_train_epochs)
+    steps_per_epoch = max(1, math.ceil(math.ceil(n_train / config.per_device_train_batch_size) / accumulation))
+    natural_steps = math.ceil(steps_per_epoch * config.num_train_epochs)
     max_steps = config.max_steps
     if max_steps is None:
         max_steps = -1 if device.is_gpu else min(CPU_DEMO_STEPS, natural_steps)

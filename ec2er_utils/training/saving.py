@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import suppress
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -26,10 +27,8 @@ def _versions() -> dict[str, str]:
 
     found = {}
     for name in ("torch", "transformers", "trl", "peft", "unsloth", "unsloth-zoo", "datasets", "bitsandbytes"):
-        try:
+        with suppress(importlib.metadata.PackageNotFoundError):
             found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
     return found
 
 
@@ -49,8 +48,7 @@ def save_run(model, tokenizer, plan: RunPlan, result: TrainingResult, *, backend
                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json_atomic(run_dir / "config.json", resolved)
     write_json_atomic(run_dir / "loss_history.json", result.history)
-    metrics = {k: v for k, v in asdict(result).items() if k != "history"}
-    write_json_atomic(run_dir / "metrics.json", metrics)
+    write_json_atomic(run_dir / "metrics.json", {k: v for k, v in asdict(result).items() if k != "history"})
     loss_plot = plot_training_loss({model_folder_name(plan.config.spec): {run_dir.name: result.history}},
                                    title=f"{plan.config.spec.display_name}: LoRA, "
                                          f"{data.get('train_questions', '?')} questions")
@@ -94,14 +92,10 @@ def adapter_folder(run_dir: str | os.PathLike) -> Path:
 
 
 def load_adapter(run_dir: str | os.PathLike, *, device: str | None = None, dtype: Any = None):
-    """Load a trained run for inference: ``(model, tokenizer)``, the base model with the LoRA adapter on top.
-    ``run_dir`` is a run folder of notebook 04, an adapter folder, or a Hub repository id of a pushed adapter.
-
-    The base model comes from the run's ``config.json`` (the alias, so the embedded model loads on any machine),
-    the tokenizer from the adapter folder (it carries the chat template used in training). Padding is on the left,
-    as batched generation needs. Goes through :func:`ec2er_utils.models.load_model_and_tokenizer`, the loader
-    the ``local`` LLM client uses.
-    """
+    """``(model, tokenizer)`` for inference: the base model with the LoRA adapter of ``run_dir`` (a run folder of
+    notebook 04, an adapter folder or a Hub repository id) on top. The base model is the alias in the run's
+    ``config.json``, so the embedded model loads on any machine; the tokenizer, with the chat template used in
+    training, comes from the adapter folder."""
     from transformers import AutoTokenizer
 
     from ..models import load_model_and_tokenizer
@@ -122,11 +116,9 @@ def load_adapter(run_dir: str | os.PathLike, *, device: str | None = None, dtype
 
 def push_to_hub(run_dir: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = True,
                 scores: dict[str, float] | None = None, dataset_ids: Sequence[str] = ()) -> str:
-    """Upload a run's adapter, tokenizer, config, metrics, loss plot and model card to the Hugging Face Hub.
-
-    ``token`` defaults to ``HF_TOKEN`` / the cached login; it is never printed or written. Returns the repo URL.
-    A failed upload raises :class:`HubPushError`: the run stays on disk, and the message says how to push it later.
-    """
+    """Upload a run's adapter, tokenizer, config, metrics, loss plot and model card to the Hugging Face Hub; returns
+    the repo URL. ``token`` defaults to ``HF_TOKEN`` / the cached login. A failed upload raises :class:`HubPushError`
+    saying how to push the run, still on disk, later."""
     run_dir = Path(run_dir)
     adapter_dir = adapter_folder(run_dir)
     (run_dir / "README.md").write_text(model_card(run_dir, scores, dataset_ids), encoding="utf-8")
@@ -147,6 +139,4 @@ def push_to_hub(run_dir: str | os.PathLike, repo_id: str, *, token: str | None =
 
 def describe_run(run_dir: str | os.PathLike) -> str:
     """A short listing of what a run folder holds."""
-    run_dir = Path(run_dir)
-    files = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*") if p.is_file())
-    return "\n".join(f"{run_dir}/{p}" for p in files)
+    return "\n".join(str(path) for path in sorted(Path(run_dir).rglob("*")) if path.is_file())

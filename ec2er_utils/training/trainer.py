@@ -22,11 +22,8 @@ GPU_MEMORY_ADVICE = ("Lower per_device_train_batch_size or max_seq_length, keep 
 
 
 def load_model_for_training(plan: RunPlan):
-    """The base model with fresh LoRA adapters, through Unsloth's ``FastLanguageModel``.
-
-    Returns ``(model, tokenizer, backend)``; ``backend`` names the path that ran ("unsloth-gpu", "unsloth-cpu" or
-    "transformers+peft (fallback: ...)").
-    """
+    """``(model, tokenizer, backend)``: the base model with fresh LoRA adapters through Unsloth's ``FastLanguageModel``;
+    ``backend`` is "unsloth-gpu", "unsloth-cpu" or "transformers+peft (fallback: ...)"."""
     import torch
     from transformers import set_seed
     from unsloth import FastLanguageModel
@@ -46,11 +43,14 @@ def load_model_for_training(plan: RunPlan):
         backend = "unsloth-gpu" if plan.device.is_gpu else "unsloth-cpu"
     except UNSLOTH_UNAVAILABLE as err:  # Unsloth cannot run here; anything else is a real failure
         reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
-        print(fallback_banner(plan.base_checkpoint, reason), flush=True)
+        rule = "=" * 100
+        print(f"{rule}\nUNSLOTH NOT USED: it cannot load {plan.base_checkpoint} here ({reason}).\nTraining falls back "
+              "to plain transformers + PEFT + TRL with the same settings: slower, more memory, and recorded as the "
+              f"backend in config.json and the model card.\n{rule}", flush=True)
         model, tokenizer = _load_with_transformers(plan, dtype)
         backend = f"transformers+peft (fallback: {reason})"
-    except RuntimeError as err:
-        if is_cuda_failure(err):
+    except RuntimeError as err:  # torch raises out-of-memory and other CUDA errors as RuntimeError (subclasses)
+        if "OutOfMemoryError" in type(err).__name__ or "CUDA" in str(err) or "out of memory" in str(err):
             raise RuntimeError(f"loading {plan.base_checkpoint} for training failed on the GPU: {err}. "
                                + GPU_MEMORY_ADVICE) from err
         raise
@@ -59,18 +59,6 @@ def load_model_for_training(plan: RunPlan):
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return model, tokenizer, backend
-
-
-def is_cuda_failure(error: BaseException) -> bool:
-    """An out-of-memory or other CUDA error (torch raises them as RuntimeError subclasses or with "CUDA" in them)."""
-    return "OutOfMemoryError" in type(error).__name__ or "CUDA" in str(error) or "out of memory" in str(error)
-
-
-def fallback_banner(checkpoint: str, reason: str) -> str:
-    rule = "=" * 100
-    return (f"{rule}\nUNSLOTH NOT USED: it cannot load {checkpoint} here ({reason}).\nTraining falls back to plain "
-            "transformers + PEFT + TRL with the same settings: slower, more memory, and recorded as the backend in "
-            f"config.json and the model card.\n{rule}")
 
 
 def _load_with_transformers(plan: RunPlan, dtype):
@@ -154,8 +142,6 @@ def progress_lines():
 
 
 @dataclass
-
-
 class TrainingResult:
     """What a finished run measured (also written to ``metrics.json``)."""
 
@@ -176,14 +162,15 @@ class TrainingResult:
     history: dict[str, list[dict[str, float]]]
 
     def summary(self) -> str:
-        def fmt(value):
-            return "n/a" if value is None else f"{value:.4f}"
-
         return (f"{self.global_step} steps ({self.epochs:.2f} epochs) in {self.train_runtime_s:.0f}s; "
-                f"train loss {fmt(self.first_loss)} -> {fmt(self.last_loss)}; eval loss {fmt(self.eval_loss_start)}"
-                f" -> {fmt(self.eval_loss_end)}; {self.tokens_per_second:.0f} tokens/s, "
-                f"{self.samples_per_second:.2f} samples/s; peak memory {self.peak_memory_gb:.2f} GB "
-                f"({self.peak_memory_kind})")
+                f"train loss {loss_text(self.first_loss)} -> {loss_text(self.last_loss)}; eval loss "
+                f"{loss_text(self.eval_loss_start)} -> {loss_text(self.eval_loss_end)}; "
+                f"{self.tokens_per_second:.0f} tokens/s, {self.samples_per_second:.2f} samples/s; peak memory "
+                f"{self.peak_memory_gb:.2f} GB ({self.peak_memory_kind})")
+
+
+def loss_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def loss_history(log_history: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
