@@ -211,15 +211,15 @@ def git_blob_id(path: str | os.PathLike) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's id, not security
 
 
-def download_personahub(cache: str | os.PathLike | None = None, url: str | None = None) -> Path:
+def download_personahub() -> Path:
     """PersonaHub's ``data/persona.jsonl`` at :data:`PERSONAHUB_COMMIT`, downloaded once and checked against git's
     object id of that file; later calls read the cached copy without the network."""
     import pooch
 
     from .paths import cache_dir
 
-    folder = Path(cache) if cache is not None else cache_dir() / "personahub" / PERSONAHUB_COMMIT[:12]
-    url = url or PERSONAHUB_URL.format(commit=PERSONAHUB_COMMIT)
+    folder = cache_dir() / "personahub" / PERSONAHUB_COMMIT[:12]
+    url = PERSONAHUB_URL.format(commit=PERSONAHUB_COMMIT)
     try:
         path = Path(pooch.retrieve(url, known_hash=None, fname="persona.jsonl", path=folder, progressbar=False))
     except Exception as err:  # noqa: BLE001 - offline, HTTP errors: say what to do instead
