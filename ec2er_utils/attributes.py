@@ -8,6 +8,7 @@ coping make withdrawn or deflecting communication likelier; high insight and pro
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 
@@ -112,12 +113,7 @@ THEME_BOOST = 3.0  # multiplier for a theme's own relationship types and conflic
 
 
 def _draw(rng: random.Random, values: Sequence[str], *multipliers: Mapping[str, float]) -> str:
-    weights = []
-    for value in values:
-        weight = 1.0
-        for table in multipliers:
-            weight *= table.get(value, 1.0)
-        weights.append(weight)
+    weights = [math.prod(table.get(value, 1.0) for table in multipliers) for value in values]
     return rng.choices(list(values), weights=weights, k=1)[0]
 
 

@@ -227,6 +227,7 @@ def validate_choice(kind: str, value: str) -> str:
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(f"Invalid {key} value {value!r}{hint}; valid options: {', '.join(options)}")
 
+
 # §3.3: "ensuring that scenarios are between 50 and 500 words". Generation asks for at least the floor, chapter 03
 # drops items outside the range: one constant, so the two chapters cannot disagree.
 SCENARIO_WORDS: tuple[int, int] = (50, 500)
