@@ -363,10 +363,9 @@ def coverage(records: Sequence[BaseModel | Mapping[str, Any]], fields: Mapping[s
     dicts = [r.model_dump() if isinstance(r, BaseModel) else dict(r) for r in records]
     for field, values in fields.items():
         counts = Counter(d.get(field) for d in dicts)
-        for value in values:
-            rows.append({"field": field, "value": value, "count": counts.pop(value, 0)})
-        for value, count in counts.items():
-            rows.append({"field": field, "value": "(unknown)" if value is None else str(value), "count": count})
+        rows += [{"field": field, "value": value, "count": counts.pop(value, 0)} for value in values]
+        rows += [{"field": field, "value": "(unknown)" if value is None else str(value), "count": count}
+                 for value, count in counts.items()]
     frame = pd.DataFrame(rows, columns=["field", "value", "count"])
     frame["share"] = frame["count"] / max(len(dicts), 1)
     return frame
