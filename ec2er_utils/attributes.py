@@ -1,13 +1,11 @@
-"""The attributes sampled for each conversation (§3.2): EU/EA area, relationship type, problem focus, conflict
-domain, stakes, emotion mix, insight, coping and communication style, viewpoint, with the paper's correlations.
-
-"These attributes are sampled probabilistically to ensure diverse coverage while maintaining realistic
-combinations" (§3.2): the correlation tables below are our reading of that sentence (low insight and avoidant
-coping make withdrawn or deflecting communication likelier; high insight and problem solving, direct).
+"""The eleven attributes sampled for each conversation (§3.2) and their correlations: "sampled probabilistically to
+ensure diverse coverage while maintaining realistic combinations" (§3.2). The correlation tables are our reading of
+that sentence (README, chapter 00).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 
@@ -74,7 +72,8 @@ ATTRIBUTE_LISTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "viewpoint": ("VIEWPOINT_TYPES", VIEWPOINT_TYPES),
 }
 
-# Correlation tables (multipliers on a uniform base weight of 1). Our reading of §3.2's "realistic combinations".
+# Correlation tables: multipliers on a uniform base weight of 1 (low insight and avoidant coping make withdrawn or
+# deflecting communication likelier; high insight and problem solving, direct).
 COPING_GIVEN_DISPOSITION: dict[str, dict[str, float]] = {
     "anxious": {"avoidance": 2.0, "self_blame": 1.8, "people_pleasing": 1.5},
     "optimistic": {"overfixing_problem_solving": 2.0, "intellectualizing": 1.2},
@@ -112,12 +111,7 @@ THEME_BOOST = 3.0  # multiplier for a theme's own relationship types and conflic
 
 
 def _draw(rng: random.Random, values: Sequence[str], *multipliers: Mapping[str, float]) -> str:
-    weights = []
-    for value in values:
-        weight = 1.0
-        for table in multipliers:
-            weight *= table.get(value, 1.0)
-        weights.append(weight)
+    weights = [math.prod(table.get(value, 1.0) for table in multipliers) for value in values]
     return rng.choices(list(values), weights=weights, k=1)[0]
 
 

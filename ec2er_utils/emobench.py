@@ -1,9 +1,7 @@
-"""EmoBench (Sabour et al., ACL 2024): the held-out benchmark of the paper (§4, §6, Table 1). :func:`load_emobench`
-reads its ``EU.jsonl`` and ``EA.jsonl`` into :class:`~ec2er_utils.schemas.EUItem` /
-:class:`~ec2er_utils.schemas.EAItem`, from the first of: ``data_dir=``, ``$EMOBENCH_DIR``, ``shared/emobench``
-beside the checkout, or EmoBench's repository at :data:`EMOBENCH_COMMIT`, downloaded once into
-``cache_dir()/emobench/<commit>/`` and checked against the files' SHA-256 (a changed or damaged file is refused,
-not used). The tasks and where the data comes from: README, chapter 05.
+"""EmoBench (Sabour et al., ACL 2024), the paper's held-out benchmark (§4, §6, Table 1): :func:`load_emobench`
+reads ``EU.jsonl`` / ``EA.jsonl`` into :class:`~ec2er_utils.schemas.EUItem` / ``EAItem`` from a local folder
+(:func:`local_emobench_dir`) or else EmoBench's repository at :data:`EMOBENCH_COMMIT`, downloaded once and checked
+against the files' SHA-256. The tasks and where the data comes from: README, chapter 05.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ EMOBENCH_URL = "https://raw.githubusercontent.com/Sahandfer/EmoBench/{commit}/da
 EMOBENCH_SHA256 = {"EU": "60140a7617779bdb496cd50dcebaf33037c39c65821ae300a6a24a72fd7c7037",
                    "EA": "344c84913ed4adc9f26261a03cc4ddbecceeef4fcb8f77ab0405f8a63e8a4628"}
 ENV_VAR = "EMOBENCH_DIR"
-ITEMS_PER_LANGUAGE = 200
 _ITEM_MODELS = {"EU": EUItem, "EA": EAItem}
 
 EmoBenchItem = EUItem | EAItem
@@ -61,16 +58,13 @@ def local_emobench_dir(data_dir: str | os.PathLike | None = None) -> Path | None
     return None
 
 
-def download_emobench_file(task: str, *, cache: str | os.PathLike | None = None,
-                           url: str | None = None) -> Path:
+def download_emobench_file(task: str) -> Path:
     """``<task>.jsonl`` of the pinned EmoBench commit, downloaded once and checked against its SHA-256; later calls
-    read the cached copy without the network. ``url`` replaces the download address (tests, mirrors); the
-    checksum still has to match."""
+    read the cached copy without the network."""
     import pooch
 
-    check_task(task)
-    folder = Path(cache) if cache is not None else cache_dir() / "emobench" / EMOBENCH_COMMIT[:12]
-    url = url or EMOBENCH_URL.format(commit=EMOBENCH_COMMIT, task=task)
+    folder = cache_dir() / "emobench" / EMOBENCH_COMMIT[:12]
+    url = EMOBENCH_URL.format(commit=EMOBENCH_COMMIT, task=task)
     try:
         return Path(pooch.retrieve(url, known_hash=f"sha256:{EMOBENCH_SHA256[task]}", fname=f"{task}.jsonl",
                                    path=folder, progressbar=False))
@@ -83,7 +77,7 @@ def download_emobench_file(task: str, *, cache: str | os.PathLike | None = None,
 
 
 def emobench_file(task: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """Where ``<task>.jsonl`` is read from (see the module docstring for the precedence)."""
+    """Where ``<task>.jsonl`` is read from: the folder of :func:`local_emobench_dir`, else the pinned download."""
     check_task(task)
     folder = local_emobench_dir(data_dir)
     if folder is None:

@@ -1,27 +1,6 @@
-"""The paper's instruction format (§5), shared by training (04) and the ``paper`` evaluation protocol (05).
-
-User turn::
-
-    <scenario>
-    ...
-    </scenario>
-
-    <question>
-    ...
-    </question>
-
-    <options>
-    A) ...
-    B) ...
-    </options>
-
-    Generate a JSON response with:
-    {
-      "reasoning": "<reasoning>",
-      "answer": "A/B/C/D"
-    }
-
-Assistant turn: that JSON, with the item's explanation as the reasoning. Letters and the EU item's two questions:
+"""The paper's instruction format (§5), shared by training (04) and the ``paper`` evaluation protocol (05): the
+user turn (:func:`user_prompt`: scenario, question and lettered options in tags, then the JSON to answer with) and
+the assistant turn (the item's explanation as reasoning, then the letter). Letters and the EU item's two questions:
 README, chapter 04 (departures from the paper).
 """
 
@@ -98,10 +77,10 @@ def questions_from_eu(item: EUItem, emotion_explanation: str | None = None,
     """An EU item as its emotion question (6 options) and its cause question (4; 6 or 7 in some EmoBench items)."""
     emotion = Question(item.scenario, EU_EMOTION_QUESTION.format(subject=item.subject), tuple(item.emotion_choices),
                        item.emotion_choices.index(item.emotion_label),
-                       emotion_explanation or getattr(item, "emotion_explanation", None), "EU-emotion")
+                       emotion_explanation, "EU-emotion")
     cause = Question(item.scenario, EU_CAUSE_QUESTION.format(subject=item.subject), tuple(item.cause_choices),
                      item.cause_choices.index(item.cause_label),
-                     cause_explanation or getattr(item, "cause_explanation", None), "EU-cause")
+                     cause_explanation, "EU-cause")
     return emotion, cause
 
 
@@ -109,7 +88,7 @@ def question_from_ea(item: EAItem, explanation: str | None = None) -> Question:
     """An EA item as one question over its 4 choices."""
     text = EA_QUESTION.format(question_type=item.question_type.lower(), subject=item.subject)
     return Question(item.scenario, text, tuple(item.choices), item.choices.index(item.label),
-                    explanation or getattr(item, "explanation", None), "EA")
+                    explanation, "EA")
 
 
 def chat_messages(question: Question, *, with_answer: bool) -> list[dict[str, str]]:

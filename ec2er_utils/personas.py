@@ -1,12 +1,6 @@
-"""Personas and which themes fit them (paper §3.2, "Persona and attribute diversity"; the per-conversation
-attributes are :mod:`ec2er_utils.attributes`).
-
-Sources: PersonaHub (:func:`load_personahub`, the pinned download) or any JSONL with a ``persona`` field per line
-(:func:`read_persona_jsonl`); the paper's grid (:func:`grid_personas`); our own personas file
-(:func:`read_personas` / :func:`write_personas`, notebook 00). A persona's id is ``p-`` + the first 12 hex digits of
-the SHA-256 of its whitespace-normalised, case-folded text. :func:`infer_from_text` reads occupation, age band and
-relationship status from clear cues in a PersonaHub text; :func:`compatibility` says whether a theme fits a persona
-(Algorithm 1, line 2). Departures from the paper: README, chapter 00.
+"""Personas (paper §3.2, "Persona and attribute diversity") from PersonaHub, any JSONL with a ``persona`` field per
+line, or the paper's grid; the personas file of notebook 00; and whether a theme fits a persona (Algorithm 1,
+line 2). The per-conversation attributes are :mod:`ec2er_utils.attributes`. Departures: README, chapter 00.
 """
 
 from __future__ import annotations
@@ -51,16 +45,9 @@ AgeBand = Literal["young_adult", "adult", "older_adult"]
 
 
 def persona_id_for(text: str) -> str:
-    """The stable id of a persona text: whitespace-normalised and case-folded, then hashed."""
+    """``p-`` + the first 12 hex digits of the SHA-256 of the whitespace-normalised, case-folded text."""
     normalised = " ".join(text.split()).casefold()
     return "p-" + hashlib.sha256(normalised.encode("utf-8")).hexdigest()[:12]
-
-
-def age_band_of(age: int) -> AgeBand:
-    for band, (lo, hi) in AGE_BANDS.items():
-        if lo <= age <= hi:
-            return band  # type: ignore[return-value]
-    raise ValueError(f"age {age} outside the paper's range {AGE_RANGE[0]}-{AGE_RANGE[1]}")
 
 
 class Persona(BaseModel):
@@ -99,11 +86,7 @@ class Persona(BaseModel):
         return self.text if not facts else f"{self.text} ({'; '.join(facts)})"
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Reading PersonaHub-style text
-
-
-# First match wins, so "a retired teacher" is a retiree and "a nursing student" a student.
+# Reading a PersonaHub text. First match wins, so "a retired teacher" is a retiree and "a nursing student" a student.
 OCCUPATION_CUES: tuple[tuple[str, str], ...] = (
     ("retiree", r"\b(retired|retiree)\b"),
     ("student", r"\b(student|undergraduate|phd candidate|doctoral candidate|freshman|sophomore)\b"),
@@ -142,19 +125,11 @@ def _first_cue(text: str, cues: Iterable[tuple[str, str]]) -> str | None:
 
 def infer_from_text(text: str) -> dict[str, str]:
     """Grid fields stated by clear cues in a free-form persona text (occupation, age band, relationship status)."""
-    found: dict[str, str] = {}
     occupation = _first_cue(text, OCCUPATION_CUES)
-    if occupation:
-        found["occupation"] = occupation
-    band = _first_cue(text, AGE_BAND_CUES)
-    if band is None and occupation == "student":
-        band = "young_adult"
-    if band:
-        found["age_band"] = band
-    status = _first_cue(text, RELATIONSHIP_CUES)
-    if status:
-        found["relationship_status"] = status
-    return found
+    found = {"occupation": occupation,
+             "age_band": _first_cue(text, AGE_BAND_CUES) or ("young_adult" if occupation == "student" else None),
+             "relationship_status": _first_cue(text, RELATIONSHIP_CUES)}
+    return {field: value for field, value in found.items() if value}
 
 
 def persona_from_text(text: str, source: str) -> Persona:
@@ -164,14 +139,13 @@ def persona_from_text(text: str, source: str) -> Persona:
 
 def dedupe_personas(personas: Iterable[Persona], where: str = "personas") -> list[Persona]:
     """Keep the first of personas with the same id (same text); warns with the count, never drops silently."""
+    personas = list(personas)
     seen: dict[str, Persona] = {}
-    total = 0
     for persona in personas:
-        total += 1
         seen.setdefault(persona.persona_id, persona)
-    if len(seen) < total:
-        warnings.warn(f"{where}: {total - len(seen)} duplicate persona text(s) kept once ({len(seen)} distinct)",
-                      stacklevel=2)
+    if len(seen) < len(personas):
+        warnings.warn(f"{where}: {len(personas) - len(seen)} duplicate persona text(s) kept once ({len(seen)} "
+                      "distinct)", stacklevel=2)
     return list(seen.values())
 
 
@@ -181,21 +155,15 @@ class _PersonaHubLine(BaseModel):
     persona: str = Field(min_length=1, pattern=r"\S")
 
 
-def read_persona_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[Persona]:
+def read_persona_jsonl(path: str | os.PathLike) -> list[Persona]:
     """Personas from a JSONL file with a ``persona`` text per line (PersonaHub's ``persona.jsonl`` format).
 
     A line that is not JSON, or lacks a non-empty ``persona`` string, raises :class:`JSONLError` naming the file
     and line; an empty file raises too. Duplicate texts are kept once (with a warning).
     """
     path = Path(path)
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1 or None, got {limit}")
-    personas = []
     try:
-        for record in iter_jsonl(path, _PersonaHubLine):
-            personas.append(persona_from_text(record.persona, "personahub"))
-            if limit is not None and len(personas) >= limit:
-                break
+        personas = [persona_from_text(record.persona, "personahub") for record in iter_jsonl(path, _PersonaHubLine)]
     except JSONLError as err:
         raise JSONLError(f"{err}. Each line must be a JSON object with a non-empty \"persona\" text, like "
                          "{\"persona\": \"A retired teacher who loves gardening.\"}") from None
@@ -211,15 +179,15 @@ def git_blob_id(path: str | os.PathLike) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's id, not security
 
 
-def download_personahub(cache: str | os.PathLike | None = None, url: str | None = None) -> Path:
+def download_personahub() -> Path:
     """PersonaHub's ``data/persona.jsonl`` at :data:`PERSONAHUB_COMMIT`, downloaded once and checked against git's
     object id of that file; later calls read the cached copy without the network."""
     import pooch
 
     from .paths import cache_dir
 
-    folder = Path(cache) if cache is not None else cache_dir() / "personahub" / PERSONAHUB_COMMIT[:12]
-    url = url or PERSONAHUB_URL.format(commit=PERSONAHUB_COMMIT)
+    folder = cache_dir() / "personahub" / PERSONAHUB_COMMIT[:12]
+    url = PERSONAHUB_URL.format(commit=PERSONAHUB_COMMIT)
     try:
         path = Path(pooch.retrieve(url, known_hash=None, fname="persona.jsonl", path=folder, progressbar=False))
     except Exception as err:  # noqa: BLE001 - offline, HTTP errors: say what to do instead
@@ -252,10 +220,6 @@ def shared_sample_path() -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The paper's grid
-
-
 def _occupation_weight(occupation: str, age: int) -> float:
     """How plausible an occupation is at an age (our choice; the paper lists occupations only)."""
     if occupation == "student":
@@ -277,21 +241,17 @@ RELATIONSHIP_STATUS_WEIGHTS: tuple[tuple[int, dict[str, float]], ...] = (  # (ma
 )
 
 
-def _weighted(rng: random.Random, options: Sequence[str], weights: Mapping[str, float] | Sequence[float]) -> str:
-    values = [weights.get(o, 0.0) for o in options] if isinstance(weights, Mapping) else list(weights)
-    return rng.choices(list(options), weights=values, k=1)[0]
-
-
 def grid_persona(rng: random.Random) -> Persona:
     """One persona drawn from the paper's grid."""
     age = rng.randint(*AGE_RANGE)
-    occupation = _weighted(rng, OCCUPATIONS, [_occupation_weight(o, age) for o in OCCUPATIONS])
+    occupation = rng.choices(OCCUPATIONS, weights=[_occupation_weight(o, age) for o in OCCUPATIONS])[0]
     status_weights = next(w for max_age, w in RELATIONSHIP_STATUS_WEIGHTS if age <= max_age)
-    status = _weighted(rng, RELATIONSHIP_STATUSES, status_weights)
+    status = rng.choices(RELATIONSHIP_STATUSES, weights=[status_weights[s] for s in RELATIONSHIP_STATUSES])[0]
     region = rng.choice(CULTURAL_REGIONS)
     disposition = rng.choice(BASELINE_DISPOSITIONS)
     text = f"A {age}-year-old {status} {occupation} from {region} with a generally {disposition} disposition."
-    return Persona(persona_id=persona_id_for(text), text=text, source="grid", age=age, age_band=age_band_of(age),
+    age_band = next(band for band, (lo, hi) in AGE_BANDS.items() if lo <= age <= hi)
+    return Persona(persona_id=persona_id_for(text), text=text, source="grid", age=age, age_band=age_band,
                    occupation=occupation, relationship_status=status, cultural_region=region,
                    baseline_disposition=disposition)
 
@@ -308,10 +268,6 @@ def grid_personas(n: int, seed: int = 0) -> list[Persona]:
         if len(found) == n:
             return list(found.values())
     raise ValueError(f"could not draw {n} distinct grid personas; ask for fewer")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# One entry point and the personas file
 
 
 class PersonasConfig(StageConfig):
@@ -333,10 +289,10 @@ def load_personas(source: str | os.PathLike | None = None, *, n: int | None = No
                   ) -> list[Persona]:
     """Personas from ``source``; ``n`` of them (all of a file when ``n`` is None), reproducible from ``seed``.
 
-    ``source``: ``None`` or ``"grid"`` builds ``n`` personas from the paper's grid; ``"personahub"`` streams the
-    Hugging Face dataset (needs the Hub); ``"shared-sample"`` is the shared 5,000-persona PersonaHub sample; any
-    other value is a JSONL path, either PersonaHub format (``persona`` field) or a personas file written by
-    :func:`write_personas`. From a file, ``n`` personas are sampled without replacement (all when ``n`` exceeds
+    ``source``: ``None`` or ``"grid"`` builds ``n`` personas from the paper's grid; ``"personahub"`` downloads the
+    pinned PersonaHub file (:func:`load_personahub`); ``"shared-sample"`` is the shared 5,000-persona PersonaHub
+    sample; any other value is a JSONL path, either PersonaHub format (``persona`` field) or a personas file written
+    by :func:`write_personas`. From a file, ``n`` personas are sampled without replacement (all when ``n`` exceeds
     the file).
     """
     if n is not None and n < 1:
@@ -384,9 +340,6 @@ def read_personas(path: str | os.PathLike) -> list[Persona]:
     return dedupe_personas(personas, str(path))
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Coverage
-
 PERSONA_FIELDS: dict[str, tuple[str, ...]] = {
     "age_band": tuple(AGE_BANDS),
     "occupation": OCCUPATIONS,
@@ -400,8 +353,8 @@ def coverage(records: Sequence[BaseModel | Mapping[str, Any]], fields: Mapping[s
              ) -> pd.DataFrame:
     """Counts of every value of every field, values never seen included (count 0) and unknowns as ``(unknown)``.
 
-    ``fields`` maps a field to its possible values; default: the persona grid fields. Pass
-    ``{k: v for k, (_, v) in ATTRIBUTE_LISTS.items()}`` for attribute sets.
+    ``fields`` maps a field to its possible values; default: the persona grid fields, for attribute sets
+    :func:`ec2er_utils.attributes.attribute_fields`.
     """
     import pandas as pd
 
@@ -410,19 +363,15 @@ def coverage(records: Sequence[BaseModel | Mapping[str, Any]], fields: Mapping[s
     dicts = [r.model_dump() if isinstance(r, BaseModel) else dict(r) for r in records]
     for field, values in fields.items():
         counts = Counter(d.get(field) for d in dicts)
-        for value in values:
-            rows.append({"field": field, "value": value, "count": counts.pop(value, 0)})
-        for value, count in counts.items():
-            rows.append({"field": field, "value": "(unknown)" if value is None else str(value), "count": count})
+        rows += [{"field": field, "value": value, "count": counts.pop(value, 0)} for value in values]
+        rows += [{"field": field, "value": "(unknown)" if value is None else str(value), "count": count}
+                 for value, count in counts.items()]
     frame = pd.DataFrame(rows, columns=["field", "value", "count"])
     frame["share"] = frame["count"] / max(len(dicts), 1)
     return frame
 
 
-# --------------------------------------------------------------------------------------------------------------
 # Which themes fit a persona (Algorithm 1, line 2: "check compatibility")
-
-
 @dataclass(frozen=True)
 class Compatibility:
     """Whether a persona fits a theme, why not, and how strongly its text matches the theme's keywords."""
@@ -435,16 +384,8 @@ class Compatibility:
         return self.ok
 
 
-def _age_bounds(persona: Persona) -> tuple[int, int] | None:
-    if persona.age is not None:
-        return persona.age, persona.age
-    if persona.age_band is not None:
-        return AGE_BANDS[persona.age_band]
-    return None
-
-
 def keyword_hits(text: str, theme: Theme) -> int:
-    """How many of the theme's keywords occur in ``text`` as whole words (case-insensitive)."""
+    """How many of the theme's keywords occur in ``text`` at the start of a word (case-insensitive)."""
     lowered = text.lower()
     return sum(bool(re.search(rf"\b{re.escape(k.lower())}", lowered)) for k in theme.keywords)
 
@@ -452,7 +393,7 @@ def keyword_hits(text: str, theme: Theme) -> int:
 def compatibility(persona: Persona, theme: Theme) -> Compatibility:
     """Check the theme's age, relationship-status and occupation limits against what is known about the persona."""
     reasons = []
-    bounds = _age_bounds(persona)
+    bounds = (persona.age, persona.age) if persona.age is not None else AGE_BANDS.get(persona.age_band)
     if bounds is not None:
         lo, hi = bounds
         if hi < theme.min_age or lo > theme.max_age:

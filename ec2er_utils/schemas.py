@@ -7,9 +7,9 @@ EmoBench's EU/EA shape, concise as the paper's generic MCQ, §3.3) and read by p
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from .taxonomy import EA_CATEGORIES, EA_QUESTION_TYPES, EU_CATEGORIES
 
@@ -18,6 +18,7 @@ EACategory = Literal[EA_CATEGORIES]  # type: ignore[valid-type]
 EAQuestionType = Literal[EA_QUESTION_TYPES]  # type: ignore[valid-type]
 Language = Literal["en", "zh"]
 SourceFormat = Literal["emobench_eu", "emobench_ea", "mcq"]
+Qid = Annotated[str, BeforeValidator(str)]  # a qid given as a number (e.g. 7) is read as "7"
 
 EU_EMOTION_CHOICES = 6  # EmoBench EU emotion questions
 EU_CAUSE_CHOICES = 4  # what our extractors write; EmoBench itself has 4, 6 or 7 (60 + 61 of its 400 EU items)
@@ -43,7 +44,7 @@ class EUItem(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    qid: str
+    qid: Qid
     language: Language = "en"
     coarse_category: EUCategory
     finegrained_category: str = ""
@@ -53,11 +54,6 @@ class EUItem(BaseModel):
     emotion_label: str
     cause_choices: list[str] = Field(min_length=2, max_length=8)
     cause_label: str
-
-    @field_validator("qid", mode="before")
-    @classmethod
-    def _qid_as_text(cls, value):
-        return str(value)
 
     @model_validator(mode="after")
     def _labels_are_choices(self):
@@ -74,7 +70,7 @@ class EAItem(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, populate_by_name=True,
                               serialize_by_alias=True)
 
-    qid: str
+    qid: Qid
     language: Language = "en"
     category: EACategory
     question_type: EAQuestionType = Field(alias="question type")  # EmoBench's key has a space
@@ -82,11 +78,6 @@ class EAItem(BaseModel):
     subject: str = Field(min_length=1)
     choices: list[str] = Field(min_length=EA_CHOICES, max_length=EA_CHOICES)
     label: str
-
-    @field_validator("qid", mode="before")
-    @classmethod
-    def _qid_as_text(cls, value):
-        return str(value)
 
     @model_validator(mode="after")
     def _label_is_a_choice(self):
@@ -98,12 +89,10 @@ class EAItem(BaseModel):
 class DatasetItem(BaseModel):
     """One training item, whichever pipeline and record shape it came from.
 
-    The *training fields* (scenario, question, options, correct_answer, explanation; §3.3) hold the item's main
-    question: the emotion question of an EmoBench-format EU item, the EA question, or the MCQ. EmoBench-native
-    fields are kept alongside (EU: emotion_* mirror the training fields, cause_* hold the cause question; EA:
-    choices/label mirror options/correct_answer), so an item converts back to EmoBench's format losslessly.
-    This record is deliberately lenient about content (an answer outside the options is representable): the
-    validation filters reject such items with a reason instead of failing at parse time.
+    The *training fields* (§3.3) hold the item's main question: an EmoBench-format EU item's emotion question, the
+    EA question or the MCQ. EmoBench-native fields mirror them (EU: emotion_*; EA: choices/label) beside the EU
+    cause question (cause_*), so an item converts back to EmoBench's format losslessly. The record is lenient
+    about content (an answer outside the options is representable): chapter 03's filters reject it with a reason.
     """
 
     model_config = ConfigDict(extra="forbid")

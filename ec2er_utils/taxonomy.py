@@ -1,12 +1,7 @@
-"""Every category list the EC2ER paper uses, kept in one place.
+"""Every category list and constant of the EC2ER paper, kept in one place as tuples (nobody can mutate them).
 
-All lists are tuples of ``str`` so that no caller can mutate them by accident. Comments cite the paper section
-each list comes from; where the paper is vague (occupations "etc.", "major world regions") the extra values are
-our own choice and are marked as such.
-
-EmoBench categories and emotion words were read once from EmoBench's ``EU.jsonl`` / ``EA.jsonl`` and written here
-as literals, so importing this module never touches the shared data folder (tests check the literals against the
-files when they are available).
+Comments cite each list's paper section; where the paper is vague ("etc.") our additions are marked. EmoBench's
+categories and emotion words are literals read once from its ``EU.jsonl`` / ``EA.jsonl`` (tests compare them).
 """
 
 from __future__ import annotations
@@ -125,7 +120,6 @@ SPEAKER_TAGS: tuple[str, ...] = ("CLIENT", "THERAPIST", "SUPERVISOR")
 
 # --- EmoBench categories (spellings exactly as in EU.jsonl "coarse_category" / EA.jsonl "category") ---
 
-# EmoBench already uses the paper's snake_case names for EU, so no translation is needed there.
 EU_CATEGORIES: tuple[str, ...] = (
     "complex_emotions",
     "emotional_cues",
@@ -138,22 +132,6 @@ TASK_CATEGORIES: dict[str, tuple[str, ...]] = {"EU": EU_CATEGORIES, "EA": EA_CAT
 # EmoBench's name for a task's accuracy over all its items (its harness and the paper's Table 1 report it beside
 # the categories); never a category of an item.
 OVERALL = "Overall"
-
-# Paper name -> EmoBench spelling. §3.3/§5 write EA categories in lower case and the results table shortens
-# "personal_beliefs_and_experiences" to "personal_beliefs"; both forms are accepted here.
-EU_PAPER_TO_EMOBENCH: dict[str, str] = {
-    "complex_emotions": "complex_emotions",
-    "emotional_cues": "emotional_cues",
-    "personal_beliefs_and_experiences": "personal_beliefs_and_experiences",
-    "perspective_taking": "perspective_taking",
-    "personal_beliefs": "personal_beliefs_and_experiences",  # results-table shorthand
-}
-EA_PAPER_TO_EMOBENCH: dict[str, str] = {
-    "personal-others": "Personal-Others",
-    "personal-self": "Personal-Self",
-    "social-others": "Social-Others",
-    "social-self": "Social-Self",
-}
 
 # Final synthetic dataset sizes reported in §3.3, keyed by EmoBench spelling (sums: 1,527 EU and 1,486 EA).
 PAPER_EU_COUNTS: dict[str, int] = {
@@ -186,15 +164,10 @@ EMOBENCH_EU_EMOTIONS: tuple[str, ...] = (
     'Surprise', 'Trust', 'Unbothered',
 )  # fmt: skip
 
-# The validation vocabulary: the EmoBench emotions above plus those named in EMOTION_MIX_PROFILES (which adds
-# defiance, envy, hurt, resentment, shame, worry), lower-cased and sorted. 44 words.
-EMOTION_LABELS: tuple[str, ...] = (
-    'acceptance', 'admiration', 'amusement', 'anger', 'annoyance', 'anticipation', 'boredom', 'caring',
-    'curiosity', 'defiance', 'delight', 'disappointment', 'disapproval', 'disgust', 'embarrassment', 'envy',
-    'excitement', 'fear', 'gratitude', 'grief', 'guilt', 'hopeful', 'hopeless', 'horror', 'hurt', 'indifferent',
-    'jealousy', 'joy', 'loathe', 'love', 'nervousness', 'oblivious', 'pessimism', 'pride', 'relief', 'remorse',
-    'resentment', 'sadness', 'sentimental', 'shame', 'surprise', 'trust', 'unbothered', 'worry',
-)  # fmt: skip
+# The validation vocabulary (44 words): the EmoBench emotions above plus those named in EMOTION_MIX_PROFILES
+# (defiance, envy, hurt, resentment, shame, worry), lower-cased and sorted.
+EMOTION_LABELS: tuple[str, ...] = tuple(sorted({e.lower() for e in EMOBENCH_EU_EMOTIONS}
+                                               | {e for mix in EMOTION_MIX_PROFILES for e in mix.split("_plus_")}))
 _EMOTION_SET = frozenset(EMOTION_LABELS)
 
 # EmoBench joins parts with "&"; LLM-generated items also write "+", "/", ",", "and" or the profiles' "_plus_".
@@ -202,11 +175,8 @@ _COMPOUND_SEP = re.compile(r"\s*(?:&|\+|/|,|\band\b|_plus_)\s*", re.IGNORECASE)
 
 
 def split_emotion_label(label: str) -> tuple[str, ...]:
-    """Split a possibly compound label into lower-cased, whitespace-normalised parts.
-
-    ``"Disappointment & Anger"`` -> ``("disappointment", "anger")``. Empty parts are kept (as ``""``) so that a
-    malformed label such as ``"Anger &"`` is not silently accepted.
-    """
+    """``"Disappointment & Anger"`` -> ``("disappointment", "anger")``: lower-cased, whitespace-normalised parts.
+    Empty parts are kept (as ``""``) so that a malformed label such as ``"Anger &"`` is not silently accepted."""
     text = " ".join(label.split()).lower()
     if not text:
         return ()
@@ -217,24 +187,6 @@ def is_known_emotion(label: str) -> bool:
     """True when ``label`` is in EMOTION_LABELS, or is a compound whose every part is (case-insensitive)."""
     parts = split_emotion_label(label)
     return bool(parts) and all(part in _EMOTION_SET for part in parts)
-
-
-def emotions_in_mix(profile: str) -> tuple[str, str]:
-    """The two emotions of an EMOTION_MIX_PROFILES entry: ``"anger_plus_hurt"`` -> ``("anger", "hurt")``."""
-    validate_choice("EMOTION_MIX_PROFILES", profile)
-    first, second = profile.split("_plus_")
-    return first, second
-
-
-def to_emobench_category(name: str) -> str:
-    """Map any spelling of an EU/EA category (paper prose, results table, EmoBench) to EmoBench's spelling."""
-    key = " ".join(name.split()).lower()
-    for table, sep in ((EU_PAPER_TO_EMOBENCH, "_"), (EA_PAPER_TO_EMOBENCH, "-")):
-        candidate = re.sub(r"[\s_-]+", sep, key)
-        if candidate in table:
-            return table[candidate]
-    options = ", ".join(EU_CATEGORIES + EA_CATEGORIES)
-    raise ValueError(f"Unknown EmoBench category {name!r}; valid options: {options}")
 
 
 # Every list above by name, for iteration, display and validate_choice.
@@ -263,27 +215,18 @@ TAXONOMY: dict[str, tuple[str, ...]] = {
 
 
 def validate_choice(kind: str, value: str) -> str:
-    """Return ``value`` if it belongs to the list ``kind`` (a TAXONOMY key, any case); else raise ValueError.
-
-    The error names the kind, the bad value, a close match if there is one, and all valid options, so that a
-    mistyped notebook parameter is easy to fix. EMOTION_LABELS is checked with is_known_emotion, so compound
-    and differently-cased labels pass.
-    """
+    """``value`` if it belongs to the list ``kind`` (a TAXONOMY key, any case; compound and differently-cased
+    EMOTION_LABELS pass); else a ValueError naming the bad value, a close match and all valid options."""
     key = kind.upper()
     if key not in TAXONOMY:
         raise ValueError(f"Unknown taxonomy kind {kind!r}; valid kinds: {', '.join(TAXONOMY)}")
     options = TAXONOMY[key]
-    if not isinstance(value, str):
-        ok = False
-    elif key == "EMOTION_LABELS":
-        ok = is_known_emotion(value)
-    else:
-        ok = value in options
-    if ok:
+    if isinstance(value, str) and (is_known_emotion(value) if key == "EMOTION_LABELS" else value in options):
         return value
     close = difflib.get_close_matches(str(value), options, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(f"Invalid {key} value {value!r}{hint}; valid options: {', '.join(options)}")
+
 
 # §3.3: "ensuring that scenarios are between 50 and 500 words". Generation asks for at least the floor, chapter 03
 # drops items outside the range: one constant, so the two chapters cannot disagree.

@@ -1,30 +1,25 @@
-"""Emotional themes for the MADS pipeline (paper §3.2, Algorithm 1 "themes file") and persona–theme compatibility.
-
-The paper names grief, workplace stress, family conflict and identity exploration "such as"; the rest of the
-catalogue is our choice, picked to cover the paper's conflict domains and relationship types. Each theme carries
-keywords (matched against a persona's text to prefer fitting pairs), a category (used to spread dialogues over
-kinds of life problems), the ages it fits, optional limits on relationship status and occupation, and the
-relationship types / conflict domains it makes more likely when attributes are sampled.
-
-Compatibility is a hard rule check on what is *known* about a persona: a PersonaHub persona whose age or
-occupation cannot be read from its text is not ruled out on those grounds.
+"""Emotional themes for the MADS pipeline (paper §3.2, Algorithm 1 "themes file"): the four the paper names
+("such as" grief, workplace stress, family conflict, identity exploration) and our additions covering its conflict
+domains and relationship types. Each carries keywords (matched against a persona's text), a category (to spread
+dialogues over kinds of problems), limits on who it fits (:func:`ec2er_utils.personas.compatibility`) and the
+relationship types / conflict domains it makes likelier when attributes are sampled.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections import Counter
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .jsonl import JSONLError, write_json_atomic
+from .jsonl import JSONLError, read_json, write_json_atomic
 from .taxonomy import AGE_RANGE, CONFLICT_DOMAINS, OCCUPATIONS, RELATIONSHIP_STATUSES, RELATIONSHIP_TYPES
 
 THEME_CATEGORIES: tuple[str, ...] = (
     "loss", "work", "family", "identity", "relationships", "health", "finances", "life_transition", "social",
 )
-
 
 
 class Theme(BaseModel):
@@ -35,7 +30,7 @@ class Theme(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str = Field(min_length=1)
     description: str = Field(min_length=1)
-    category: str
+    category: Literal[THEME_CATEGORIES]  # type: ignore[valid-type]
     keywords: tuple[str, ...] = Field(min_length=1)
     min_age: int = AGE_RANGE[0]
     max_age: int = AGE_RANGE[1]
@@ -43,13 +38,6 @@ class Theme(BaseModel):
     excluded_occupations: tuple[str, ...] = ()
     relationship_types: tuple[str, ...] = ()  # made more likely for this theme when attributes are sampled
     conflict_domains: tuple[str, ...] = ()  # ditto
-
-    @field_validator("category")
-    @classmethod
-    def _known_category(cls, value: str) -> str:
-        if value not in THEME_CATEGORIES:
-            raise ValueError(f"unknown theme category {value!r}; valid: {', '.join(THEME_CATEGORIES)}")
-        return value
 
     @model_validator(mode="after")
     def _known_values(self):
@@ -66,8 +54,7 @@ class Theme(BaseModel):
 
 
 def _theme(name, title, description, category, keywords, **limits) -> Theme:
-    return Theme(name=name, title=title, description=description, category=category, keywords=tuple(keywords),
-                 **{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in limits.items()})
+    return Theme(name=name, title=title, description=description, category=category, keywords=keywords, **limits)
 
 
 THEMES: tuple[Theme, ...] = (
@@ -160,13 +147,10 @@ def load_themes(path: str | os.PathLike | None = None) -> tuple[Theme, ...]:
     if path is None:
         return THEMES
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.is_file():
         raise JSONLError(f"{path}: no such themes file; run notebooks/00_personas.ipynb to write it, or pass "
-                         "themes_file=None for the built-in catalogue") from None
-    except json.JSONDecodeError as err:
-        raise JSONLError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+                         "themes_file=None for the built-in catalogue")
+    raw = read_json(path)
     if not isinstance(raw, list) or not raw:
         raise JSONLError(f"{path}: expected a non-empty JSON list of themes")
     themes = []
@@ -176,8 +160,7 @@ def load_themes(path: str | os.PathLike | None = None) -> tuple[Theme, ...]:
         except ValidationError as err:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(theme)'}: {e['msg']}" for e in err.errors())
             raise JSONLError(f"{path}, theme {number}: {problems}") from None
-    names = [t.name for t in themes]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(name for name, count in Counter(t.name for t in themes).items() if count > 1)
     if duplicates:
         raise JSONLError(f"{path}: duplicate theme name(s) {duplicates}")
     return tuple(themes)

@@ -47,8 +47,6 @@ def test_shared_personahub_sample_loads_with_stable_ids(shared_sample):
     assert len(personas) == len({" ".join(t.split()).casefold() for t in raw})
     assert len({p.persona_id for p in personas}) == len(personas)
     assert all(p.source == "personahub" for p in personas)
-    again = P.read_persona_jsonl(shared_sample, limit=10)
-    assert [p.persona_id for p in again] == [p.persona_id for p in personas[:10]]
     assert personas[0].persona_id == P.persona_id_for(raw[0])
     # Cues are read where the text has them, nothing is invented where it has none.
     assert sum(p.occupation is not None for p in personas) > 100

@@ -154,23 +154,11 @@ def test_paper_models_are_registry_aliases_in_table1_order() -> None:
     assert tuple(dict.fromkeys(paper_table1()["alias"])) == tx.PAPER_MODELS
 
 
-def test_category_mappings() -> None:
-    assert set(tx.EU_PAPER_TO_EMOBENCH.values()) == set(tx.EU_CATEGORIES)
-    assert set(tx.EA_PAPER_TO_EMOBENCH.values()) == set(tx.EA_CATEGORIES)
-    assert tx.to_emobench_category("personal beliefs and experiences") == "personal_beliefs_and_experiences"
-    assert tx.to_emobench_category("personal_beliefs") == "personal_beliefs_and_experiences"
-    assert tx.to_emobench_category("Complex Emotions") == "complex_emotions"
-    assert tx.to_emobench_category("social-others") == "Social-Others"
-    assert tx.to_emobench_category("Personal-Self") == "Personal-Self"
-    with pytest.raises(ValueError, match="valid options"):
-        tx.to_emobench_category("social_butterflies")
-
-
 # --- Emotion vocabulary ---
 
 
 def test_emotion_labels_literal_is_sorted_union() -> None:
-    mix = {e for profile in tx.EMOTION_MIX_PROFILES for e in tx.emotions_in_mix(profile)}
+    mix = {e for profile in tx.EMOTION_MIX_PROFILES for e in profile.split("_plus_")}
     expected = {e.lower() for e in tx.EMOBENCH_EU_EMOTIONS} | mix
     assert tx.EMOTION_LABELS == tuple(sorted(expected))
     assert len(tx.EMOTION_LABELS) == 44
@@ -193,13 +181,6 @@ def test_every_emobench_english_emotion_is_known(eu_items: list[dict]) -> None:
     labels = {label for d in english for label in [*d["emotion_choices"], d["emotion_label"]]}
     unknown = sorted(label for label in labels if not tx.is_known_emotion(label))
     assert not unknown
-
-
-def test_emotions_in_mix() -> None:
-    assert tx.emotions_in_mix("anger_plus_hurt") == ("anger", "hurt")
-    assert tx.emotions_in_mix("worry_plus_excitement") == ("worry", "excitement")
-    with pytest.raises(ValueError, match="EMOTION_MIX_PROFILES"):
-        tx.emotions_in_mix("joy_plus_sorrow")
 
 
 def test_split_and_known_emotion() -> None:
