@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cpu_speedups
-from .paths import cache_dir
+from .paths import cache_dir, runs_dir
 
 DEFAULT_MODEL = "smollm2"
 
@@ -48,24 +48,22 @@ class ModelSpec:
     gpu_4bit_id: str | None = None  # Unsloth's pre-quantized bitsandbytes checkpoint, used on GPU
     params_billion: float | None = None
     embedded: bool = False
-    note: str = ""
 
     @property
     def display_name(self) -> str:
         return self.alias or self.hf_id
 
 
+# The embedded default runs offline on CPU: it proves the machinery, not the paper's claims. gemma and llama are
+# gated on the Hub (accept the license and log in first); llama is the paper's base (not instruct) model, whose
+# tokenizer has no chat template, so training supplies one.
 MODEL_REGISTRY: dict[str, ModelSpec] = {
-    "smollm2": ModelSpec("smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", None, 0.135, embedded=True,
-                         note="embedded default: runs offline on CPU; proves the machinery, not the paper's claims"),
+    "smollm2": ModelSpec("smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", None, 0.135, embedded=True),
     "mistral": ModelSpec("mistral", "mistralai/Mistral-7B-Instruct-v0.3",
                          "unsloth/mistral-7b-instruct-v0.3-bnb-4bit", 7.2),
     "qwen": ModelSpec("qwen", "Qwen/Qwen2.5-7B-Instruct", "unsloth/Qwen2.5-7B-Instruct-bnb-4bit", 7.6),
-    "gemma": ModelSpec("gemma", "google/gemma-7b-it", "unsloth/gemma-7b-it-bnb-4bit", 8.5,
-                       note="gated on the Hub: accept the license and log in first"),
-    "llama": ModelSpec("llama", "meta-llama/Llama-3.1-8B", "unsloth/Meta-Llama-3.1-8B-bnb-4bit", 8.0,
-                       note="the paper's base (not instruct) model; gated on the Hub; its tokenizer has no chat "
-                            "template, so training supplies one"),
+    "gemma": ModelSpec("gemma", "google/gemma-7b-it", "unsloth/gemma-7b-it-bnb-4bit", 8.5),
+    "llama": ModelSpec("llama", "meta-llama/Llama-3.1-8B", "unsloth/Meta-Llama-3.1-8B-bnb-4bit", 8.0),
 }
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -104,8 +102,6 @@ def latest_adapter(model: str | None = None, runs_root: str | os.PathLike | None
 
     Run ids are UTC timestamps, so the newest is the last in name order (modification times change on copies).
     """
-    from .paths import runs_dir
-
     root = Path(runs_root).expanduser() if runs_root else runs_dir()
     folder = root / model_folder_name(resolve_model(model))
     adapters = sorted(folder.glob(f"*/{ADAPTER_DIR}/adapter_config.json"), key=lambda p: p.parent.parent.name)
@@ -151,7 +147,7 @@ def locate_embedded_gguf() -> Path:
     )
 
 
-def embedded_checkpoint(target: Path | None = None, *, force: bool = False) -> Path:
+def embedded_checkpoint(target: Path | None = None) -> Path:
     """Materialise the embedded GGUF once into a transformers checkpoint and return its folder.
 
     The conversion dequantises the Q4_1 weights to float32, drops the GGUF quantization config and fixes the
@@ -161,11 +157,11 @@ def embedded_checkpoint(target: Path | None = None, *, force: bool = False) -> P
     from filelock import FileLock
 
     target = Path(target) if target else cache_dir() / "models" / EMBEDDED_CHECKPOINT_NAME
-    if not force and _is_materialised(target):
+    if _is_materialised(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if not force and _is_materialised(target):  # another process finished while we waited
+        if _is_materialised(target):  # another process finished while we waited
             return target
         gguf = locate_embedded_gguf()
         tmp = Path(tempfile.mkdtemp(prefix=".materialising-", dir=target.parent))

@@ -70,19 +70,20 @@ class ChatResult:
 
 
 class LLMError(Exception):
-    """Base of the typed errors a caller counts; ``reason`` is a short machine-readable tag."""
+    """Base of the typed errors a caller counts; ``reason`` is a short machine-readable tag, ``status_code`` the
+    HTTP status behind the error, if any."""
 
     reason = "llm_error"
+
+    def __init__(self, message: str, *, status_code: int | None = None):
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class LLMRequestError(LLMError):
     """The backend could not answer (connection refused, HTTP error, timeout) after its retries."""
 
     reason = "request_failed"
-
-    def __init__(self, message: str, *, status_code: int | None = None):
-        super().__init__(message)
-        self.status_code = status_code
 
 
 class LLMFatalError(LLMError):
@@ -93,8 +94,7 @@ class LLMFatalError(LLMError):
     reason = "fatal_configuration"
 
     def __init__(self, message: str, *, status_code: int | None = None, fix: str = ""):
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(message, status_code=status_code)
         self.fix = fix
 
 
@@ -316,10 +316,8 @@ def _per_conversation_specs(schema: SchemaLike | None, schemas: Sequence[SchemaL
     if len(schemas) != count:
         raise ValueError(f"schemas= has {len(schemas)} entries for {count} conversation(s); give one per "
                          "conversation")
-    wrapped: dict[int, JSONSchema] = {}
-    for given in schemas:
-        if given is not None and id(given) not in wrapped:
-            wrapped[id(given)] = JSONSchema(given)
+    distinct = {id(given): given for given in schemas if given is not None}
+    wrapped = {key: JSONSchema(given) for key, given in distinct.items()}
     return [None if given is None else wrapped[id(given)] for given in schemas]
 
 

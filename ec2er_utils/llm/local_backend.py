@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -28,9 +26,9 @@ class LocalClient(LLMClient):
 
     def __init__(self, model: str | None = None, *, adapter: str | None = None, batch_size: int = 8,
                  dtype: Any = None, device: str | None = None, **kwargs: Any):
-        from ..models import DEFAULT_MODEL, load_model_and_tokenizer, resolve_model
+        from ..models import load_model_and_tokenizer, resolve_model
 
-        spec = resolve_model(model or DEFAULT_MODEL)
+        spec = resolve_model(model)
         super().__init__(spec.display_name, **kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -117,8 +115,13 @@ class LocalClient(LLMClient):
                 kwargs.update(do_sample=True, temperature=temperature, top_p=self.top_p, top_k=0)
         if processors:
             kwargs["logits_processor"] = processors
-        sampling_seed = seed if kwargs["do_sample"] else None
-        with self._lock, torch.inference_mode(), _seeded(sampling_seed, self.hf_model.device):
+        # transformers' sampler draws from torch's random state: seed it for this call only, then restore it.
+        seeded = seed is not None and kwargs["do_sample"]
+        device = self.hf_model.device
+        with self._lock, torch.inference_mode(), torch.random.fork_rng(
+                devices=[device] if device.type == "cuda" else [], enabled=seeded):
+            if seeded:
+                torch.manual_seed(seed)
             output = self.hf_model.generate(**inputs, **kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
@@ -140,19 +143,6 @@ class LocalClient(LLMClient):
         self.tokenizer = None
         self._compiled.cache_clear()
         gc.collect()
-
-
-@contextmanager
-def _seeded(seed: int | None, device) -> Iterator[None]:
-    """Seed torch's random state for the block (``generate``'s sampler draws from it), then restore it."""
-    if seed is None:
-        yield
-        return
-    import torch
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
 
 
 def _eos_ids(tokenizer) -> list[int]:
