@@ -118,8 +118,8 @@ class LocalClient(LLMClient):
         # transformers' sampler draws from torch's random state: seed it for this call only, then restore it.
         seeded = seed is not None and kwargs["do_sample"]
         device = self.hf_model.device
-        with self._lock, torch.inference_mode(), torch.random.fork_rng(
-                devices=[device] if device.type == "cuda" else [], enabled=seeded):
+        fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seeded)
+        with self._lock, torch.inference_mode(), fork:
             if seeded:
                 torch.manual_seed(seed)
             output = self.hf_model.generate(**inputs, **kwargs)
