@@ -1,17 +1,8 @@
-"""CPU-only speed-ups for the embedded demo model (README, "Models"; off on a GPU and with ``EC2ER_CPU_SPEEDUPS=0``).
-Each replaces a slow step of stock transformers with code that computes the same results:
-
-1. decode attention (:func:`decode_attention_for`): PyTorch's fused SDPA kernel is slow on CPU for the single
-   query row of a decode step; two batched matmuls over the grouped key/value heads give the same outputs up to
-   float rounding;
-2. sampling (:func:`nucleus_sampler`): transformers' top-p sorts the whole vocabulary of every row at every step;
-   this sampler finds the nucleus among the most likely tokens and draws from exactly the same distribution;
-3. the choice scorer's batches (:func:`least_cost_batches`): on CPU a forward pass costs a fixed overhead beyond
-   its tokens, so fewer, fuller passes pay; this picks the cuts of least total cost.
-
-Each call site (``models.load_model_and_tokenizer``, ``llm.local_backend``, ``evaluation.choice``) reads as stock
-transformers code plus one hook ``if cpu_speedups.enabled(device):``. Tests against stock transformers:
-tests/test_models.py, tests/test_sampling.py, tests/test_evaluation.py.
+"""CPU-only speed-ups for the embedded demo model (README, "Models"): a decode attention, a top-p sampler and the
+choice scorer's batching, each computing what stock transformers computes, faster on a CPU. Each call site
+(``models``, ``llm.local_backend``, ``evaluation.choice``) hooks in with ``if cpu_speedups.enabled(device):``;
+``EC2ER_CPU_SPEEDUPS=0`` turns them off. Tested against stock transformers in tests/test_models.py,
+tests/test_sampling.py and tests/test_evaluation.py.
 """
 
 from __future__ import annotations
@@ -53,13 +44,10 @@ def disabled() -> Iterator[None]:
             os.environ[SWITCH] = before
 
 
-# --------------------------------------------------------------------------------------------------------------
-# 1. Decode attention
-
-# On CPU, PyTorch's fused SDPA kernel is slow for a single query row (a decode step: ~2.6 ms per layer at batch 8
-# over 670 cached tokens, two thirds of the step), and eager attention copies the grouped keys/values (repeat_kv).
-# CPU_ATTENTION keeps SDPA for prompts (prefill, choice scoring) and computes decode steps as two batched matmuls on
-# the grouped heads, without copies: the same arithmetic, so the same outputs up to float rounding.
+# 1. Decode attention. On CPU, PyTorch's fused SDPA kernel is slow for a single query row (a decode step: ~2.6 ms per
+# layer at batch 8 over 670 cached tokens, two thirds of the step), and eager attention copies the grouped
+# keys/values (repeat_kv). CPU_ATTENTION keeps SDPA for prompts (prefill, choice scoring) and computes decode steps
+# as two batched matmuls on the grouped heads, without copies: the same outputs up to float rounding.
 CPU_ATTENTION = "ec2er_cpu_sdpa"
 
 # Architectures whose attention is plain scaled dot-product over grouped key/value heads (no logit soft-capping,
@@ -70,19 +58,12 @@ PLAIN_ATTENTION_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 def decode_attention_for(path: str) -> str | None:
     """The attention implementation to load the checkpoint ``path`` with on CPU: :data:`CPU_ATTENTION` for
     plain-attention architectures, else None (transformers' default)."""
-    from transformers import AutoConfig
+    from transformers import AttentionInterface, AttentionMaskInterface, AutoConfig
+    from transformers.masking_utils import sdpa_mask
 
     if AutoConfig.from_pretrained(path).model_type not in PLAIN_ATTENTION_MODEL_TYPES:
         return None
-    return register_cpu_attention()
-
-
-def register_cpu_attention() -> str:
-    """Register :data:`CPU_ATTENTION` with transformers (once) and return its name."""
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
-
-    if CPU_ATTENTION not in AttentionInterface._global_mapping:
+    if CPU_ATTENTION not in AttentionInterface._global_mapping:  # register once
         AttentionInterface.register(CPU_ATTENTION, grouped_decode_attention)
         AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
     return CPU_ATTENTION
@@ -112,33 +93,22 @@ def grouped_decode_attention(module: Any, query: Any, key: Any, value: Any, atte
     return output.reshape(batch, heads, 1, dim).transpose(1, 2), None
 
 
-# --------------------------------------------------------------------------------------------------------------
-# 2. Sampling
-#
-# Transformers' top-p sorts the whole vocabulary of every row at every step, then draws one exponential per
-# vocabulary entry (torch.multinomial). On a 2-core CPU, at batch 16 with SmolLM2's 49,152 tokens, that is ~45 ms
-# of a ~120 ms decode step. NucleusSampler looks for the nucleus among the ``candidates`` most likely tokens (a
-# topk), which holds it at nearly every step; only a row whose nucleus is larger is sorted in full. It then draws
-# one token among the nucleus and marks it as the only possible one, so that ``generate`` runs in greedy mode and
-# simply takes it. The distribution is exactly transformers': softmax(logits / temperature), restricted to the
-# smallest set of most likely tokens whose probability reaches ``top_p`` (TopPLogitsWarper's rule). Draws come from
-# a torch.Generator of the sampler's own, so a seeded call reproduces without touching torch's global random state.
+# 2. Sampling. Transformers' top-p sorts the whole vocabulary of every row at every step and draws one exponential per
+# token (~45 ms of a ~120 ms step at batch 16 on a 2-core CPU). This sampler looks for the nucleus among the
+# ``candidates`` most likely tokens (a topk; a row whose nucleus is larger is sorted in full), draws one token of it
+# with one uniform number per row, and leaves only that token possible, so ``generate`` stays greedy. The
+# distribution is transformers': softmax(logits / temperature) restricted to TopPLogitsWarper's nucleus. Its own
+# torch.Generator makes a seeded call reproduce without touching torch's global random state.
 
 
 def nucleus_sampler(temperature: float, top_p: float, seed: int | None, candidates: int = 256) -> Any:
     """A transformers logits processor that samples the next token (temperature, then top-p) and returns scores
     where only that token is possible; pass it last, with ``do_sample=False``."""
-    return _sampler_class()(temperature, top_p, seed, candidates)
-
-
-def _sampler_class():
     import torch
     from transformers import LogitsProcessor
 
     class NucleusSampler(LogitsProcessor):
-        """Samples the next token (temperature, then top-p) and returns scores where only it is possible."""
-
-        def __init__(self, temperature: float, top_p: float, seed: int | None, candidates: int = 256):
+        def __init__(self, temperature: float, top_p: float, seed: int | None, candidates: int):
             if temperature <= 0:
                 raise ValueError(f"temperature must be > 0 to sample (0 is greedy), got {temperature}")
             if not 0 < top_p <= 1:
@@ -192,15 +162,12 @@ def _sampler_class():
             chosen.scatter_(-1, index.gather(-1, choice), 0.0)
             return chosen
 
-    return NucleusSampler
+    return NucleusSampler(temperature, top_p, seed, candidates)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# 3. The choice scorer's batches
-
-# What a forward pass costs beyond its tokens, in tokens. On an idle 2-core CPU a one-token step of the 135M model
-# takes as long as ~40 tokens of a batched prompt (reading the weights, thread hand-offs, Python); on a busy one
-# the hand-offs wait for a CPU and cost far more, so it is counted high: a little padding is cheap either way.
+# 3. The choice scorer's batches. What a forward pass costs beyond its tokens, in tokens: on an idle 2-core CPU a
+# one-token step of the 135M model takes as long as ~40 tokens of a batched prompt (reading the weights, thread
+# hand-offs, Python); on a busy one far more, so it is counted high: a little padding is cheap either way.
 FORWARD_OVERHEAD = 128
 
 Row = TypeVar("Row")

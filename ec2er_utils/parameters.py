@@ -1,14 +1,6 @@
-"""Notebook parameters -> one validated config per stage.
-
-Each chapter has one pydantic config (``MADSConfig``, ``PreprocessConfig``, ``TrainConfig``, ...). The cell after a
-notebook's ``parameters`` cell builds it from the notebook's variables::
-
-    config = MADSConfig.from_parameters(globals())
-
-so a notebook never retypes its arguments, and a wrong value or type (``papermill ... -p num_dialogues abc``) is
-reported by parameter name before any work starts. The values themselves come from the parameters cell (CPU demo
-defaults) or from a recipe (``papermill notebooks/01_mads.ipynb out.ipynb -f recipes/paper/01_mads.yaml``).
-"""
+"""Notebook parameters -> one validated config per stage: the cell after a notebook's ``parameters`` cell runs
+``config = MADSConfig.from_parameters(globals())``, so a wrong value or type (``papermill ... -p num_dialogues abc``)
+is reported by parameter name before any work starts."""
 
 from __future__ import annotations
 
@@ -20,19 +12,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 class ParameterError(ValueError):
     """A notebook parameter (or recipe value) that a stage cannot use, named with the fix."""
-
-
-def explain(error: ValidationError, stage: str) -> ParameterError:
-    """One line per bad parameter: its name, what was wrong, the value given, and where to change it."""
-    lines = []
-    for problem in error.errors():
-        name = ".".join(str(part) for part in problem["loc"]) or "(config)"
-        given = problem.get("input")
-        shown = f", got {given!r}" if not isinstance(given, Mapping) else ""
-        lines.append(f"  parameter {name!r}: {problem['msg']}{shown}")
-    return ParameterError(f"{stage}: invalid parameters\n" + "\n".join(lines) +
-                          "\nSet them in the notebook's parameters cell, with papermill -p NAME VALUE, "
-                          "or in the recipe passed with -f.")
 
 
 class StageConfig(BaseModel):
@@ -52,4 +31,12 @@ class StageConfig(BaseModel):
         try:
             return cls(**values)
         except ValidationError as error:
-            raise explain(error, cls.__name__) from None
+            lines = []  # one per bad parameter: its name, what was wrong, the value given
+            for problem in error.errors():
+                name = ".".join(str(part) for part in problem["loc"]) or "(config)"
+                given = problem.get("input")
+                shown = f", got {given!r}" if not isinstance(given, Mapping) else ""
+                lines.append(f"  parameter {name!r}: {problem['msg']}{shown}")
+            raise ParameterError(f"{cls.__name__}: invalid parameters\n" + "\n".join(lines) +
+                                 "\nSet them in the notebook's parameters cell, with papermill -p NAME VALUE, "
+                                 "or in the recipe passed with -f.") from None

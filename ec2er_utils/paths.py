@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _dir_from_env(var: str, default: Path) -> Path:

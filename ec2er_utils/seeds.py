@@ -1,10 +1,6 @@
-"""Seeds derived from a run's seed and a place in the run, never from what was drawn before.
-
-Every random choice of a stage (a persona's attributes, an item's option order, a sampling call) takes its own
-seed from ``(run seed, keys...)``, so a resumed run, or one shard of a run, draws exactly what an uninterrupted
-run draws at the same place. :func:`derived_seed` is the one hash behind it; :func:`rng_for` and
-:func:`sampling_seed` are the two forms the stages use.
-"""
+"""Seeds derived from a run's seed and a place in the run, never from what was drawn before: every random choice of a
+stage takes its own seed from ``(run seed, keys...)``, so a resumed run, or one shard of a run, draws exactly what
+an uninterrupted run draws at the same place."""
 
 from __future__ import annotations
 

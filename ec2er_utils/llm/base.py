@@ -1,9 +1,6 @@
-"""The one LLM client interface every notebook uses: chat messages in; text, or schema-valid JSON, out.
-
-A backend implements a single method, :meth:`LLMClient._complete_batch`, that answers a batch of conversations
-once. Everything else is shared: parsing and validating JSON against a schema, a bounded re-ask when a reply is
-invalid, token accounting, typed errors, progress bars, and synchronous wrappers that also work inside a running
-Jupyter event loop.
+"""The LLM client every notebook uses (README, "One LLM client for every notebook"). A backend implements one
+method, :meth:`LLMClient._complete_batch`; schema validation, re-asks, token accounting, typed errors and the
+synchronous wrappers (which also work inside Jupyter's running event loop) are shared here.
 """
 
 from __future__ import annotations
@@ -25,10 +22,6 @@ Conversation = Sequence[Message]
 SchemaLike = type[BaseModel] | dict[str, Any]
 
 _ROLES = {"system", "user", "assistant"}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Results and errors
 
 
 @dataclass
@@ -77,9 +70,14 @@ class ChatResult:
 
 
 class LLMError(Exception):
-    """Base of the typed errors a caller counts; ``reason`` is a short machine-readable tag."""
+    """Base of the typed errors a caller counts; ``reason`` is a short machine-readable tag, ``status_code`` the
+    HTTP status behind the error, if any."""
 
     reason = "llm_error"
+
+    def __init__(self, message: str, *, status_code: int | None = None):
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class LLMRequestError(LLMError):
@@ -87,22 +85,16 @@ class LLMRequestError(LLMError):
 
     reason = "request_failed"
 
-    def __init__(self, message: str, *, status_code: int | None = None):
-        super().__init__(message)
-        self.status_code = status_code
-
 
 class LLMFatalError(LLMError):
-    """A configuration error no retry or resume mends: the server rejects the API key (HTTP 401/403), does not know
-    the model or the path (HTTP 404), or was never reachable. ``achat_many`` raises it (never returns it in place),
-    so a run stops at the first one, before anything is recorded as failed; the message names the cause and the
-    fix (``fix`` holds the fix alone)."""
+    """A configuration error no retry or resume mends (API key rejected, unknown model or path, no server).
+    ``achat_many`` raises it rather than returning it in place, so a run stops at the first one; the message names
+    the cause and the fix (``fix`` holds the fix alone)."""
 
     reason = "fatal_configuration"
 
     def __init__(self, message: str, *, status_code: int | None = None, fix: str = ""):
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(message, status_code=status_code)
         self.fix = fix
 
 
@@ -116,10 +108,6 @@ class LLMInvalidJSONError(LLMError):
         self.raw_text = raw_text
         self.attempts = attempts
         self.usage = usage
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Schemas
 
 
 class SchemaViolation(ValueError):
@@ -188,9 +176,9 @@ def extract_json_text(text: str) -> str:
     return text[start:end + 1] if 0 <= start < end else text
 
 
-def validate_conversation(messages: Conversation, index: int | None = None) -> list[Message]:
-    """Check the shape of a conversation and return it as a list of plain dicts."""
-    where = "conversation" if index is None else f"conversation {index}"
+def validate_conversation(messages: Conversation, index: int) -> list[Message]:
+    """Check the shape of conversation ``index`` and return it as a list of plain dicts."""
+    where = f"conversation {index}"
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
         raise ValueError(f"{where}: expected a non-empty list of {{'role': ..., 'content': ...}} messages")
     checked = []
@@ -201,10 +189,6 @@ def validate_conversation(messages: Conversation, index: int | None = None) -> l
                              f"got {message!r:.200}")
         checked.append({"role": message["role"], "content": message["content"]})
     return checked
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The client
 
 
 class LLMClient(ABC):
@@ -242,8 +226,6 @@ class LLMClient(ABC):
         Failures are returned in place, as :class:`LLMError`, not raised (:meth:`achat_many` raises the first
         :class:`LLMFatalError` among them)."""
 
-    # -- public API ------------------------------------------------------------------------------------------
-
     async def achat_many(self, conversations: Sequence[Conversation], *, schema: SchemaLike | None = None,
                          schemas: Sequence[SchemaLike | None] | None = None,
                          temperature: float | None = None, max_tokens: int | None = None,
@@ -279,12 +261,8 @@ class LLMClient(ABC):
                 usages[i].add(answer.prompt_tokens, answer.completion_tokens)
                 self.usage.add(answer.prompt_tokens, answer.completion_tokens)
                 spec = specs[i]
-                if spec is None:
-                    results[i] = ChatResult(answer.text, None, answer.reasoning, answer.finish_reason, attempt,
-                                            usages[i])
-                    continue
                 try:
-                    data = spec.validate(answer.text)
+                    data = None if spec is None else spec.validate(answer.text)
                 except SchemaViolation as problem:
                     if attempt > self.max_reasks:
                         results[i] = LLMInvalidJSONError(
@@ -338,10 +316,8 @@ def _per_conversation_specs(schema: SchemaLike | None, schemas: Sequence[SchemaL
     if len(schemas) != count:
         raise ValueError(f"schemas= has {len(schemas)} entries for {count} conversation(s); give one per "
                          "conversation")
-    wrapped: dict[int, JSONSchema] = {}
-    for given in schemas:
-        if given is not None and id(given) not in wrapped:
-            wrapped[id(given)] = JSONSchema(given)
+    distinct = {id(given): given for given in schemas if given is not None}
+    wrapped = {key: JSONSchema(given) for key, given in distinct.items()}
     return [None if given is None else wrapped[id(given)] for given in schemas]
 
 

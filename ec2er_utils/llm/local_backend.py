@@ -7,12 +7,13 @@ grammar's stop ids, which come from the tokenizer's EOS (``<|im_end|>`` for Smol
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from .. import cpu_speedups
 from .base import Completion, JSONSchema, LLMClient, LLMError, LLMRequestError, Message
@@ -25,9 +26,9 @@ class LocalClient(LLMClient):
 
     def __init__(self, model: str | None = None, *, adapter: str | None = None, batch_size: int = 8,
                  dtype: Any = None, device: str | None = None, **kwargs: Any):
-        from ..models import DEFAULT_MODEL, load_model_and_tokenizer, resolve_model
+        from ..models import load_model_and_tokenizer, resolve_model
 
-        spec = resolve_model(model or DEFAULT_MODEL)
+        spec = resolve_model(model)
         super().__init__(spec.display_name, **kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -42,9 +43,8 @@ class LocalClient(LLMClient):
         adapter = f", adapter={self.adapter!r}" if self.adapter else ""
         return f"LocalClient(model={self.model!r}{adapter}, dtype={self.hf_model.dtype})"
 
-    # -- grammar ---------------------------------------------------------------------------------------------
-
-    def _compiler(self):
+    @lru_cache(maxsize=32)  # noqa: B019 - one client lives for a notebook; schemas are few
+    def _compiled(self, schema_json: str):
         import xgrammar as xgr
 
         if self._grammar_compiler is None:
@@ -53,20 +53,12 @@ class LocalClient(LLMClient):
             info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size,
                                                       stop_token_ids=_eos_ids(self.tokenizer))
             self._grammar_compiler = xgr.GrammarCompiler(info)
-        return self._grammar_compiler
-
-    @lru_cache(maxsize=32)  # noqa: B019 - one client lives for a notebook; schemas are few
-    def _compiled(self, schema_json: str):
         # any_whitespace=False: free whitespace lets a small model pad forever instead of closing the object.
-        return self._compiler().compile_json_schema(schema_json, any_whitespace=False)
-
-    # -- generation ------------------------------------------------------------------------------------------
+        return self._grammar_compiler.compile_json_schema(schema_json, any_whitespace=False)
 
     async def _complete_batch(self, conversations: list[list[Message]], *, schemas: list[JSONSchema | None],
                               temperature: float, max_tokens: int, seed: int | None,
                               ) -> list[Completion | LLMError]:
-        import asyncio
-
         return await asyncio.to_thread(self._generate_all, conversations, schemas, temperature, max_tokens, seed)
 
     def _generate_all(self, conversations, schemas, temperature, max_tokens, seed) -> list[Completion | LLMError]:
@@ -81,12 +73,8 @@ class LocalClient(LLMClient):
                            key=lambda i: len(prompts[i]))
             batches += [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         results: list[Completion | LLMError | None] = [None] * len(prompts)
-        bar = None
-        if self.progress and len(batches) > 1:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(prompts), desc=self.model, unit="conv", leave=False)
-        try:
+        with tqdm(total=len(prompts), desc=self.model, unit="conv", leave=False,
+                  disable=not self.progress or len(batches) < 2) as bar:
             for number, batch in enumerate(batches):
                 batch_seed = None if seed is None else seed + number
                 try:
@@ -96,11 +84,7 @@ class LocalClient(LLMClient):
                     answers = [LLMRequestError(f"local generation failed: {err}")] * len(batch)
                 for i, answer in zip(batch, answers, strict=True):
                     results[i] = answer
-                if bar is not None:
-                    bar.update(len(batch))
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.update(len(batch))
         return results  # type: ignore[return-value]
 
     def _generate(self, prompts: list[str], schemas: list[JSONSchema | None], temperature: float, max_tokens: int,
@@ -117,14 +101,11 @@ class LocalClient(LLMClient):
         if schemas[0] is not None:
             import xgrammar as xgr
 
-            # One grammar per distinct schema (json.dumps keeps the field order: reasoning before answer), then one
-            # per row; a batch with a single schema passes it once.
-            distinct = {id(schema): schema for schema in schemas}
-            compiled = {key: self._compiled(json.dumps(schema.json_schema)) for key, schema in distinct.items()}
+            # One grammar per row (json.dumps keeps the field order: reasoning before answer); a batch with a single
+            # schema passes it once. The processor is single-use, by design.
+            compiled = {id(schema): self._compiled(json.dumps(schema.json_schema)) for schema in schemas}
             grammars = [compiled[id(schema)] for schema in schemas]
-            if len(compiled) == 1:
-                grammars = grammars[0]
-            processors.append(xgr.contrib.hf.LogitsProcessor(grammars))  # single-use, by design
+            processors.append(xgr.contrib.hf.LogitsProcessor(grammars[0] if len(compiled) == 1 else grammars))
         if temperature > 0:
             if cpu_speedups.enabled(self.hf_model.device):
                 # CPU only: the same distribution, faster. As the last processor it draws the token and leaves only
@@ -134,8 +115,13 @@ class LocalClient(LLMClient):
                 kwargs.update(do_sample=True, temperature=temperature, top_p=self.top_p, top_k=0)
         if processors:
             kwargs["logits_processor"] = processors
-        sampling_seed = seed if kwargs["do_sample"] else None
-        with self._lock, torch.inference_mode(), _seeded(sampling_seed, self.hf_model.device):
+        # transformers' sampler draws from torch's random state: seed it for this call only, then restore it.
+        seeded = seed is not None and kwargs["do_sample"]
+        device = self.hf_model.device
+        fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seeded)
+        with self._lock, torch.inference_mode(), fork:
+            if seeded:
+                torch.manual_seed(seed)
             output = self.hf_model.generate(**inputs, **kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
@@ -159,24 +145,11 @@ class LocalClient(LLMClient):
         gc.collect()
 
 
-@contextmanager
-def _seeded(seed: int | None, device) -> Iterator[None]:
-    """Seed torch's random state for the block (``generate``'s sampler draws from it), then restore it."""
-    if seed is None:
-        yield
-        return
-    import torch
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
 def _eos_ids(tokenizer) -> list[int]:
     """Token ids that end an assistant turn: the tokenizer's EOS plus any the chat format also ends on."""
     ids = {tokenizer.eos_token_id}
     for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>"):
         token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id is not None:
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
             ids.add(token_id)
     return sorted(i for i in ids if i is not None)

@@ -1,14 +1,9 @@
-"""The ``openai`` backend: any OpenAI-compatible endpoint (vLLM serving gpt-oss-20b as in the paper, OpenAI itself,
-``transformers serve``, llama.cpp's server).
+"""The ``openai`` backend: any OpenAI-compatible endpoint (vLLM, OpenAI, ``transformers serve``, llama.cpp's server).
 
-Concurrency is bounded by a semaphore; retries with exponential backoff on 429, 5xx, connection errors and
-timeouts are the openai SDK's own (``max_retries``); structured output is requested with ``response_format``
-(enforced by vLLM and OpenAI, ignored by some servers) and always validated on our side as well.
-
-Configuration errors are not retried and end in :class:`~ec2er_utils.llm.base.LLMFatalError`, which stops a run:
-HTTP 401/403 (the key), HTTP 404 (the model name or the URL's path), and a server this client has never reached
-(connection refused after the retries: a forgotten ``vllm serve``, a wrong ``base_url``). Once a server has
-answered, losing it is a transport failure like any other (:class:`~ec2er_utils.llm.base.LLMRequestError`).
+Retries are the openai SDK's (``max_retries``). Configuration errors are not retried and end in
+:class:`~ec2er_utils.llm.base.LLMFatalError`, which stops a run: HTTP 401/403 (the key), HTTP 404 (the model name or
+the URL's path), and a server this client has never reached. Once a server has answered, losing it is an
+:class:`~ec2er_utils.llm.base.LLMRequestError` like any other transport failure.
 """
 
 from __future__ import annotations
@@ -19,6 +14,7 @@ from typing import Any
 
 import openai
 from pydantic import SecretStr
+from tqdm.auto import tqdm
 
 from .base import Completion, JSONSchema, LLMClient, LLMError, LLMFatalError, LLMRequestError, Message
 
@@ -72,13 +68,16 @@ class OpenAIClient(LLMClient):
         async with _SDKClient(base_url=self.base_url, api_key=self._api_key.get_secret_value(),
                               timeout=self.timeout, max_retries=self.max_retries) as client:
             limit = asyncio.Semaphore(self.concurrency)
+            with tqdm(total=len(conversations), desc=self.model, unit="req", leave=False,
+                      disable=not self.progress or len(conversations) < 2) as bar:
 
-            async def one(messages: list[Message], schema: JSONSchema | None) -> Completion | LLMError:
-                async with limit:
-                    return await self._complete_one(client, messages, schema, temperature, max_tokens, seed)
+                async def one(messages: list[Message], schema: JSONSchema | None) -> Completion | LLMError:
+                    async with limit:
+                        answer = await self._complete_one(client, messages, schema, temperature, max_tokens, seed)
+                    bar.update(1)
+                    return answer
 
-            answers = await _gather_with_progress([one(c, s) for c, s in zip(conversations, schemas, strict=True)],
-                                                  self.progress, self.model)
+                answers = await asyncio.gather(*(one(c, s) for c, s in zip(conversations, schemas, strict=True)))
             first = next((n for n, a in enumerate(answers) if isinstance(a, LLMFatalError)), None)
             if first is not None and answers[first].status_code == 404:  # the one achat_many raises
                 answers[first] = await self._name_served_models(client, answers[first])
@@ -166,22 +165,3 @@ class OpenAIClient(LLMClient):
         return LLMFatalError(self._redact(f"{error} The server serves: {listing}."), status_code=error.status_code,
                              fix=error.fix)
 
-
-async def _gather_with_progress(coros: list, progress: bool, label: str) -> list:
-    """``asyncio.gather`` in order, with a tqdm bar when there is more than one request."""
-    if not progress or len(coros) < 2:
-        return await asyncio.gather(*coros)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(coros), desc=f"{label}", unit="req", leave=False)
-
-    async def tick(coro):
-        try:
-            return await coro
-        finally:
-            bar.update(1)
-
-    try:
-        return await asyncio.gather(*(tick(c) for c in coros))
-    finally:
-        bar.close()
