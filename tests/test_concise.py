@@ -16,7 +16,8 @@ from ec2er_utils.jsonl import read_jsonl
 from ec2er_utils.personas import grid_personas
 from ec2er_utils.schemas import DatasetItem
 from ec2er_utils.taxonomy import EA_CATEGORIES, EU_CATEGORIES, is_known_emotion
-from tests.generation_backend import InjectedCrash, ScriptedGenerationClient, assert_stopped_at_quotas, request_error
+from tests.generation_backend import (InjectedCrash, ScriptedGenerationClient, agent_of, assert_stopped_at_quotas,
+                                     request_error)
 
 PERSONAS = grid_personas(30, seed=2)
 
@@ -75,6 +76,17 @@ def test_five_rounds_make_at_most_ten_messages(tmp_path):
     (record,), _ = final(tmp_path, "short")
     assert len(record["messages"]) == 4
 
+
+
+def test_item_writers_read_the_conversation_without_repeated_turns(tmp_path):
+    """§3.3: the scripted speakers repeat themselves every round; the item writers see each line once, the persona
+    record keeps every message and lists the ones left out."""
+    _, client = run(tmp_path, num_samples=1)
+    (record,), _ = final(tmp_path)
+    assert len(record["messages"]) == 10
+    assert [t["index"] for t in record["redundant_turns"]] == list(range(2, 10))
+    writers = [c[-1]["content"] for c in client.seen if agent_of(c) == "extractor"]
+    assert writers and all(w.count("CLIENT: ") == 1 and w.count("THERAPIST: ") == 1 for w in writers)
 
 def test_items_are_mcq_records_with_valid_options_and_balanced_categories(tmp_path):
     summary, client = run(tmp_path, num_samples=8, concurrency=4)

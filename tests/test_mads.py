@@ -202,6 +202,21 @@ def test_client_opens_and_speakers_alternate(tmp_path):
     assert dialogue["background"].startswith(("Alex", "Sam"))
 
 
+
+def test_extractors_read_the_dialogue_without_turns_a_speaker_repeats(tmp_path):
+    """§3.3's redundant-turn removal: the scripted client and therapist say nearly the same line every turn, so the
+    extraction agents see each once; the dialogue file keeps every turn and the metadata lists the ones left out."""
+    _, client = run(tmp_path, num_dialogues=1)
+    (dialogue,) = read_jsonl(tmp_path / "run" / "dialogues.jsonl")
+    (record,) = metadata(tmp_path)
+    assert len(dialogue["messages"]) == 8
+    assert [(t["index"], t["reason"]) for t in record["redundant_turns"]] == [(i, "repeated_turn") for i in range(2, 8)]
+    extractions = [c[-1]["content"] for c in client.seen if agent_of(c) == "extractor"]
+    assert extractions and all(turns_in([{"content": text}]) == 1 for text in extractions)
+    assert all(dialogue["messages"][0]["text"] in text and dialogue["messages"][2]["text"] not in text
+               for text in extractions)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Failures and rejected items
 

@@ -21,7 +21,7 @@ from ..seeds import rng_for
 from ..schemas import DatasetItem
 from ..taxonomy import CONCISE_ROUNDS, EA_CATEGORIES, EU_CATEGORIES, SCENARIO_WORDS
 from . import prompts
-from .dialogue import CLIENT, THERAPIST, Conversation, transcript
+from .dialogue import CLIENT, THERAPIST, Conversation
 from .items import CategoryBalancer, ItemRejected, build_mcq_item, mcq_draft_schema, rejection, resolve_quotas
 from .lockstep import Algorithm, Request, run_one
 from .run_files import RunFiles, distribution, fingerprint
@@ -109,7 +109,7 @@ class ConciseAgents:
 
     def item_writer(self, c: Conversation, task: str, category: str) -> Request:
         context = prompts.BACKGROUND_AND_DIALOGUE_CONTEXT.format(background=c.background,
-                                                                 transcript=transcript(c.messages))
+                                                                 transcript=c.items_transcript())
         template, guide = (prompts.CONCISE_EU_USER, prompts.EU_CATEGORY_GUIDE) if task == "EU" else \
             (prompts.CONCISE_EA_USER, prompts.EA_CATEGORY_GUIDE)
         user = template.format(context=context, category=category, category_guide=guide[category])
@@ -164,8 +164,9 @@ def run_sample(client: LLMClient, plan: SamplePlan, config: ConciseConfig | None
 def sample_record(c: Conversation) -> dict[str, Any]:
     return {"sample_id": c.unit_id, "index": c.index, "status": "failed" if c.error else "ok",
             "persona": c.persona.model_dump(), "attributes": c.attributes.model_dump(),
-            "background": c.background, "messages": c.messages, "item_ids": [i.item_id for i in c.items],
-            "targets": c.targets, "rejected_items": c.rejected, "repaired_items": c.repaired, "error": c.error,
+            "background": c.background, "messages": c.messages, "redundant_turns": c.redundant_turns(),
+            "item_ids": [i.item_id for i in c.items], "targets": c.targets, "rejected_items": c.rejected,
+            "repaired_items": c.repaired, "error": c.error,
             "usage": c.usage.as_dict(), "timings": c.timings}
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..llm import ChatResult, LLMError, Usage
 from . import prompts
+from .transcript import remove_redundant_turns
 
 CLIENT, THERAPIST = "CLIENT", "THERAPIST"
 
@@ -99,6 +100,14 @@ class Conversation:
             self.error = {"stage": stage, "reason": error.reason, "message": str(error)[:500]}
         else:
             self.error = {"stage": stage, "reason": error, "message": error}
+
+    def items_transcript(self) -> str:
+        """The transcript the item writers read: without the turns in which a speaker repeats themselves (§3.3)."""
+        return transcript(remove_redundant_turns(self.messages)[0])
+
+    def redundant_turns(self) -> list[dict[str, Any]]:
+        """The turns :meth:`items_transcript` leaves out: index, reason and detail (recorded, never silent)."""
+        return [turn._asdict() for turn in remove_redundant_turns(self.messages)[1]]
 
     def client_prompt(self, max_words: int, steer: Sequence[str] = ()) -> list[dict[str, str]]:
         """The ClientAgent's next request: its persona, background and therapy attributes, and the dialogue;

@@ -265,7 +265,7 @@ class MADSAgents:
         return rng_for(self.config.seed, "mixed", d.index, number).random() < self.config.mixed_share
 
     def extractor(self, d: Dialogue, target: Target) -> Request:
-        context = prompts.DIALOGUE_CONTEXT.format(transcript=transcript(d.messages))
+        context = prompts.DIALOGUE_CONTEXT.format(transcript=d.items_transcript())
         if target.task == "EU":
             user = prompts.EU_EXTRACTOR_USER.format(
                 context=context, category=target.category, category_guide=prompts.EU_CATEGORY_GUIDE[target.category],
@@ -445,7 +445,8 @@ class MADSRun(BatchedRun):
             "dialogue_id": d.unit_id, "index": d.index, "status": d.status,
             "persona_id": d.persona.persona_id, "persona": d.persona.text, "theme": d.theme.name,
             "theme_category": d.theme.category, "attributes": d.attributes.model_dump(),
-            "turns": d.turns, "messages": len(d.messages), "stop_reason": "error" if d.error else d.stop_reason,
+            "turns": d.turns, "messages": len(d.messages), "redundant_turns": d.redundant_turns(),
+            "stop_reason": "error" if d.error else d.stop_reason,
             "criteria_met": d.criteria_met, "supervisor_verdicts": d.verdicts, "supervisor_steering": d.steered,
             "background_words": len(d.background.split()), "error": d.error,
             "eu_targets": [t for t in d.targets if t.startswith("EU:")],
