@@ -5,9 +5,9 @@ Output files: ``FILES``. The item format and the departures from the paper: READ
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,9 +22,9 @@ from ..schemas import DatasetItem
 from ..taxonomy import CONCISE_ROUNDS, EA_CATEGORIES, EU_CATEGORIES, SCENARIO_WORDS
 from . import prompts
 from .dialogue import CLIENT, THERAPIST, Conversation
-from .items import CategoryBalancer, ItemRejected, build_mcq_item, mcq_draft_schema, rejection, resolve_quotas
+from .items import CategoryBalancer, build_mcq_item, mcq_draft_schema, resolve_quotas
 from .lockstep import Algorithm, Request, run_one
-from .run_files import RunFiles, distribution, fingerprint
+from .run_files import RunFiles, distribution, outcomes
 from .runner import BatchedRun, RunConfig, check_run_settings, run_folder
 
 FILES = {"personas_final": "personas_final.json", "items_final": "items_final.jsonl",
@@ -121,18 +121,11 @@ class ConciseAgents:
                  reply: ChatResult | LLMError) -> None:
         """Algorithm 2, line 8: validate the reply into an item, or record why it was rejected."""
         item_id = f"{c.unit_id}-{task.lower()}{number}"
-        written = False
-        try:
-            if isinstance(reply, LLMError):
-                raise reply
-            provenance = {"pipeline": "concise", "generator_model": self.generator_model,
-                          "persona_id": c.persona.persona_id, "dialogue_id": c.unit_id}
-            c.items.append(build_mcq_item(reply.data, item_id=item_id, task=task, category=category,
-                                          provenance=provenance, repairs=c.repaired,
-                                          rng=rng_for(self.config.seed, "options", item_id)))
-            written = True
-        except (LLMError, ItemRejected) as problem:
-            c.rejected.append(rejection(problem, task=task, target=category, item_id=item_id))
+        provenance = {"pipeline": "concise", "generator_model": self.generator_model,
+                      "persona_id": c.persona.persona_id, "dialogue_id": c.unit_id}
+        build = partial(build_mcq_item, item_id=item_id, task=task, category=category, provenance=provenance,
+                        repairs=c.repaired, rng=rng_for(self.config.seed, "options", item_id))
+        written = c.record_item(reply, build, task=task, target=category, item_id=item_id)
         self.balancers[task].settle(category, written)
 
 
@@ -183,13 +176,9 @@ class ConciseRun(BatchedRun):
         self.quota_balancers = tuple(self.agents.balancers.values())
         self.population = population
         self.done: list[dict[str, Any]] = []
-        self.existing: dict[str, list[dict[str, Any]]] = {}
 
-    def settings(self) -> dict[str, Any]:
-        settings = self.config.model_dump(mode="json")
-        settings["generator_model"] = self.client.model
-        settings["plan_fingerprint"] = fingerprint((p.unit_id, p.persona.persona_id) for p in self.all_plans)
-        return settings
+    def plan_identity(self, plan: SamplePlan) -> tuple:
+        return plan.unit_id, plan.persona.persona_id
 
     def prepare(self, resume: bool) -> set[str]:
         files = RunFiles("concise", "persona", self.out_dir, self.paths["config"],
@@ -197,13 +186,11 @@ class ConciseRun(BatchedRun):
                          records=[self.paths["items_checkpoint"]], unit_of=lambda r: r["dialogue_id"],
                          outputs=list(self.paths.values()))
         self.done = files.prepare(self.settings(), resume)
-        if self.paths["items_checkpoint"].is_file():
-            for record in iter_jsonl(self.paths["items_checkpoint"]):
-                self.existing.setdefault(record["dialogue_id"], []).append(record)
+        self.read_written_items(self.paths["items_checkpoint"])
         return {r["sample_id"] for r in self.done}
 
     def recount(self, unit_id: str) -> None:
-        for item in self.existing.get(unit_id, []):
+        for item in self.written_items.get(unit_id, []):
             self.agents.balancers[item["task"]].record(item["category"])
 
     def start(self, plan: SamplePlan) -> tuple[Conversation, Algorithm]:
@@ -226,26 +213,15 @@ class ConciseRun(BatchedRun):
         items.sort(key=lambda i: (order[i.dialogue_id], i.item_id))
         write_json_atomic(self.paths["personas_final"], done)
         write_jsonl_atomic(self.paths["items_final"], items)
-        usage = Counter()
-        for record in done:
-            usage.update(record["usage"])
-        rejected = [r for record in done for r in record["rejected_items"]]
         summary = {
             "paths": {k: str(p) for k, p in self.paths.items()},
             "personas_available": self.population, "personas_sampled": len(self.plans),
-            "personas_written": len(done),
-            "status": distribution(r["status"] for r in done),
-            "failure_reasons": distribution(f"{r['error']['stage']}: {r['error']['reason']}"
-                                            for r in done if r["error"]),
+            "personas_written": len(done), **outcomes(done),
             "messages_mean": round(sum(len(r["messages"]) for r in done) / len(done), 2) if done else None,
             "items": len(items),
             "items_by_task": distribution((i.task for i in items), ("EU", "EA")),
             "eu_categories": distribution((i.category for i in items if i.task == "EU"), EU_CATEGORIES),
             "ea_categories": distribution((i.category for i in items if i.task == "EA"), EA_CATEGORIES),
-            "items_rejected": len(rejected),
-            "rejection_reasons": distribution(r["reason"] for r in rejected),
-            "items_repaired": sum(len(record.get("repaired_items", [])) for record in done),
-            "usage": dict(usage),
             "elapsed_s_this_session": round(elapsed_s, 1),
         }
         write_json_atomic(self.paths["summary"], summary)

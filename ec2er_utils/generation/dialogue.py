@@ -5,12 +5,13 @@ to it. Messages get the paper's speaker tags CLIENT / THERAPIST (§3.3) when the
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..llm import ChatResult, LLMError, Usage
 from . import prompts
+from .items import ItemRejected
 from .transcript import remove_redundant_turns
 
 CLIENT, THERAPIST = "CLIENT", "THERAPIST"
@@ -100,6 +101,21 @@ class Conversation:
             self.error = {"stage": stage, "reason": error.reason, "message": str(error)[:500]}
         else:
             self.error = {"stage": stage, "reason": error, "message": error}
+
+    def record_item(self, reply: ChatResult | LLMError, build: Callable[[dict[str, Any]], Any], *, task: str,
+                    target: str, item_id: str) -> bool:
+        """Add the item ``build`` makes from an item writer's reply, or record why there is none (a failed request,
+        or :class:`~.items.ItemRejected`); returns whether an item was added."""
+        try:
+            if isinstance(reply, LLMError):
+                raise reply
+            self.items.append(build(reply.data))
+            return True
+        except (LLMError, ItemRejected) as problem:
+            detail = problem.detail if isinstance(problem, ItemRejected) else str(problem)
+            self.rejected.append({"item_id": item_id, "task": task, "target": target, "reason": problem.reason,
+                                  "detail": detail[:300]})
+            return False
 
     def items_transcript(self) -> str:
         """The transcript the item writers read: without the turns in which a speaker repeats themselves (§3.3)."""

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..formatting import EA_QUESTION, EU_EMOTION_QUESTION
-from ..llm import LLMError
 from ..schemas import DatasetItem
 from ..taxonomy import (
     EA_CATEGORIES,
@@ -337,8 +336,3 @@ def build_mcq_item(draft: Mapping[str, Any], *, item_id: str, task: str, categor
         options=_shuffled(options, rng), correct_answer=options[0],
         explanation=_text(draft["explanation"], "explanation"), **provenance)
 
-
-def rejection(problem: LLMError | ItemRejected, *, task: str, target: str, item_id: str) -> dict[str, str]:
-    """What the statistics record about an item that was not written."""
-    detail = problem.detail if isinstance(problem, ItemRejected) else str(problem)
-    return {"item_id": item_id, "task": task, "target": target, "reason": problem.reason, "detail": detail[:300]}

@@ -11,6 +11,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,17 +30,15 @@ from .dialogue import CLIENT, THERAPIST, Conversation, transcript
 from .items import (
     EU_FINEGRAINED,
     CategoryBalancer,
-    ItemRejected,
     build_ea_item,
     build_eu_item,
     ea_draft_schema,
     eu_draft_schema,
-    rejection,
     resolve_quotas,
     supervisor_schema,
 )
 from .lockstep import Algorithm, Request, run_one
-from .run_files import RunFiles, distribution, fingerprint
+from .run_files import RunFiles, distribution, outcomes
 from .runner import BatchedRun, RunConfig, check_run_settings, run_folder
 
 CRITERIA = ("scenario", "emotions", "causes", "dilemma")
@@ -285,24 +284,17 @@ class MADSAgents:
     def add_item(self, d: Dialogue, target: Target, reply: ChatResult | LLMError) -> None:
         """The item built from an extraction reply, or its rejection, recorded on the dialogue and counted."""
         item_id = f"{d.unit_id}-{target.task.lower()}{target.number}"
-        written = False
-        try:
-            if isinstance(reply, LLMError):
-                raise reply
-            provenance = {"pipeline": "mads", "generator_model": self.generator_model,
-                          "persona_id": d.persona.persona_id, "dialogue_id": d.unit_id, "theme": d.theme.name}
-            rng = rng_for(self.config.seed, "options", item_id)
-            if target.task == "EU":
-                item = build_eu_item(reply.data, item_id=item_id, category=target.category,
-                                     finegrained=target.detail, provenance=provenance, rng=rng, repairs=d.repaired)
-            else:
-                item = build_ea_item(reply.data, item_id=item_id, category=target.category,
-                                     question_type=target.detail, provenance=provenance, rng=rng)
-            d.items.append(item)
-            written = True
-        except (LLMError, ItemRejected) as problem:
-            d.rejected.append(rejection(problem, task=target.task, target=f"{target.category}/{target.detail}",
-                                        item_id=item_id))
+        provenance = {"pipeline": "mads", "generator_model": self.generator_model,
+                      "persona_id": d.persona.persona_id, "dialogue_id": d.unit_id, "theme": d.theme.name}
+        rng = rng_for(self.config.seed, "options", item_id)
+        if target.task == "EU":
+            build = partial(build_eu_item, item_id=item_id, category=target.category, finegrained=target.detail,
+                            provenance=provenance, rng=rng, repairs=d.repaired)
+        else:
+            build = partial(build_ea_item, item_id=item_id, category=target.category, question_type=target.detail,
+                            provenance=provenance, rng=rng)
+        written = d.record_item(reply, build, task=target.task, target=f"{target.category}/{target.detail}",
+                                item_id=item_id)
         if target.task == "EU":
             self.eu_balancer.settle(target.category, written)
             self.fine_balancers[target.category].settle(target.detail, written)
@@ -358,28 +350,20 @@ class MADSRun(BatchedRun):
         self.quota_balancers = (self.agents.eu_balancer, self.agents.ea_balancer)
         self.plan_report = plan_report or {}
         self.position = {p.dialogue_id: n for n, p in enumerate(self.plans)}
-        self.existing: dict[str, list[dict[str, Any]]] = {}
 
-    def settings(self) -> dict[str, Any]:
-        settings = self.config.model_dump(mode="json")
-        settings["generator_model"] = self.client.model
-        settings["plan_fingerprint"] = fingerprint(
-            (p.dialogue_id, p.persona.persona_id, p.theme.name, p.attributes.model_dump()) for p in self.all_plans)
-        return settings
+    def plan_identity(self, plan: DialoguePlan) -> tuple:
+        return plan.dialogue_id, plan.persona.persona_id, plan.theme.name, plan.attributes.model_dump()
 
     def prepare(self, resume: bool) -> set[str]:
         files = RunFiles("mads", "dialogue", self.out_dir, self.paths["config"], ledger=self.paths["metadata"],
                          id_key="dialogue_id", records=[self.paths[k] for k in ("eu", "ea", "dialogues")],
                          unit_of=lambda record: record["dialogue_id"], outputs=list(self.paths.values()))
         complete = {r["dialogue_id"] for r in files.prepare(self.settings(), resume)}
-        for key in ("eu", "ea"):
-            if self.paths[key].is_file():
-                for record in iter_jsonl(self.paths[key]):
-                    self.existing.setdefault(record["dialogue_id"], []).append(record)
+        self.read_written_items(self.paths["eu"], self.paths["ea"])
         return complete
 
     def recount(self, unit_id: str) -> None:
-        for item in self.existing.get(unit_id, []):
+        for item in self.written_items.get(unit_id, []):
             if item["task"] == "EU":
                 self.agents.eu_balancer.record(item["category"])
                 self.agents.fine_balancers[item["category"]].record(item["finegrained_category"])
@@ -405,17 +389,11 @@ class MADSRun(BatchedRun):
         """Counts and category distributions of everything the run has written so far (``statistics.json``)."""
         meta = list(iter_jsonl(self.paths["metadata"]))
         eu, ea = list(iter_jsonl(self.paths["eu"])), list(iter_jsonl(self.paths["ea"]))
-        usage = Counter()
-        for record in meta:
-            usage.update(record["usage"])
-        rejected = [r for record in meta for r in record["rejected_items"]]
         ok = [r for r in meta if r["status"] != "failed"]
+        totals = outcomes(meta)
         stats = {
-            "dialogues_planned": len(self.plans), "dialogues_written": len(meta),
-            "status": distribution(r["status"] for r in meta),
+            "dialogues_planned": len(self.plans), "dialogues_written": len(meta), **totals,
             "stop_reasons": distribution(r["stop_reason"] for r in meta),
-            "failure_reasons": distribution(f"{r['error']['stage']}: {r['error']['reason']}"
-                                            for r in meta if r["error"]),
             "turns_mean": round(sum(r["turns"] for r in ok) / len(ok), 2) if ok else None,
             "turns_distribution": distribution(str(r["turns"]) for r in ok),
             "eu_items": len(eu), "ea_items": len(ea),
@@ -423,12 +401,9 @@ class MADSRun(BatchedRun):
             "eu_finegrained": distribution(i["finegrained_category"] for i in eu),
             "ea_categories": distribution((i["category"] for i in ea), EA_CATEGORIES),
             "ea_question_types": distribution((i["question_type"] for i in ea), EA_QUESTION_TYPES),
-            "items_rejected": len(rejected),
-            "rejection_reasons": distribution(r["reason"] for r in rejected),
-            "items_repaired": sum(len(record.get("repaired_items", [])) for record in meta),
             "themes": distribution(r["theme"] for r in meta),
-            "usage": dict(usage),
-            "completion_tokens_per_dialogue": round(usage["completion_tokens"] / len(meta), 1) if meta else None,
+            "completion_tokens_per_dialogue":
+                round(totals["usage"]["completion_tokens"] / len(meta), 1) if meta else None,
             "elapsed_s_this_session": None if elapsed_s is None else round(elapsed_s, 1),
             "plan": self.plan_report,
             "quotas": resolve_quotas(self.config.quotas),

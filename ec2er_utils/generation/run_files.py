@@ -200,3 +200,17 @@ def distribution(values: Iterable[str], order: Sequence[str] = ()) -> dict[str, 
     ordered = {value: counts.pop(value, 0) for value in order}
     ordered.update(sorted(counts.items()))
     return ordered
+
+
+def outcomes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a run's unit records add up to: their status, why units failed, the items rejected and repaired, and
+    the tokens used."""
+    usage = Counter()
+    for record in records:
+        usage.update(record["usage"])
+    rejected = [r for record in records for r in record["rejected_items"]]
+    return {"status": distribution(r["status"] for r in records),
+            "failure_reasons": distribution(f"{r['error']['stage']}: {r['error']['reason']}"
+                                            for r in records if r["error"]),
+            "items_rejected": len(rejected), "rejection_reasons": distribution(r["reason"] for r in rejected),
+            "items_repaired": sum(len(r.get("repaired_items", [])) for r in records), "usage": dict(usage)}

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from ..jsonl import iter_jsonl
 from ..llm import LLMClient, LLMFatalError
 from ..paths import data_dir
 from ..seeds import sampling_seed
@@ -19,7 +20,7 @@ from .client import GeneratorConfig
 from .dialogue import Conversation
 from .items import CategoryBalancer, resolve_quotas
 from .lockstep import Algorithm, run_lockstep
-from .run_files import UnreachableWatch, failed_run
+from .run_files import UnreachableWatch, failed_run, fingerprint
 
 
 class RunConfig(GeneratorConfig):
@@ -82,6 +83,23 @@ class BatchedRun:
         self.all_plans = list(plans)
         self.plans = [p for p in self.all_plans if p.index % config.num_shards == config.shard_index]
         self.out_dir = Path(out_dir)
+        self.written_items: dict[str, list[dict[str, Any]]] = {}  # unit id -> its items already on disk (resume)
+
+    def settings(self) -> dict[str, Any]:
+        """What a resumed run must match: the config, the generator and a fingerprint of the whole plan."""
+        return {**self.config.model_dump(mode="json"), "generator_model": self.client.model,
+                "plan_fingerprint": fingerprint(self.plan_identity(p) for p in self.all_plans)}
+
+    def plan_identity(self, plan: Any) -> tuple:
+        """What a resumed run must plan the same for a unit (its id and persona, ...)."""
+        raise NotImplementedError
+
+    def read_written_items(self, *paths: Path) -> None:
+        """Index the items already in ``paths`` by their unit, for :meth:`recount`."""
+        for path in paths:
+            if path.is_file():
+                for record in iter_jsonl(path):
+                    self.written_items.setdefault(record["dialogue_id"], []).append(record)
 
     def prepare(self, resume: bool) -> set[str]:
         """Make the files ready (fresh or resumed); return the ids of complete units, whose items are counted."""
