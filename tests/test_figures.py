@@ -241,6 +241,15 @@ def test_each_plot_function_on_its_own(fixture_tree, tmp_path):
         figures.save_figure(built["table1_paper"], tmp_path, "../escape")
 
 
+def _assert_legend_inside(figure) -> None:
+    """The shared legend is drawn within the figure: none of its entries is cut off at an edge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure).draw()
+    box = figure.legends[0].get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= figure.bbox.width and 0 <= box.y0, (box, figure.bbox)
+
+
 @needs_emobench
 def test_evaluation_runs_are_read_as_base_and_fine_tuned(fixture_tree):
     entries = figures.load_evaluations(fixture_tree["results"])
@@ -264,6 +273,7 @@ def test_evaluation_runs_are_read_as_base_and_fine_tuned(fixture_tree):
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
     assert {"ours base", "ours fine-tuned", "ours base, over orders", "always A", "majority gold letter",
             "chance"} <= set(legend)
+    _assert_legend_inside(figure)
     gain = figures.plot_finetune_gain(deltas, "choice")
     assert len(gain.axes) == 4 and "averaged over option orders" in gain.axes[2].get_title()
     assert figures.paper_alias("mistralai/Mistral-7B-Instruct-v0.3") == "mistral"
