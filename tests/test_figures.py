@@ -276,6 +276,10 @@ def test_evaluation_runs_are_read_as_base_and_fine_tuned(fixture_tree):
     _assert_legend_inside(figure)
     gain = figures.plot_finetune_gain(deltas, "choice")
     assert len(gain.axes) == 4 and "averaged over option orders" in gain.axes[2].get_title()
+    # an adapter that changed nothing (every difference 0, as the CPU demo's can): an axis around 0, not 1e-17 wide
+    unchanged = deltas.assign(delta=0.0, ci_low=0.0, ci_high=0.0, letter_habit_delta=0.0)
+    low, high = figures.plot_finetune_gain(unchanged, "choice").axes[0].get_xlim()
+    assert low <= -0.05 and high >= 0.05
     assert figures.paper_alias("mistralai/Mistral-7B-Instruct-v0.3") == "mistral"
     assert figures.paper_alias("unsloth/Qwen2.5-7B-Instruct-bnb-4bit") == "qwen"
     assert figures.paper_alias("my-served-model") == "my-served-model"

@@ -321,6 +321,8 @@ def plot_finetune_gain(deltas, protocol: str, *, language: str = "en"):
         ax.invert_yaxis()
         ax.set_title(f"{task}: fine-tuned - base, {titles.get(metric, metric)}", fontsize=10)
         ax.set_xlabel("accuracy difference")
+    low, high = axes[0, 0].get_xlim()  # shared by every panel
+    axes[0, 0].set_xlim(min(low, -0.05), max(high, 0.05))  # no change at all still reads on a 0.1-wide axis
     shared_legend(figure, axes)
     suptitle(figure, f"Effect of fine-tuning on EmoBench ({language}), protocol {protocol}: paired bootstrap 95% CI "
                      "over the same items; diamonds are the paper's reported change (no CI), crosses the change "
